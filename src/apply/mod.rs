@@ -1,0 +1,1 @@
+//! Apply: the executor, the lock, the journal, generations and rollback.

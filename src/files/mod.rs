@@ -1,0 +1,1 @@
+//! The files domain: managed files under `--root`.

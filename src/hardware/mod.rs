@@ -1,0 +1,1 @@
+//! Hardware detection: CPU, memory, GPUs, and the matching archetype from hardware/.

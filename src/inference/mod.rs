@@ -1,0 +1,1 @@
+//! The compute node: the llama.cpp daemon, its OpenAI-compatible HTTP API and the model cache.

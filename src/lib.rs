@@ -1,0 +1,16 @@
+//! sovereign: turn a TOML profile into an applied AI workstation.
+//!
+//! The flow runs one way: [`profile`] loads and validates what the user wants,
+//! [`hardware`] and the domains observe what the machine has, [`plan`] diffs the
+//! two into a pure value, and [`apply`] executes it through [`host`], the only
+//! module that touches the machine. See ARCHITECTURE.md for the map.
+
+pub mod apply;
+pub mod cli;
+pub mod domain;
+pub mod files;
+pub mod hardware;
+pub mod host;
+pub mod inference;
+pub mod plan;
+pub mod profile;

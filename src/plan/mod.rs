@@ -1,0 +1,1 @@
+//! Plans: the pure value `diff(desired, observed)` produces, and its renderings.

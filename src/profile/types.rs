@@ -1,0 +1,340 @@
+//! The typed profile: what a user can declare, with a doc comment on every key.
+//!
+//! These structs are the single source of the profile format: serde reads them,
+//! schemars turns the same doc comments into `sovereign schema`, and the
+//! validator takes its list of known keys from that schema.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::units::{Duration, Mode, Size};
+
+/// A sovereign profile: the declared state of one workstation. Every section is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "sovereign profile")]
+pub struct Profile {
+    /// Profile fragments merged into this one, NixOS-style. Paths are relative to this file.
+    /// Tables merge recursively; this file's values override what it imports; two imports
+    /// that set the same value differently is an error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<String>,
+
+    /// The machine this profile describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
+
+    /// Managed files, keyed by absolute path (relocated under `--root`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, FileSpec>,
+
+    /// Health checks run after every apply; a failing one rolls the apply back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+
+    /// ZFS pools, datasets, zvols and snapshot policies (the Nest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
+
+    /// The inference daemon and the models it serves (Compute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference: Option<Inference>,
+}
+
+/// The machine this profile describes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// The host name; templates see it as `host.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+
+    /// The hardware archetype this profile is written for (an id from hardware/, e.g.
+    /// "rtx-4090", "2x-rtx-3090", "m2-ultra", "rtx-3060", "cpu-only"). Plan refuses to run
+    /// on a machine whose detected archetype differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+}
+
+/// One managed file. Give exactly one of `content` or `template`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// The file's content, rendered as a minijinja template with the profile and the detected
+    /// facts as context (`{{ host.name }}`, `{{ facts.cpu.model }}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+
+    /// A template file under templates/ (relative to the profile's directory or the project's
+    /// templates/ folder), rendered with the same context as `content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+
+    /// Permission bits, applied exactly whatever the umask. Default "0644".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+
+    /// Owner user name. Default: the user running sovereign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+
+    /// Group name. Default: the primary group of the user running sovereign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+
+    /// Hide the content in plans, diffs and logs (shown as "(sensitive)").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+}
+
+/// A post-apply health check: a command that must exit 0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// A name shown in apply output and generations.
+    pub name: String,
+
+    /// The command as an argv array; it is run directly, not through a shell.
+    pub command: Vec<String>,
+
+    /// How long one attempt may take. Default "30s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+
+    /// Further attempts after a failure before the check counts as failed. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+
+    /// Pause between attempts. Default "1s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+}
+
+/// ZFS storage: pools, datasets, zvols and snapshot policies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// ZFS pools, keyed by pool name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, Pool>,
+
+    /// ZFS datasets, keyed by full name ("tank/models"); the pool must be declared.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub datasets: BTreeMap<String, Dataset>,
+
+    /// ZFS volumes (block devices, e.g. VM disks), keyed by full name ("tank/vms/hunt-01").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zvols: BTreeMap<String, Zvol>,
+
+    /// Snapshot retention policies that datasets name in `snapshots`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshot_policies: BTreeMap<String, SnapshotPolicy>,
+}
+
+/// A ZFS pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// The pool's layout: single devices or files (absolute paths) and groups such as
+    /// `{ type = "mirror", devices = [...] }`. A layout cannot change in place.
+    pub vdevs: Vec<Vdev>,
+
+    /// log2 of the sector size (9 to 16); 12 suits most SSDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ashift: Option<u8>,
+
+    /// Pool properties (`zpool create -o`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, PropertyValue>,
+
+    /// Properties of the pool's root dataset (`zpool create -O`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filesystem: BTreeMap<String, PropertyValue>,
+
+    /// Create the pool even on devices that hold a filesystem, a partition table or
+    /// another pool's label. Destroys what they hold.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// One vdev: a single device or file path, or a redundancy group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Vdev {
+    /// A single device or file, as an absolute path.
+    Single(String),
+    /// A redundancy group.
+    Group(VdevGroup),
+}
+
+/// A redundancy group of devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VdevGroup {
+    /// The redundancy: "mirror" (2+ devices), "raidz1" (3+), "raidz2" (4+).
+    #[serde(rename = "type")]
+    pub kind: VdevKind,
+    /// Member devices or files, as absolute paths.
+    pub devices: Vec<String>,
+}
+
+/// A vdev group's redundancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VdevKind {
+    Mirror,
+    Raidz1,
+    Raidz2,
+}
+
+/// A ZFS property value. Strings as ZFS prints them ("off", "lz4", "1M"); numbers and
+/// booleans are accepted and written as ZFS expects ("on"/"off").
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    Text(String),
+    Number(i64),
+    Flag(bool),
+}
+
+impl PropertyValue {
+    /// The value as the zfs command line takes it.
+    pub fn to_zfs(&self) -> String {
+        match self {
+            PropertyValue::Text(s) => s.clone(),
+            PropertyValue::Number(n) => n.to_string(),
+            PropertyValue::Flag(true) => "on".into(),
+            PropertyValue::Flag(false) => "off".into(),
+        }
+    }
+}
+
+/// A ZFS dataset (filesystem).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// Any ZFS property: compression, recordsize, atime, quota, reservation, mountpoint,
+    /// and user properties such as `"sovereign:role"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, PropertyValue>,
+
+    /// The name of a snapshot policy in `storage.snapshot_policies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<String>,
+}
+
+/// A ZFS volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Zvol {
+    /// The volume's size; it may grow, never shrink.
+    pub size: Size,
+
+    /// The volume's block size, fixed at creation, e.g. "16K".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volblocksize: Option<Size>,
+
+    /// Other ZFS properties of the volume.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, PropertyValue>,
+}
+
+/// How many snapshots of each period to keep (sanoid-style, in UTC).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotPolicy {
+    /// Hourly snapshots to keep.
+    #[serde(default)]
+    pub hourly: u32,
+    /// Daily snapshots to keep.
+    #[serde(default)]
+    pub daily: u32,
+    /// Weekly snapshots to keep.
+    #[serde(default)]
+    pub weekly: u32,
+    /// Monthly snapshots to keep.
+    #[serde(default)]
+    pub monthly: u32,
+}
+
+/// The inference daemon (`sovereign serve`) and its models.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inference {
+    /// The address the OpenAI-compatible API listens on. Default "127.0.0.1:8080". A
+    /// non-loopback address needs `api_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+
+    /// A file holding the API key (mode 0600 or stricter). The key itself never appears in
+    /// a profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<String>,
+
+    /// Concurrent sequences decoded together (continuous batching). Default 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+
+    /// Context length per slot, in tokens. Default 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<u32>,
+
+    /// CPU threads for the engine. Default: the number of physical cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+
+    /// Most models loaded at once; the least recently used is unloaded first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_loaded: Option<u32>,
+
+    /// Models to pull, verify and serve, keyed by the name clients use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelSpec>,
+}
+
+/// A model served by the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Where the GGUF file comes from: an https URL or a local absolute path.
+    pub source: String,
+
+    /// The file's sha256 (64 hex digits). A file that does not match is never served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+
+    /// Context length to load the model with, in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<u32>,
+
+    /// Layers to offload to the GPU: a number, or "auto" for as many as fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_layers: Option<GpuLayers>,
+
+    /// Unload the model after this long without a request, e.g. "30m".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+
+    /// Load at daemon start instead of on the first request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preload: bool,
+}
+
+/// GPU offload: a layer count or "auto".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GpuLayers {
+    Count(u32),
+    Auto(AutoKeyword),
+}
+
+/// The keyword "auto".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoKeyword {
+    Auto,
+}

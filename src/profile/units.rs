@@ -1,0 +1,334 @@
+//! Value types of the profile language: sizes, durations and file modes.
+//!
+//! Each parses from the string a user writes and prints back the same way, so a
+//! resolved profile round-trips and a plan shows values as the user wrote them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A byte count written with a binary unit as ZFS writes them: `"64G"` is 64 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Size(pub u64);
+
+const SIZE_UNITS: [(char, u32); 7] = [
+    ('B', 0),
+    ('K', 10),
+    ('M', 20),
+    ('G', 30),
+    ('T', 40),
+    ('P', 50),
+    ('E', 60),
+];
+
+impl Size {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hint = "write a whole number followed by a unit, e.g. \"64G\", \"16K\", \"512M\" (B, K, M, G, T, P, E; binary)";
+        if s.is_empty() {
+            return Err(format!("empty size; {hint}"));
+        }
+        if s.chars().any(char::is_whitespace) {
+            return Err(format!("size {s:?} contains whitespace; {hint}"));
+        }
+        let upper = s.to_ascii_uppercase();
+        // Accept "64G", "64GB" and "64GiB" alike: ZFS prints the first.
+        let trimmed = upper
+            .strip_suffix("IB")
+            .or_else(|| {
+                upper
+                    .strip_suffix('B')
+                    .filter(|r| r.ends_with(|c: char| c.is_ascii_alphabetic()))
+            })
+            .unwrap_or(&upper);
+        let unit = trimmed.chars().last().filter(|c| c.is_ascii_alphabetic());
+        let Some(unit) = unit else {
+            return Err(format!("size {s:?} has no unit; {hint}"));
+        };
+        let digits = &trimmed[..trimmed.len() - 1];
+        let Some(&(_, shift)) = SIZE_UNITS.iter().find(|(u, _)| *u == unit) else {
+            return Err(format!("size {s:?} has an unknown unit {unit:?}; {hint}"));
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "size {s:?} is not a whole non-negative number; {hint}"
+            ));
+        }
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("size {s:?} is too large"))?;
+        n.checked_mul(1u64 << shift)
+            .map(Size)
+            .ok_or_else(|| format!("size {s:?} is too large (at most 16E)"))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("0B");
+        }
+        for &(unit, shift) in SIZE_UNITS.iter().rev() {
+            let div = 1u64 << shift;
+            if self.0 % div == 0 {
+                let n = self.0 / div;
+                return if unit == 'B' {
+                    write!(f, "{n}B")
+                } else {
+                    write!(f, "{n}{unit}")
+                };
+            }
+        }
+        unreachable!("every size is a whole number of bytes")
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]+([BKMGTPE]|[KMGTPE]i?B)$",
+            "description": "A size with a binary unit as ZFS writes it: \"64G\" is 64 GiB. Units: B, K, M, G, T, P, E.",
+            "examples": ["64G", "16K", "512M"]
+        })
+    }
+}
+
+/// A span of time: `"30s"`, `"30m"`, `"2h"`, `"1d"`, or combined `"1h30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub std::time::Duration);
+
+const DURATION_UNITS: [(&str, u64); 6] = [
+    ("ms", 0),
+    ("s", 1),
+    ("m", 60),
+    ("h", 3600),
+    ("d", 86400),
+    ("w", 604800),
+];
+
+impl Duration {
+    pub fn as_std(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl FromStr for Duration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hint = "write a number with a unit, e.g. \"30s\", \"30m\", \"2h\", \"1d\" or \"1h30m\" (units: ms, s, m, h, d, w)";
+        if s.is_empty() {
+            return Err(format!("empty duration; {hint}"));
+        }
+        let mut total_ms: u64 = 0;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits_end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if digits_end == 0 {
+                return Err(format!(
+                    "duration {s:?} is not a whole non-negative number with a unit; {hint}"
+                ));
+            }
+            let n: u64 = rest[..digits_end]
+                .parse()
+                .map_err(|_| format!("duration {s:?} is too large"))?;
+            rest = &rest[digits_end..];
+            let unit_end = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit = &rest[..unit_end];
+            rest = &rest[unit_end..];
+            let ms = match DURATION_UNITS.iter().find(|(u, _)| *u == unit) {
+                Some(("ms", _)) => Some(n),
+                Some((_, secs)) => n.checked_mul(secs * 1000),
+                None if unit.is_empty() => {
+                    return Err(format!("duration {s:?} has no unit; {hint}"));
+                }
+                None => {
+                    return Err(format!(
+                        "duration {s:?} has an unknown unit {unit:?}; {hint}"
+                    ));
+                }
+            };
+            total_ms = ms
+                .and_then(|ms| total_ms.checked_add(ms))
+                .ok_or_else(|| format!("duration {s:?} is too large"))?;
+        }
+        Ok(Duration(std::time::Duration::from_millis(total_ms)))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ms = self.0.as_millis() as u64;
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        for &(unit, secs) in DURATION_UNITS.iter().rev() {
+            let div = if unit == "ms" { 1 } else { secs * 1000 };
+            if ms >= div {
+                write!(f, "{}{unit}", ms / div)?;
+                ms %= div;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]+(ms|s|m|h|d|w))+$",
+            "description": "A duration: a whole number with a unit (ms, s, m, h, d, w), e.g. \"30s\", \"30m\", \"2h\", \"1h30m\".",
+            "examples": ["30s", "30m", "2h"]
+        })
+    }
+}
+
+/// Unix permission bits written as an octal string: `"0644"`, `"0600"`, `"1777"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mode(pub u32);
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hint = "write the mode as an octal string of 3 or 4 digits, e.g. \"0644\" or \"0600\"";
+        if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return Err(format!("mode {s:?} is not an octal permission; {hint}"));
+        }
+        u32::from_str_radix(s, 8)
+            .map(Mode)
+            .map_err(|_| format!("mode {s:?} is not an octal permission; {hint}"))
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Mode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Mode".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[0-7]{3,4}$",
+            "description": "Unix permission bits as an octal string, e.g. \"0644\". Applied exactly, whatever the umask.",
+            "examples": ["0644", "0600", "0755"]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_binary_units() {
+        assert_eq!("64G".parse::<Size>().unwrap().bytes(), 64 << 30);
+        assert_eq!("16K".parse::<Size>().unwrap().bytes(), 16 << 10);
+        assert_eq!("1GiB".parse::<Size>().unwrap().bytes(), 1 << 30);
+        assert_eq!("512B".parse::<Size>().unwrap().bytes(), 512);
+        assert_eq!("64G".parse::<Size>().unwrap().to_string(), "64G");
+        assert_eq!(Size(1536).to_string(), "1536B");
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_with_a_reason() {
+        for (bad, why) in [
+            ("40 G", "whitespace"),
+            ("64", "no unit"),
+            ("-1G", "not a whole non-negative"),
+            ("1.5G", "not a whole non-negative"),
+            ("12Q", "unknown unit"),
+            ("99999999E", "too large"),
+            ("", "empty"),
+        ] {
+            let err = bad.parse::<Size>().unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!("30s".parse::<Duration>().unwrap().0.as_secs(), 30);
+        assert_eq!("30m".parse::<Duration>().unwrap().0.as_secs(), 1800);
+        assert_eq!("1h30m".parse::<Duration>().unwrap().0.as_secs(), 5400);
+        assert_eq!("250ms".parse::<Duration>().unwrap().0.as_millis(), 250);
+        assert_eq!("1h30m".parse::<Duration>().unwrap().to_string(), "1h30m");
+        for bad in ["30", "s", "-3s", "3 s", "3y", ""] {
+            assert!(bad.parse::<Duration>().is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn modes_are_octal_strings() {
+        assert_eq!("0644".parse::<Mode>().unwrap().0, 0o644);
+        assert_eq!("755".parse::<Mode>().unwrap().to_string(), "0755");
+        for bad in ["0844", "64", "06444", "rw-r--r--"] {
+            assert!(bad.parse::<Mode>().is_err(), "{bad:?} should fail");
+        }
+    }
+}
