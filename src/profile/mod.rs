@@ -4,6 +4,7 @@
 //! The output of this module is a [`ValidProfile`]: a typed [`Profile`] in which
 //! every value still knows the file, line and column it came from.
 
+pub mod load;
 pub mod types;
 pub mod units;
 
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use load::{LoadError, load};
 pub use types::*;
 
 /// Where a value of a profile was written.

@@ -3,6 +3,8 @@
 // rule (clippy.toml) guards the sovereign crate only.
 #![allow(clippy::disallowed_methods)]
 
+mod bench;
+mod gen_model;
 mod setup;
 mod tidy;
 
@@ -18,6 +20,8 @@ Tasks:
   setup     install the system packages sovereign needs (apt; idempotent)
   demo      setup, build, and run the main job on profiles/demo.toml
   ci        setup, cargo fmt --check, clippy -D warnings, every test
+  bench     benchmarks: engine, storage, inference, models (figures for BENCHMARKS.md)
+  gen-model write a generated llama-architecture GGUF (--preset tiny|bench --out FILE [--seed N])
   tidy      check the code's house rules (also run as a test by `ci`)
 ";
 
@@ -38,6 +42,8 @@ fn run() -> Result<()> {
         "setup" => setup::run(),
         "demo" => demo(rest),
         "ci" => ci(),
+        "bench" => bench::run(rest),
+        "gen-model" => gen_model::run(rest),
         "tidy" => tidy::check(&project_root()).map(|_| println!("tidy: ok")),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
