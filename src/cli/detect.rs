@@ -77,7 +77,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
             ));
             Ok(exit::OK)
         }
-        Some((e, Err(err))) => Err(expect_failure(&e, &facts, err)),
+        Some((e, Err(err))) => Err(expect_failure(e, &facts, err)),
     }
 }
 
