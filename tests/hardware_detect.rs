@@ -75,6 +75,14 @@ fn every_recorded_machine_gets_its_archetype() {
             (expected != "unknown").then_some(expected),
             "{name}"
         );
+        // Facts travel inside saved plans: they read back as they were written.
+        let json = serde_json::to_string(&facts).unwrap();
+        let back: hardware::Facts = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, facts, "{name}");
+        // Two readings of one machine agree once the volatile ones are left out.
+        let stable = facts.stable();
+        assert!(stable.volatile.is_empty() && stable.memory.available_bytes.is_none());
+        assert_eq!(stable.archetype, facts.archetype);
     }
     // The database covers every archetype with a recorded machine.
     for id in hardware::archetype_ids() {
