@@ -317,3 +317,15 @@ fn every_example_profile_expects_the_recorded_machine_of_its_archetype() {
         assert_eq!(out.status.code(), Some(1), "{file} on a CPU-only machine");
     }
 }
+
+#[test]
+fn help_shows_examples_and_hides_the_test_option() {
+    let out = sovereign(&["detect", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Examples:") && help.contains("--expect"),
+        "{help}"
+    );
+    assert!(!help.contains("facts-from"), "{help}");
+}

@@ -111,7 +111,9 @@ pub struct ThroughputBand {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Band {
+    /// The slow end, tokens per second.
     pub low: u32,
+    /// The fast end; equal to `low` for a single figure.
     pub high: u32,
 }
 

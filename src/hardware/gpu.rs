@@ -84,8 +84,11 @@ pub fn scan_pci(devices: &Path) -> anyhow::Result<Vec<Gpu>> {
 pub struct SmiRow {
     /// PCI address normalized to sysfs form.
     pub pci_address: String,
+    /// The product name ("NVIDIA GeForce RTX 4090").
     pub name: String,
+    /// Total VRAM; none when the board reports "[N/A]".
     pub vram_bytes: Option<u64>,
+    /// The driver version ("550.54.14").
     pub driver_version: String,
 }
 
