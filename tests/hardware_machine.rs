@@ -60,10 +60,12 @@ fn this_machine_is_detected_with_real_counts() {
     }
     assert!(v["memory"]["total_bytes"].as_u64().unwrap() > 0);
     assert!(v["gpus"].as_array().unwrap().len() >= nvidia_display_devices());
-    if nvidia_display_devices() == 0 && sovereign::host::find_program("nvidia-smi").is_none() {
-        assert_eq!(v["archetype"], "cpu-only", "{v}");
-    } else {
+    let nvidia_smi = sovereign::host::find_program("nvidia-smi").is_some();
+    if nvidia_display_devices() > 0 {
         assert_ne!(v["archetype"], "cpu-only", "{v}");
+    } else if !nvidia_smi {
+        assert_eq!(v["archetype"], "cpu-only", "{v}");
+        assert_eq!(v["gpus"], serde_json::json!([]), "{v}");
     }
 }
 
