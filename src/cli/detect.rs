@@ -1,18 +1,143 @@
-//! `sovereign detect`: Detect the machine: CPU, memory, GPUs and the matching hardware archetype.
+//! `sovereign detect`: report the machine's CPU, memory, GPUs and hardware archetype, and
+//! check a profile's `host.expect` against them.
 
-use super::{CmdResult, Output};
+use std::path::{Path, PathBuf};
+
+use super::output::Style;
+use super::{CmdResult, Output, exit, report};
+use crate::hardware::{self, ExpectError, Facts, Source};
+use crate::host::RealHost;
+
+const EXAMPLES: &str = "\
+Examples:
+  sovereign detect                              # summary on stderr
+  sovereign detect --json | jq .archetype       # facts as JSON on stdout
+  sovereign detect --expect profiles/rtx4090.toml
+
+Exit status: 0 detected (and, with --expect, the machine matches); 1 an error, or the
+machine is not the archetype the profile's host.expect names.";
 
 /// Detect the machine: CPU, memory, GPUs and the matching hardware archetype.
+///
+/// Reads /proc, /sys/bus/pci and, when installed, nvidia-smi (sysctl on macOS); changes
+/// nothing. The archetype is an id from the hardware database (`rtx-4090`, `2x-rtx-3090`,
+/// `m2-ultra`, `rtx-3060`, `rtx-3090`, `cpu-only`) or `unknown` when none matches exactly.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// Print as JSON on stdout.
+    /// Print the facts as JSON on stdout (keys: cpu, memory, gpus, archetype,
+    /// archetype_detail, volatile).
     #[arg(long)]
     pub json: bool,
-    /// Check the machine against the `host.expect` of this profile.
+    /// Check the machine against the `host.expect` of this profile; exit 1 on a mismatch.
     #[arg(long, value_name = "PROFILE")]
-    pub expect: Option<std::path::PathBuf>,
+    pub expect: Option<PathBuf>,
+    /// Read a recorded machine from DIR (proc/, sys/, nvidia-smi.csv, sysctl.txt) instead
+    /// of this one: for tests.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub facts_from: Option<PathBuf>,
 }
 
-pub fn run(_args: Args, _out: &Output) -> CmdResult {
-    super::not_yet("detect")
+pub fn run(args: Args, out: &Output) -> CmdResult {
+    // Load the profile first: a broken profile is reported before anything is observed.
+    let expect = match &args.expect {
+        Some(path) => Some(expected_archetype(path)?),
+        None => None,
+    };
+    let source = args.facts_from.map_or(Source::Machine, Source::Fixture);
+    let facts = hardware::detect_in(&RealHost, &source).map_err(report)?;
+    let verdict = expect
+        .as_ref()
+        .map(|e| (e, hardware::check_expect(&facts, &e.id)));
+
+    if args.json {
+        let mut value = serde_json::to_value(&facts)
+            .map_err(|e| miette::miette!("cannot encode the facts as JSON: {e}"))?;
+        if let Some((e, result)) = &verdict {
+            value["expect"] = serde_json::json!({
+                "profile": e.profile.display().to_string(),
+                "archetype": e.id,
+                "origin": e.origin,
+                "matches": result.is_ok(),
+            });
+        }
+        out.json(&value)?;
+    } else {
+        out.say(hardware::render::summary(&facts));
+    }
+
+    match verdict {
+        None => Ok(exit::OK),
+        Some((e, Ok(()))) => {
+            let mark = out.paint(Style::Green, "ok");
+            out.say(format!(
+                "{mark}: this machine is {:?}, as {} expects",
+                facts.archetype,
+                e.profile.display()
+            ));
+            Ok(exit::OK)
+        }
+        Some((e, Err(err))) => Err(expect_failure(e, &facts, err)),
+    }
+}
+
+/// What a profile's `host.expect` says, and where it says it.
+#[derive(Debug)]
+struct Expected {
+    /// The profile the user named.
+    profile: PathBuf,
+    /// The archetype id it expects.
+    id: String,
+    /// `file:line:column` of the `expect` value, when the loader knows it.
+    origin: Option<String>,
+}
+
+fn expected_archetype(path: &Path) -> miette::Result<Expected> {
+    let valid = crate::profile::load(path).map_err(miette::Report::new)?;
+    let id = valid
+        .profile
+        .host
+        .as_ref()
+        .and_then(|h| h.expect.clone())
+        .ok_or_else(|| {
+            miette::miette!(
+                help = format!(
+                    "add `expect = \"<archetype>\"` under [host]; known archetypes: {}",
+                    hardware::archetype_ids().join(", ")
+                ),
+                "{} sets no host.expect, so there is nothing to check this machine against",
+                path.display()
+            )
+        })?;
+    Ok(Expected {
+        profile: path.to_path_buf(),
+        origin: valid.origin("host.expect").map(|o| o.to_string()),
+        id,
+    })
+}
+
+fn expect_failure(e: &Expected, facts: &Facts, err: ExpectError) -> miette::Report {
+    let place = e
+        .origin
+        .clone()
+        .unwrap_or_else(|| format!("{} (host.expect)", e.profile.display()));
+    match err {
+        ExpectError::UnknownArchetype { .. } => miette::miette!(
+            help = "host.expect names an archetype id from the hardware database; `sovereign detect` shows this machine's",
+            "{place}: {err}"
+        ),
+        ExpectError::Mismatch { expected, detected } => {
+            let help = if facts.archetype_detail.is_some() {
+                format!(
+                    "use this profile on a {expected} machine, or write a profile with host.expect = {detected:?} for this one"
+                )
+            } else {
+                "no archetype of the hardware database describes this machine exactly; `sovereign detect` shows what it has".to_string()
+            };
+            miette::miette!(
+                help = help,
+                "this machine is {detected:?}, but {place} expects {expected:?}"
+            )
+        }
+    }
 }

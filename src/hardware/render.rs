@@ -1,0 +1,93 @@
+//! The human summary of detected facts, as `sovereign detect` prints it on stderr.
+
+use super::{Facts, Gpu, UNKNOWN, archetype_ids};
+
+/// Bytes as GiB with one decimal ("24.0 GiB").
+pub fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// A readable summary: one labelled line per fact, continuation lines indented.
+pub fn summary(facts: &Facts) -> String {
+    let mut lines = Vec::new();
+    let cpu = &facts.cpu;
+    lines.push(format!("cpu        {} ({})", cpu.model, cpu.vendor));
+    let mut cores = format!("{} cores, {} threads", cpu.cores, cpu.threads);
+    if let (Some(p), Some(e)) = (cpu.performance_cores, cpu.efficiency_cores) {
+        cores.push_str(&format!(" ({p} performance, {e} efficiency)"));
+    }
+    lines.push(format!("           {cores}"));
+    let flags = if cpu.flags.is_empty() {
+        "none of interest".to_string()
+    } else {
+        cpu.flags.join(" ")
+    };
+    lines.push(format!("           flags: {flags}"));
+    lines.push(format!("           virtualization: {}", cpu.virtualization));
+
+    let mem = &facts.memory;
+    lines.push(match mem.available_bytes {
+        Some(a) => format!(
+            "memory     {} total, {} available",
+            gib(mem.total_bytes),
+            gib(a)
+        ),
+        None => format!("memory     {} total", gib(mem.total_bytes)),
+    });
+
+    if facts.gpus.is_empty() {
+        lines.push("gpus       none".to_string());
+    }
+    for (i, gpu) in facts.gpus.iter().enumerate() {
+        lines.push(format!("gpu {i:<6} {}", gpu_line(gpu)));
+    }
+
+    match &facts.archetype_detail {
+        Some(a) => {
+            lines.push(format!("archetype  {} ({})", a.id, a.name));
+            if let Some(bw) = a.memory_bandwidth_gbps {
+                lines.push(format!("           memory bandwidth {bw} GB/s"));
+            }
+            if let Some(largest) = &a.largest_model {
+                lines.push(format!("           models up to {largest}"));
+            }
+            for band in &a.throughput {
+                lines.push(format!("           {band}"));
+            }
+        }
+        None => lines.push(format!(
+            "archetype  {UNKNOWN}: no entry of hardware/ describes exactly this machine (known: {})",
+            archetype_ids().join(", ")
+        )),
+    }
+    for note in &facts.notes {
+        lines.push(format!("note       {note}"));
+    }
+    lines.join("\n")
+}
+
+fn gpu_line(gpu: &Gpu) -> String {
+    let mut head = Vec::new();
+    if let Some(addr) = &gpu.pci_address {
+        head.push(addr.clone());
+    }
+    if let (Some(v), Some(d)) = (&gpu.vendor_id, &gpu.device_id) {
+        let hex = |id: &str| id.trim_start_matches("0x").to_string();
+        head.push(format!("[{}:{}]", hex(v), hex(d)));
+    }
+    head.push(
+        gpu.name
+            .clone()
+            .unwrap_or_else(|| "(name unknown)".to_string()),
+    );
+    let mut parts = vec![head.join(" ")];
+    match gpu.vram_bytes {
+        Some(v) if gpu.unified_memory => parts.push(format!("{} unified memory", gib(v))),
+        Some(v) => parts.push(format!("{} VRAM", gib(v))),
+        None => {}
+    }
+    if let Some(driver) = &gpu.driver_version {
+        parts.push(format!("driver {driver}"));
+    }
+    parts.join(", ")
+}
