@@ -248,7 +248,7 @@ impl Loader {
             &conflict.second.loc,
             &path,
             format!(
-                "conflicting values for {path}: {} sets {} and {} sets {}",
+                "imports disagree: {} sets {} and {} sets {}",
                 self.sources.place(&conflict.first.loc),
                 shown(&conflict.first),
                 self.sources.place(&conflict.second.loc),

@@ -76,11 +76,13 @@ fn is_table_array(parent: &[Seg], value: &Value) -> bool {
 }
 
 fn line(vp: &ValidProfile, text: String, path: &[Seg], out: &mut String) {
+    let pad = COMMENT_COLUMN.saturating_sub(text.chars().count()).max(1);
     out.push_str(&text);
-    if let Some(origin) = vp.origin(&key_path(path)) {
-        let pad = COMMENT_COLUMN.saturating_sub(text.chars().count()).max(1);
-        out.push_str(&" ".repeat(pad));
-        out.push_str(&format!("# {}:{}", origin.file.display(), origin.line));
+    out.push_str(&" ".repeat(pad));
+    match vp.origin(&key_path(path)) {
+        Some(origin) => out.push_str(&format!("# {}:{}", origin.file.display(), origin.line)),
+        // Written by no file: the format's default for a key of a declared table.
+        None => out.push_str("# default"),
     }
     out.push('\n');
 }

@@ -403,7 +403,9 @@ fn first_sentence(text: &str) -> String {
 
 /// Add the key's own description as a hint, so a type error says what the key is for.
 fn with_description_hint(issue: Issue, schema: &Value) -> Issue {
+    let flat = |d: &str| d.split_whitespace().collect::<Vec<_>>().join(" ");
     match schema.get("description").and_then(Value::as_str) {
+        Some(d) if issue.hint.is_none() && flat(d).len() <= 160 => issue.hint(flat(d)),
         Some(d) if issue.hint.is_none() => issue.hint(first_sentence(d)),
         _ => issue,
     }
