@@ -56,7 +56,10 @@ fn a_profile_with_imports_merges_into_one_profile() {
     let inference = p.inference.as_ref().unwrap();
     assert_eq!(inference.slots, Some(4));
     let coder = &inference.models["coder"];
-    assert_eq!(coder.gpu_layers, Some(GpuLayers::Auto(sovereign::profile::AutoKeyword::Auto)));
+    assert_eq!(
+        coder.gpu_layers,
+        Some(GpuLayers::Auto(sovereign::profile::AutoKeyword::Auto))
+    );
     assert_eq!(coder.ttl.unwrap().as_std().as_secs(), 1800);
     assert_eq!(p.checks.len(), 1);
     assert_eq!(p.files["/etc/motd"].mode.unwrap().0, 0o644);
@@ -67,17 +70,35 @@ fn every_value_keeps_its_origin_through_the_merge() {
     let vp = load(Path::new("tests/profiles/good/workstation.toml")).expect("valid");
     let cases = [
         ("host.name", origin("workstation.toml", 5, 8)),
-        ("storage.pools.tank.ashift", origin("workstation.toml", 10, 10)),
-        ("storage.pools.tank.vdevs", origin("modules/nest.toml", 5, 1)),
-        ("storage.pools.tank.vdevs[0].devices[1]", origin("modules/nest.toml", 5, 66)),
+        (
+            "storage.pools.tank.ashift",
+            origin("workstation.toml", 10, 10),
+        ),
+        (
+            "storage.pools.tank.vdevs",
+            origin("modules/nest.toml", 5, 1),
+        ),
+        (
+            "storage.pools.tank.vdevs[0].devices[1]",
+            origin("modules/nest.toml", 5, 66),
+        ),
         (
             "storage.datasets.\"tank/models\".properties.recordsize",
             origin("modules/nest.toml", 10, 29),
         ),
-        ("storage.snapshot_policies.rolling.daily", origin("modules/base.toml", 4, 9)),
-        ("inference.models.coder.ttl", origin("modules/compute.toml", 17, 7)),
+        (
+            "storage.snapshot_policies.rolling.daily",
+            origin("modules/base.toml", 4, 9),
+        ),
+        (
+            "inference.models.coder.ttl",
+            origin("modules/compute.toml", 17, 7),
+        ),
         ("checks[0].timeout", origin("workstation.toml", 19, 11)),
-        ("files.\"/etc/motd\".mode", origin("workstation.toml", 14, 8)),
+        (
+            "files.\"/etc/motd\".mode",
+            origin("workstation.toml", 14, 8),
+        ),
     ];
     for (key, want) in cases {
         assert_eq!(vp.origin(key), Some(&want), "origin of {key}");
@@ -100,7 +121,8 @@ fn a_large_profile_loads() {
     let vp = load(&path).expect("valid");
     assert_eq!(vp.profile.files.len(), 10_000);
     assert_eq!(
-        vp.origin("files.\"/srv/generated/file-9999.conf\".mode").map(|o| o.line),
+        vp.origin("files.\"/srv/generated/file-9999.conf\".mode")
+            .map(|o| o.line),
         Some(9999 * 4 + 3)
     );
 }
