@@ -5,7 +5,6 @@
 //! tree is checked against the schema and the rules, and only then deserialized into
 //! the typed [`super::Profile`].
 
-use std::fmt::Write as _;
 use std::ops::Range;
 
 use indexmap::IndexMap;
@@ -166,9 +165,7 @@ pub fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _infallible = write!(out, "\\u{:04X}", c as u32);
-            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
             c => out.push(c),
         }
     }
@@ -203,9 +200,7 @@ pub fn key_path(path: &[Seg]) -> String {
                 }
                 out.push_str(&toml_key(k));
             }
-            Seg::Index(i) => {
-                let _infallible = write!(out, "[{i}]");
-            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
         }
     }
     out

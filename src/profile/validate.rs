@@ -182,7 +182,7 @@ fn check_alternatives(
     out.issues.push(with_description_hint(issue, schema));
 }
 
-fn check_enum(allowed: &[Value], node: &Node, path: &mut Vec<Seg>, out: &mut Findings) {
+fn check_enum(allowed: &[Value], node: &Node, path: &[Seg], out: &mut Findings) {
     let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
     let listed = names
         .iter()
@@ -216,7 +216,7 @@ fn check_enum(allowed: &[Value], node: &Node, path: &mut Vec<Seg>, out: &mut Fin
 
 fn check_unit<T: std::str::FromStr<Err = String>>(
     node: &Node,
-    path: &mut Vec<Seg>,
+    path: &[Seg],
     out: &mut Findings,
     what: &str,
 ) {
@@ -264,7 +264,7 @@ fn unit_example(what: &str) -> &'static str {
     }
 }
 
-fn check_range(schema: &Value, n: i64, node: &Node, path: &mut Vec<Seg>, out: &mut Findings) {
+fn check_range(schema: &Value, n: i64, node: &Node, path: &[Seg], out: &mut Findings) {
     let min = schema.get("minimum").and_then(Value::as_i64);
     let max = schema.get("maximum").and_then(Value::as_i64);
     let too_small = min.is_some_and(|m| n < m);
