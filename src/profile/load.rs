@@ -100,7 +100,7 @@ impl Loader {
                     "imports",
                     format!("import cycle: {}", chain_text(&shown)),
                 )
-                .label("imports a file that imports this one")
+                .label("closes an import cycle")
                 .hint("remove one of the imports; shared values belong in a fragment both import"),
             );
             return None;
@@ -153,8 +153,14 @@ impl Loader {
         let mut overflow = Vec::new();
         let own = tree::from_document(&doc, file, &mut overflow);
         for loc in overflow {
-            self.issues
-                .push(Issue::new(&loc, "", "integer does not fit in 64 bits").label("too large"));
+            let at = tree::path_to(&own, &loc)
+                .map(|p| key_path(&p))
+                .unwrap_or_default();
+            self.issues.push(
+                Issue::new(&loc, at, "integer does not fit in 64 bits")
+                    .label("too large")
+                    .hint("integers range from -9223372036854775808 to 9223372036854775807; sizes are strings such as \"64G\""),
+            );
         }
 
         let imports = self.import_list(&own);

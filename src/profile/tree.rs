@@ -206,6 +206,36 @@ pub fn key_path(path: &[Seg]) -> String {
     out
 }
 
+/// The key path of the node written at `loc`, if the tree holds one.
+pub fn path_to(root: &Node, loc: &Loc) -> Option<Vec<Seg>> {
+    fn walk(node: &Node, loc: &Loc, path: &mut Vec<Seg>) -> bool {
+        if node.loc == *loc && !path.is_empty() {
+            return true;
+        }
+        match &node.kind {
+            Kind::Table(t) => t.iter().any(|(k, e)| {
+                path.push(Seg::Key(k.clone()));
+                let found = walk(&e.node, loc, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            Kind::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                path.push(Seg::Index(i));
+                let found = walk(item, loc, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = Vec::new();
+    walk(root, loc, &mut path).then_some(path)
+}
+
 /// Convert a parsed document into a tree whose locations point into file `file`.
 /// Integers that do not fit an i64 are reported through `overflow`.
 pub fn from_document(doc: &Spanned<DeTable<'_>>, file: usize, overflow: &mut Vec<Loc>) -> Node {
