@@ -1,6 +1,5 @@
 //! Rules the schema cannot say: names, references between sections and semantic checks
-//! (absolute normalized paths, content xor template, vdev group sizes, ashift range,
-//! sha256 digests, listen addresses, non-empty check commands).
+//! (absolute normalized paths, content xor template, vdev group sizes, sha256 digests, listen addresses, non-empty check commands).
 //!
 //! The rules read the merged tree, not the typed profile, so they run even when the
 //! schema check found errors elsewhere; a value of the wrong type is skipped here (the
@@ -347,19 +346,6 @@ fn storage(root: &Node, out: &mut Vec<Issue>) {
 }
 
 fn pool_rules(name: &str, pool: &Node, out: &mut Vec<Issue>) {
-    if let Some(ashift) = pool.get("ashift") {
-        if let Some(n) = ashift.node.int().filter(|n| !(9..=16).contains(n)) {
-            out.push(
-                Issue::new(
-                    &ashift.node.loc,
-                    kp(&["storage", "pools", name, "ashift"]),
-                    format!("ashift {n} is out of range (9 to 16)"),
-                )
-                .label("out of range")
-                .hint("ashift is log2 of the sector size: 9 for 512-byte sectors, 12 for 4K (most SSDs)"),
-            );
-        }
-    }
     let Some(vdevs) = pool.get("vdevs") else {
         return;
     };

@@ -143,6 +143,7 @@ pub struct Pool {
 
     /// log2 of the sector size (9 to 16); 12 suits most SSDs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 9, max = 16))]
     pub ashift: Option<u8>,
 
     /// Pool properties (`zpool create -o`).
@@ -277,6 +278,7 @@ pub struct Inference {
 
     /// Concurrent sequences decoded together (continuous batching). Default 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub slots: Option<u32>,
 
     /// Context length per slot, in tokens. Default 4096.
@@ -305,6 +307,7 @@ pub struct ModelSpec {
 
     /// The file's sha256 (64 hex digits). A file that does not match is never served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
     pub sha256: Option<String>,
 
     /// Context length to load the model with, in tokens.

@@ -273,7 +273,11 @@ fn check_range(schema: &Value, n: i64, node: &Node, path: &[Seg], out: &mut Find
         let issue = Issue::new(
             &node.loc,
             key_path(path),
-            format!("{n} is out of range: expected {}", expected(schema)),
+            format!(
+                "{}{n} is out of range: expected {}",
+                key_name(path),
+                expected(schema)
+            ),
         )
         .label("out of range");
         out.issues.push(with_description_hint(issue, schema));
@@ -373,6 +377,14 @@ fn expected(schema: &Value) -> String {
             ),
             None => "a value".into(),
         },
+    }
+}
+
+/// The last key of a path and a space ("ashift "), or nothing.
+fn key_name(path: &[Seg]) -> String {
+    match path.last() {
+        Some(Seg::Key(k)) => format!("{k} "),
+        _ => String::new(),
     }
 }
 
