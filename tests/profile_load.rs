@@ -126,3 +126,18 @@ fn a_large_profile_loads() {
         Some(9999 * 4 + 3)
     );
 }
+
+#[test]
+fn the_importing_file_settles_a_disagreement_between_its_imports() {
+    let vp = load(Path::new("tests/profiles/good/settled.toml")).expect("valid");
+    let tank = &vp.profile.storage.as_ref().unwrap().pools["tank"];
+    assert_eq!(tank.ashift, Some(13));
+    assert_eq!(
+        vp.origin("storage.pools.tank.ashift"),
+        Some(&origin("settled.toml", 5, 10))
+    );
+    assert_eq!(
+        vp.origin("storage.pools.tank.vdevs[0]"),
+        Some(&origin("modules/ashift_12.toml", 2, 10))
+    );
+}

@@ -18,7 +18,9 @@ use super::units::{Duration, Mode, Size};
 pub struct Profile {
     /// Profile fragments merged into this one, NixOS-style. Paths are relative to this file.
     /// Tables merge recursively; this file's values override what it imports; two imports
-    /// that set the same value differently is an error.
+    /// that set the same value differently is an error unless this file sets it. Arrays
+    /// (vdevs, checks, command lines) are values: one replaces another, they never
+    /// concatenate. An import cycle or a missing file is an error naming the chain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub imports: Vec<String>,
 
