@@ -4,15 +4,24 @@
 //! The output of this module is a [`ValidProfile`]: a typed [`Profile`] in which
 //! every value still knows the file, line and column it came from.
 
+pub mod diagnostics;
 pub mod load;
+pub mod merge;
+pub mod rules;
+pub mod schema;
+pub mod show;
+pub mod suggest;
+pub mod tree;
 pub mod types;
 pub mod units;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use diagnostics::ProfileError;
 pub use load::{LoadError, load};
 pub use types::*;
 

@@ -18,7 +18,9 @@ use super::units::{Duration, Mode, Size};
 pub struct Profile {
     /// Profile fragments merged into this one, NixOS-style. Paths are relative to this file.
     /// Tables merge recursively; this file's values override what it imports; two imports
-    /// that set the same value differently is an error.
+    /// that set the same value differently is an error unless this file sets it. Arrays
+    /// (vdevs, checks, command lines) are values: one replaces another, they never
+    /// concatenate. An import cycle or a missing file is an error naming the chain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub imports: Vec<String>,
 
@@ -143,6 +145,7 @@ pub struct Pool {
 
     /// log2 of the sector size (9 to 16); 12 suits most SSDs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 9, max = 16))]
     pub ashift: Option<u8>,
 
     /// Pool properties (`zpool create -o`).
@@ -277,6 +280,7 @@ pub struct Inference {
 
     /// Concurrent sequences decoded together (continuous batching). Default 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub slots: Option<u32>,
 
     /// Context length per slot, in tokens. Default 4096.
@@ -305,6 +309,7 @@ pub struct ModelSpec {
 
     /// The file's sha256 (64 hex digits). A file that does not match is never served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
     pub sha256: Option<String>,
 
     /// Context length to load the model with, in tokens.

@@ -1,0 +1,114 @@
+//! The JSON Schema (draft 2020-12) of the profile format, generated from the typed
+//! profile's doc comments. `sovereign schema` prints it and the validator checks merged
+//! profiles against it, so known keys, types and enums have one source of truth.
+
+use std::sync::OnceLock;
+
+use schemars::Schema;
+use schemars::generate::SchemaSettings;
+use schemars::transform::RecursiveTransform;
+use serde_json::Value;
+
+use super::Profile;
+
+/// The profile format as a JSON Schema value.
+pub fn profile_schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let generator = SchemaSettings::draft2020_12()
+            .with_transform(RecursiveTransform(drop_null))
+            .into_generator();
+        let schema = generator.into_root_schema_for::<Profile>();
+        schema.to_value()
+    })
+}
+
+/// TOML has no null: an optional key is simply absent, so `Option`'s "or null" is noise to
+/// an editor and to the validator.
+fn drop_null(schema: &mut Schema) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(types)) = obj.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types.remove(0);
+            obj.insert("type".into(), only);
+        }
+    }
+    for key in ["anyOf", "oneOf"] {
+        let Some(Value::Array(alts)) = obj.get_mut(key) else {
+            continue;
+        };
+        alts.retain(|alt| alt.get("type") != Some(&Value::String("null".into())));
+        if alts.len() == 1 {
+            let Some(Value::Object(only)) = alts.pop() else {
+                continue;
+            };
+            obj.remove(key);
+            for (k, v) in only {
+                // The field's own description is the better one; keep it.
+                obj.entry(k).or_insert(v);
+            }
+        }
+    }
+}
+
+/// Resolve a `$ref` of the generated schema ("#/$defs/Name").
+pub fn resolve<'a>(reference: &str) -> Option<&'a Value> {
+    let name = reference.strip_prefix("#/$defs/")?;
+    profile_schema().get("$defs")?.get(name)
+}
+
+/// The name a `$ref` points to ("Size" for "#/$defs/Size").
+pub fn ref_name(schema: &Value) -> Option<&str> {
+    schema.get("$ref")?.as_str()?.strip_prefix("#/$defs/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key of the format has a description: walk every object schema's properties
+    /// (the root and each definition) and each map's value schema.
+    #[test]
+    fn every_key_has_a_description() {
+        let schema = profile_schema();
+        let mut missing = Vec::new();
+        let mut visit = |name: &str, obj: &Value| {
+            if let Some(Value::Object(props)) = obj.get("properties") {
+                for (key, prop) in props {
+                    let described = prop
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| !d.trim().is_empty());
+                    if !described {
+                        missing.push(format!("{name}.{key}"));
+                    }
+                }
+            }
+        };
+        visit("(root)", schema);
+        let defs = schema["$defs"].as_object().expect("definitions");
+        assert!(defs.len() > 10, "the schema defines the profile's types");
+        for (name, def) in defs {
+            visit(name, def);
+        }
+        assert!(
+            missing.is_empty(),
+            "keys without a description: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn schema_is_draft_2020_12_without_nulls() {
+        let schema = profile_schema();
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        let text = schema.to_string();
+        assert!(!text.contains("\"null\""), "TOML has no null: {text}");
+        assert!(schema["properties"]["storage"].is_object());
+    }
+}

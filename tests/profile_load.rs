@@ -1,0 +1,143 @@
+//! Loading good profiles: imports merge NixOS-style into the expected profile, and every
+//! value keeps the file, line and column it came from.
+
+use std::path::Path;
+
+use sovereign::profile::{GpuLayers, Origin, Vdev, VdevKind, load, units::Size};
+
+fn origin(file: &str, line: u32, column: u32) -> Origin {
+    Origin {
+        file: Path::new("tests/profiles/good").join(file),
+        line,
+        column,
+    }
+}
+
+#[test]
+fn a_profile_with_imports_merges_into_one_profile() {
+    let vp = load(Path::new("tests/profiles/good/workstation.toml")).expect("valid");
+    let p = &vp.profile;
+
+    // The named file first, then imports in load order; base.toml (imported twice) once.
+    let sources: Vec<String> = vp.sources.iter().map(|s| s.display().to_string()).collect();
+    assert_eq!(
+        sources,
+        [
+            "tests/profiles/good/workstation.toml",
+            "tests/profiles/good/modules/nest.toml",
+            "tests/profiles/good/modules/base.toml",
+            "tests/profiles/good/modules/compute.toml",
+        ]
+    );
+
+    assert_eq!(p.host.as_ref().unwrap().name.as_deref(), Some("forge-01"));
+    let storage = p.storage.as_ref().unwrap();
+    let tank = &storage.pools["tank"];
+    // The importing file overrides the module's ashift; the module's vdevs stay.
+    assert_eq!(tank.ashift, Some(13));
+    assert_eq!(
+        tank.vdevs,
+        [Vdev::Group(sovereign::profile::VdevGroup {
+            kind: VdevKind::Mirror,
+            devices: vec![
+                "/dev/disk/by-id/nvme-A".into(),
+                "/dev/disk/by-id/nvme-B".into()
+            ],
+        })]
+    );
+    assert_eq!(tank.filesystem["compression"].to_zfs(), "lz4");
+    let models = &storage.datasets["tank/models"];
+    assert_eq!(models.properties["recordsize"].to_zfs(), "1M");
+    assert_eq!(models.properties["compression"].to_zfs(), "off");
+    assert_eq!(models.snapshots.as_deref(), Some("rolling"));
+    assert_eq!(storage.zvols["tank/vms/hunt-01"].size, Size(64 << 30));
+    assert_eq!(storage.snapshot_policies["rolling"].hourly, 24);
+
+    let inference = p.inference.as_ref().unwrap();
+    assert_eq!(inference.slots, Some(4));
+    let coder = &inference.models["coder"];
+    assert_eq!(
+        coder.gpu_layers,
+        Some(GpuLayers::Auto(sovereign::profile::AutoKeyword::Auto))
+    );
+    assert_eq!(coder.ttl.unwrap().as_std().as_secs(), 1800);
+    assert_eq!(p.checks.len(), 1);
+    assert_eq!(p.files["/etc/motd"].mode.unwrap().0, 0o644);
+}
+
+#[test]
+fn every_value_keeps_its_origin_through_the_merge() {
+    let vp = load(Path::new("tests/profiles/good/workstation.toml")).expect("valid");
+    let cases = [
+        ("host.name", origin("workstation.toml", 5, 8)),
+        (
+            "storage.pools.tank.ashift",
+            origin("workstation.toml", 10, 10),
+        ),
+        (
+            "storage.pools.tank.vdevs",
+            origin("modules/nest.toml", 5, 1),
+        ),
+        (
+            "storage.pools.tank.vdevs[0].devices[1]",
+            origin("modules/nest.toml", 5, 66),
+        ),
+        (
+            "storage.datasets.\"tank/models\".properties.recordsize",
+            origin("modules/nest.toml", 10, 29),
+        ),
+        (
+            "storage.snapshot_policies.rolling.daily",
+            origin("modules/base.toml", 4, 9),
+        ),
+        (
+            "inference.models.coder.ttl",
+            origin("modules/compute.toml", 17, 7),
+        ),
+        ("checks[0].timeout", origin("workstation.toml", 19, 11)),
+        (
+            "files.\"/etc/motd\".mode",
+            origin("workstation.toml", 14, 8),
+        ),
+    ];
+    for (key, want) in cases {
+        assert_eq!(vp.origin(key), Some(&want), "origin of {key}");
+    }
+    assert_eq!(vp.origin("storage.snapshot_policies.rolling.weekly"), None);
+}
+
+#[test]
+fn a_large_profile_loads() {
+    // 10,000 managed files: the loader's work is linear, so this stays quick.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    let mut text = String::new();
+    for i in 0..10_000 {
+        text.push_str(&format!(
+            "[files.\"/srv/generated/file-{i}.conf\"]\ncontent = \"value {i}\\n\"\nmode = \"0640\"\n\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    let vp = load(&path).expect("valid");
+    assert_eq!(vp.profile.files.len(), 10_000);
+    assert_eq!(
+        vp.origin("files.\"/srv/generated/file-9999.conf\".mode")
+            .map(|o| o.line),
+        Some(9999 * 4 + 3)
+    );
+}
+
+#[test]
+fn the_importing_file_settles_a_disagreement_between_its_imports() {
+    let vp = load(Path::new("tests/profiles/good/settled.toml")).expect("valid");
+    let tank = &vp.profile.storage.as_ref().unwrap().pools["tank"];
+    assert_eq!(tank.ashift, Some(13));
+    assert_eq!(
+        vp.origin("storage.pools.tank.ashift"),
+        Some(&origin("settled.toml", 5, 10))
+    );
+    assert_eq!(
+        vp.origin("storage.pools.tank.vdevs[0]"),
+        Some(&origin("modules/ashift_12.toml", 2, 10))
+    );
+}
