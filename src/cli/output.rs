@@ -30,13 +30,18 @@ impl Output {
             ColorChoice::Never => false,
             ColorChoice::Auto => !no_color && std::io::stderr().is_terminal(),
         };
-        if !color {
-            // miette's graphical handler reads this to draw without colours.
-            miette::set_hook(Box::new(|_| {
-                Box::new(miette::MietteHandlerOpts::new().color(false).build())
-            }))
-            .ok();
-        }
+        // Reports wrap only on a terminal: piped into a file or a test they stay one
+        // message a line, so a path of any length never splits a sentence.
+        let wrap = std::io::stderr().is_terminal();
+        miette::set_hook(Box::new(move |_| {
+            Box::new(
+                miette::MietteHandlerOpts::new()
+                    .color(color)
+                    .wrap_lines(wrap)
+                    .build(),
+            )
+        }))
+        .ok();
         Output {
             color,
             quiet: global.quiet,

@@ -36,6 +36,7 @@ fn table_at<'a>(root: &'a Node, keys: &[&str]) -> Option<&'a IndexMap<String, En
 }
 
 fn host(root: &Node, out: &mut Vec<Issue>) {
+    expect(root, out);
     let Some(entry) = root.get_path(&["host", "name"]) else {
         return;
     };
@@ -45,6 +46,30 @@ fn host(root: &Node, out: &mut Vec<Issue>) {
             Issue::new(&entry.node.loc, "host.name", format!("host name {} {why}", quote(name)))
                 .label("not a host name")
                 .hint("use letters, digits and '-' (at most 63), not starting or ending with '-', e.g. \"forge-01\""),
+        );
+    }
+}
+
+/// `host.expect` must name an archetype of the hardware database.
+fn expect(root: &Node, out: &mut Vec<Issue>) {
+    let Some(entry) = root.get_path(&["host", "expect"]) else {
+        return;
+    };
+    let Some(id) = entry.node.str() else { return };
+    let known = crate::hardware::archetype_ids();
+    if !known.contains(&id) {
+        out.push(
+            Issue::new(
+                &entry.node.loc,
+                "host.expect",
+                format!(
+                    "unknown hardware archetype {}{}",
+                    quote(id),
+                    suggest::suffix(id, known.iter().copied())
+                ),
+            )
+            .label("not an archetype id")
+            .hint(format!("known archetypes: {}", known.join(", "))),
         );
     }
 }
