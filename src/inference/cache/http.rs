@@ -79,7 +79,10 @@ async fn fetch_once(
     what: &str,
     progress: &dyn Progress,
 ) -> Result<Attempt> {
-    let have = part.metadata().context("cannot stat the partial file")?.len();
+    let have = part
+        .metadata()
+        .context("cannot stat the partial file")?
+        .len();
     let record = read_record(record_path).filter(|r| r.source == url);
     let validator = record.and_then(|r| r.validator).filter(|_| have > 0);
 
@@ -102,7 +105,8 @@ async fn fetch_once(
                 return Ok(Attempt::StartOver);
             }
             // Hash what was kept, then continue after it.
-            part.seek(SeekFrom::Start(0)).context("cannot read the partial file")?;
+            part.seek(SeekFrom::Start(0))
+                .context("cannot read the partial file")?;
             fsio::pump(&mut (&*part).take(have), &mut hasher, None, &mut |_| {})
                 .context("cannot read the partial file")?;
             have
@@ -121,7 +125,8 @@ async fn fetch_once(
     if start == 0 {
         part.set_len(0).context("cannot reset the partial file")?;
     }
-    part.seek(SeekFrom::Start(start)).context("cannot seek in the partial file")?;
+    part.seek(SeekFrom::Start(start))
+        .context("cannot seek in the partial file")?;
 
     let total = response.content_length().map(|n| n.saturating_add(start));
     progress.begin(what, total, start);
@@ -148,7 +153,9 @@ async fn fetch_once(
     let short = total.filter(|&t| t != received);
     let failure = match (outcome, short) {
         (Err(e), _) => Some(format!("{e:#}")),
-        (Ok(()), Some(t)) => Some(format!("the server closed the connection at {received} of {t} bytes")),
+        (Ok(()), Some(t)) => Some(format!(
+            "the server closed the connection at {received} of {t} bytes"
+        )),
         (Ok(()), None) => None,
     };
     if let Some(why) = failure {

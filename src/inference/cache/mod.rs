@@ -203,8 +203,7 @@ impl Cache {
             .write(true)
             .open(&path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        fs4::FileExt::lock(&file)
-            .with_context(|| format!("cannot lock {}", path.display()))?;
+        fs4::FileExt::lock(&file).with_context(|| format!("cannot lock {}", path.display()))?;
         Ok(file)
     }
 
@@ -212,8 +211,12 @@ impl Cache {
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
         let dir = self.dir.join("manifests");
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
-            let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let path = entry
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .path();
             let is_manifest = path.extension().is_some_and(|e| e == "json")
                 && path
                     .file_name()
@@ -255,7 +258,11 @@ impl Cache {
         let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
             .with_context(|| format!("cannot list {}", dir.display()))?
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
             .map(|e| e.path())
             .collect();
         found.sort();
@@ -309,7 +316,9 @@ impl Cache {
                     reason,
                     quarantined_to: to,
                 },
-                Err(e) => e.context(format!("model {name:?} is corrupt ({reason})")).into(),
+                Err(e) => e
+                    .context(format!("model {name:?} is corrupt ({reason})"))
+                    .into(),
             }
         };
         if meta.len() != manifest.size {
@@ -372,7 +381,11 @@ impl Cache {
         std::fs::rename(&from, &to)
             .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
         fsio::sync_dir(&self.dir.join("blobs"))?;
-        tracing::warn!("quarantined corrupt blob {} as {}", from.display(), to.display());
+        tracing::warn!(
+            "quarantined corrupt blob {} as {}",
+            from.display(),
+            to.display()
+        );
         Ok(to)
     }
 
@@ -409,7 +422,11 @@ impl Cache {
     }
 
     /// Re-hash the blobs of `only` (or of every name); quarantine the corrupt ones.
-    pub fn verify(&self, only: Option<&ModelName>, progress: &dyn Progress) -> Result<Vec<Verified>> {
+    pub fn verify(
+        &self,
+        only: Option<&ModelName>,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Verified>> {
         let manifests: Vec<Manifest> = match only {
             Some(name) => match self.read_manifest(name)? {
                 Some(m) => vec![m],

@@ -88,7 +88,10 @@ mod tests {
     #[test]
     fn accepts_ordinary_names() {
         for ok in ["qwen2.5-coder-7b", "Llama-3.1_8B.Q4_K_M", "a", "_x"] {
-            assert_eq!(ModelName::parse(ok).map(|n| n.to_string()), Ok(ok.to_string()));
+            assert_eq!(
+                ModelName::parse(ok).map(|n| n.to_string()),
+                Ok(ok.to_string())
+            );
         }
     }
 

@@ -82,7 +82,9 @@ fn origin(source: &str) -> Result<Origin<'_>> {
         return Ok(Origin::Url(source));
     }
     if let Some((scheme, _)) = source.split_once("://") {
-        bail!("cannot pull {source:?}: the {scheme}:// scheme is not supported (use https://, http:// or a local path)");
+        bail!(
+            "cannot pull {source:?}: the {scheme}:// scheme is not supported (use https://, http:// or a local path)"
+        );
     }
     Ok(Origin::Path(Path::new(source)))
 }
@@ -92,9 +94,8 @@ impl Cache {
     pub fn pull(&self, request: &PullRequest, progress: &dyn Progress) -> Result<PullOutcome> {
         let name = match &request.name {
             Some(n) => n.clone(),
-            None => ModelName::from_source(&request.source).map_err(|e| {
-                anyhow::anyhow!("{e}\n(hint: choose a name with --name NAME)")
-            })?,
+            None => ModelName::from_source(&request.source)
+                .map_err(|e| anyhow::anyhow!("{e}\n(hint: choose a name with --name NAME)"))?,
         };
         let expected = request.sha256.as_deref().map(parse_sha256).transpose()?;
         let origin = origin(&request.source)?;
@@ -151,14 +152,23 @@ impl Cache {
         }
         part.seek(SeekFrom::Start(0))
             .with_context(|| format!("cannot read {}", part_path.display()))?;
-        let header = gguf::parse(std::io::BufReader::with_capacity(1 << 16, &part), fetched.size)
-            .map_err(|e| rejected(format!("{} is not a valid GGUF model: {e}", request.source)))?;
+        let header = gguf::parse(
+            std::io::BufReader::with_capacity(1 << 16, &part),
+            fetched.size,
+        )
+        .map_err(|e| rejected(format!("{} is not a valid GGUF model: {e}", request.source)))?;
         let summary = Summary::of(&header);
         part.sync_all()
             .with_context(|| format!("cannot sync {}", part_path.display()))?;
         drop(part);
 
-        let replaced = self.register(&name, &request.source, &fetched, &part_path, summary.clone())?;
+        let replaced = self.register(
+            &name,
+            &request.source,
+            &fetched,
+            &part_path,
+            summary.clone(),
+        )?;
         fsio::remove_if_present(&meta_path)?;
         Ok(PullOutcome {
             path: self.blob_path(&fetched.sha256),
@@ -186,11 +196,13 @@ impl Cache {
         let blob = self.blob_path(&fetched.sha256);
         fsio::make_read_only(part_path)?;
         // The fresh copy replaces an existing blob of the same hash: it was just checked.
-        std::fs::rename(part_path, &blob)
-            .with_context(|| format!("cannot move {} to {}", part_path.display(), blob.display()))?;
+        std::fs::rename(part_path, &blob).with_context(|| {
+            format!("cannot move {} to {}", part_path.display(), blob.display())
+        })?;
         fsio::sync_dir(&self.dir.join("blobs"))?;
         fsio::sync_dir(&self.partial_dir())?;
-        let meta = std::fs::metadata(&blob).with_context(|| format!("cannot stat {}", blob.display()))?;
+        let meta =
+            std::fs::metadata(&blob).with_context(|| format!("cannot stat {}", blob.display()))?;
         let now = Utc::now();
         let previous = self.read_manifest(name)?;
         let manifest = Manifest {
@@ -212,7 +224,9 @@ impl Cache {
                 other.write(&self.manifest_path(&ModelName::parse(&other.name)?))?;
             }
         }
-        let replaced = previous.map(|p| p.sha256).filter(|old| *old != fetched.sha256);
+        let replaced = previous
+            .map(|p| p.sha256)
+            .filter(|old| *old != fetched.sha256);
         if let Some(old) = &replaced {
             self.collect_blob(old)?;
         }
@@ -238,8 +252,14 @@ fn discard(part: &Path, meta: &Path) {
     }
 }
 
-fn copy_local(source: &Path, part: &mut File, what: &str, progress: &dyn Progress) -> Result<Fetched> {
-    let mut input = File::open(source).with_context(|| format!("cannot open {}", source.display()))?;
+fn copy_local(
+    source: &Path,
+    part: &mut File,
+    what: &str,
+    progress: &dyn Progress,
+) -> Result<Fetched> {
+    let mut input =
+        File::open(source).with_context(|| format!("cannot open {}", source.display()))?;
     let meta = input
         .metadata()
         .with_context(|| format!("cannot stat {}", source.display()))?;
@@ -252,8 +272,10 @@ fn copy_local(source: &Path, part: &mut File, what: &str, progress: &dyn Progres
     let mut hasher = Sha256::new();
     progress.begin(what, Some(meta.len()), 0);
     let mut out = BufWriter::with_capacity(fsio::CHUNK, &*part);
-    let copied = fsio::pump(&mut input, &mut hasher, Some(&mut out), &mut |n| progress.advance(n))
-        .and_then(|n| out.flush().map(|()| n));
+    let copied = fsio::pump(&mut input, &mut hasher, Some(&mut out), &mut |n| {
+        progress.advance(n)
+    })
+    .and_then(|n| out.flush().map(|()| n));
     progress.end();
     let size = copied.with_context(|| format!("cannot copy {}", source.display()))?;
     Ok(Fetched {

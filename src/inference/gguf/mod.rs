@@ -12,6 +12,8 @@ mod types;
 pub mod write;
 
 pub use error::{ErrorKind, GgufError};
-pub use parse::{DEFAULT_ALIGNMENT, Header, TensorInfo, Value, limits, parse, parse_bytes, parse_file};
+pub use parse::{
+    DEFAULT_ALIGNMENT, Header, TensorInfo, Value, limits, parse, parse_bytes, parse_file,
+};
 pub use summary::{Summary, human_count};
 pub use types::{GgmlType, ValueType, file_type_name};

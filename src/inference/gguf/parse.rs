@@ -139,7 +139,12 @@ pub fn parse<R: Read>(input: R, file_len: u64) -> Result<Header> {
     let version = r.u32("the version")?;
     check_version(version)?;
     let tensor_count = count(&mut r, "tensor count", limits::MAX_TENSORS, MIN_TENSOR_INFO)?;
-    let key_count = count(&mut r, "metadata key count", limits::MAX_KEYS, MIN_KEY_VALUE)?;
+    let key_count = count(
+        &mut r,
+        "metadata key count",
+        limits::MAX_KEYS,
+        MIN_KEY_VALUE,
+    )?;
 
     let mut kept = 0u64;
     let mut metadata: Vec<(String, Value)> = Vec::new();
@@ -150,10 +155,13 @@ pub fn parse<R: Read>(input: R, file_len: u64) -> Result<Header> {
             .string(limits::MAX_KEY_LEN, "metadata key")
             .map_err(|e| e.at(|| format!("key #{index}")))?;
         if !keys.insert(key.clone()) {
-            return Err(GgufError::new(ErrorKind::Duplicate, at, "duplicate metadata key")
-                .at(|| format!("key {key:?}")));
+            return Err(
+                GgufError::new(ErrorKind::Duplicate, at, "duplicate metadata key")
+                    .at(|| format!("key {key:?}")),
+            );
         }
-        let value = read_keyed_value(&mut r, &mut kept).map_err(|e| e.at(|| format!("key {key:?}")))?;
+        let value =
+            read_keyed_value(&mut r, &mut kept).map_err(|e| e.at(|| format!("key {key:?}")))?;
         metadata.push((key, value));
     }
 
@@ -166,21 +174,30 @@ pub fn parse<R: Read>(input: R, file_len: u64) -> Result<Header> {
             .string(limits::MAX_TENSOR_NAME_LEN, "tensor name")
             .map_err(|e| e.at(|| format!("tensor #{index}")))?;
         if !names.insert(name.clone()) {
-            return Err(GgufError::new(ErrorKind::Duplicate, at, "duplicate tensor name")
-                .at(|| format!("tensor {name:?}")));
+            return Err(
+                GgufError::new(ErrorKind::Duplicate, at, "duplicate tensor name")
+                    .at(|| format!("tensor {name:?}")),
+            );
         }
-        let info = read_tensor_info(&mut r, name.clone()).map_err(|e| e.at(|| format!("tensor {name:?}")))?;
+        let info = read_tensor_info(&mut r, name.clone())
+            .map_err(|e| e.at(|| format!("tensor {name:?}")))?;
         tensors.push(info);
     }
 
     let data_offset = align_up(r.pos(), alignment).ok_or_else(|| {
-        GgufError::new(ErrorKind::Overflow, r.pos(), "data section offset overflows")
+        GgufError::new(
+            ErrorKind::Overflow,
+            r.pos(),
+            "data section offset overflows",
+        )
     })?;
     if data_offset > file_len && !tensors.is_empty() {
         return Err(GgufError::new(
             ErrorKind::Truncated,
             r.pos(),
-            format!("the tensor data section would start at byte {data_offset}, past the end of the file ({file_len} bytes)"),
+            format!(
+                "the tensor data section would start at byte {data_offset}, past the end of the file ({file_len} bytes)"
+            ),
         ));
     }
     check_layout(&tensors, alignment, data_offset, file_len)?;
@@ -202,7 +219,11 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Header> {
 /// Parse the header of the file at `path`.
 pub fn parse_file(path: &std::path::Path) -> Result<Header> {
     let io = |e: std::io::Error| {
-        GgufError::new(ErrorKind::Io, 0, format!("cannot read {}: {e}", path.display()))
+        GgufError::new(
+            ErrorKind::Io,
+            0,
+            format!("cannot read {}: {e}", path.display()),
+        )
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
@@ -225,7 +246,10 @@ fn check_version(version: u32) -> Result<()> {
         v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => Err(GgufError::new(
             ErrorKind::BadVersion,
             4,
-            format!("the file is big-endian (version {}); only little-endian GGUF is supported", v.swap_bytes()),
+            format!(
+                "the file is big-endian (version {}); only little-endian GGUF is supported",
+                v.swap_bytes()
+            ),
         )),
         v => Err(GgufError::new(
             ErrorKind::BadVersion,
@@ -335,7 +359,10 @@ fn skip_array<R: Read>(r: &mut Reader<R>, depth: u32) -> Result<(ValueType, u64)
         return Err(GgufError::new(
             ErrorKind::TooMany,
             at,
-            format!("array has {len} elements; the limit is {}", limits::MAX_ARRAY_LEN),
+            format!(
+                "array has {len} elements; the limit is {}",
+                limits::MAX_ARRAY_LEN
+            ),
         ));
     }
     let needed = len.saturating_mul(item.min_size());
@@ -355,10 +382,7 @@ fn skip_array<R: Read>(r: &mut Reader<R>, depth: u32) -> Result<(ValueType, u64)
                 return Err(GgufError::new(
                     ErrorKind::TooDeep,
                     at,
-                    format!(
-                        "arrays nested more than {} deep",
-                        limits::MAX_ARRAY_DEPTH
-                    ),
+                    format!("arrays nested more than {} deep", limits::MAX_ARRAY_DEPTH),
                 ));
             }
             for _ in 0..len {
@@ -391,7 +415,9 @@ fn alignment(metadata: &[(String, Value)]) -> Result<u64> {
         GgufError::new(ErrorKind::BadValue, 0, msg).at(|| "key \"general.alignment\"".into())
     };
     let Value::U32(a) = *value else {
-        return Err(bad(format!("general.alignment must be a u32, found {value:?}")));
+        return Err(bad(format!(
+            "general.alignment must be a u32, found {value:?}"
+        )));
     };
     let a = u64::from(a);
     if a == 0 || !a.is_power_of_two() || a > limits::MAX_ALIGNMENT {
@@ -410,7 +436,10 @@ fn read_tensor_info<R: Read>(r: &mut Reader<R>, name: String) -> Result<TensorIn
         return Err(GgufError::new(
             ErrorKind::BadDimensions,
             at,
-            format!("{n_dims} dimensions; a tensor has 1 to {}", limits::MAX_DIMS),
+            format!(
+                "{n_dims} dimensions; a tensor has 1 to {}",
+                limits::MAX_DIMS
+            ),
         ));
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
@@ -441,7 +470,9 @@ fn read_tensor_info<R: Read>(r: &mut Reader<R>, name: String) -> Result<TensorIn
     let type_id = r.u32("tensor type")?;
     let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
         let msg = match GgmlType::removed_name(type_id) {
-            Some(old) => format!("tensor type {type_id} ({old}) was removed from ggml and is not supported"),
+            Some(old) => {
+                format!("tensor type {type_id} ({old}) was removed from ggml and is not supported")
+            }
             None => format!("unknown tensor type {type_id}"),
         };
         GgufError::new(ErrorKind::UnknownTensorType, at, msg)
@@ -472,11 +503,17 @@ fn read_tensor_info<R: Read>(r: &mut Reader<R>, name: String) -> Result<TensorIn
 }
 
 fn align_up(x: u64, alignment: u64) -> Option<u64> {
-    x.checked_add(alignment - 1).map(|v| v / alignment * alignment)
+    x.checked_add(alignment - 1)
+        .map(|v| v / alignment * alignment)
 }
 
 /// Tensor data: aligned, in file order without overlap, inside the file.
-fn check_layout(tensors: &[TensorInfo], alignment: u64, data_offset: u64, file_len: u64) -> Result<()> {
+fn check_layout(
+    tensors: &[TensorInfo],
+    alignment: u64,
+    data_offset: u64,
+    file_len: u64,
+) -> Result<()> {
     let mut previous: Option<(&str, u64)> = None;
     for t in tensors {
         let place = || format!("tensor {:?}", t.name);
@@ -484,7 +521,10 @@ fn check_layout(tensors: &[TensorInfo], alignment: u64, data_offset: u64, file_l
             return Err(GgufError::new(
                 ErrorKind::Misaligned,
                 data_offset,
-                format!("data offset {} is not a multiple of the alignment {alignment}", t.offset),
+                format!(
+                    "data offset {} is not a multiple of the alignment {alignment}",
+                    t.offset
+                ),
             )
             .at(place));
         }

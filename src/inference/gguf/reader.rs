@@ -128,8 +128,10 @@ impl<R: Read> Reader<R> {
 
     pub fn skip(&mut self, n: u64, what: &str) -> Result<()> {
         self.need(n, what)?;
-        let copied = std::io::copy(&mut (&mut self.inner).take(n), &mut std::io::sink())
-            .map_err(|e| GgufError::new(ErrorKind::Io, self.pos, format!("cannot read {what}: {e}")))?;
+        let copied =
+            std::io::copy(&mut (&mut self.inner).take(n), &mut std::io::sink()).map_err(|e| {
+                GgufError::new(ErrorKind::Io, self.pos, format!("cannot read {what}: {e}"))
+            })?;
         if copied != n {
             return Err(GgufError::new(
                 ErrorKind::Truncated,

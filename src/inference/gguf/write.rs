@@ -24,7 +24,10 @@ pub enum MetaValue {
     /// Element type and elements (which should all be of that type).
     Array(ValueType, Vec<MetaValue>),
     /// Any type id followed by any bytes: for writing files that must be rejected.
-    Raw { type_id: u32, bytes: Vec<u8> },
+    Raw {
+        type_id: u32,
+        bytes: Vec<u8>,
+    },
 }
 
 impl MetaValue {
@@ -204,14 +207,19 @@ impl GgufBuilder {
             .kv("llama.context_length", MetaValue::U32(shape.context as u32))
             .kv("llama.embedding_length", MetaValue::U32(n as u32))
             .kv("llama.block_count", MetaValue::U32(shape.layers as u32))
-            .kv("llama.feed_forward_length", MetaValue::U32(shape.feed_forward as u32))
+            .kv(
+                "llama.feed_forward_length",
+                MetaValue::U32(shape.feed_forward as u32),
+            )
             .kv("llama.attention.head_count", MetaValue::U32(4))
             .kv("tokenizer.ggml.model", MetaValue::str("llama"))
             .kv(
                 "tokenizer.ggml.tokens",
                 MetaValue::Array(
                     ValueType::String,
-                    (0..shape.vocab).map(|i| MetaValue::Str(format!("<0x{i:02X}>"))).collect(),
+                    (0..shape.vocab)
+                        .map(|i| MetaValue::Str(format!("<0x{i:02X}>")))
+                        .collect(),
                 ),
             )
             .tensor_id("token_embd.weight", &[n, shape.vocab], t);
@@ -223,9 +231,21 @@ impl GgufBuilder {
                 .tensor_id(&format!("blk.{l}.attn_v.weight"), &[n, n], t)
                 .tensor_id(&format!("blk.{l}.attn_output.weight"), &[n, n], t)
                 .tensor_id(&format!("blk.{l}.ffn_norm.weight"), &[n], 0)
-                .tensor_id(&format!("blk.{l}.ffn_gate.weight"), &[n, shape.feed_forward], t)
-                .tensor_id(&format!("blk.{l}.ffn_up.weight"), &[n, shape.feed_forward], t)
-                .tensor_id(&format!("blk.{l}.ffn_down.weight"), &[shape.feed_forward, n], t);
+                .tensor_id(
+                    &format!("blk.{l}.ffn_gate.weight"),
+                    &[n, shape.feed_forward],
+                    t,
+                )
+                .tensor_id(
+                    &format!("blk.{l}.ffn_up.weight"),
+                    &[n, shape.feed_forward],
+                    t,
+                )
+                .tensor_id(
+                    &format!("blk.{l}.ffn_down.weight"),
+                    &[shape.feed_forward, n],
+                    t,
+                );
         }
         b.tensor_id("output_norm.weight", &[n], 0)
             .tensor_id("output.weight", &[n, shape.vocab], t)
