@@ -544,7 +544,7 @@ fn check_layout(
         let end = data_offset
             .checked_add(t.offset)
             .and_then(|start| start.checked_add(t.n_bytes));
-        if !end.is_some_and(|end| end <= file_len) {
+        if end.is_none_or(|end| end > file_len) {
             return Err(GgufError::new(
                 ErrorKind::OutOfFile,
                 data_offset,
