@@ -355,3 +355,32 @@ fn the_command_prints_the_hash_to_pin_and_json() {
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("tiny") && table.contains("llama"), "{table}");
 }
+
+#[test]
+fn an_unreachable_https_source_fails_cleanly() {
+    // Builds the TLS client (rustls with the ring provider and the system's roots)
+    // and fails at the connection, leaving nothing behind.
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let err = cache
+        .pull(
+            &request("https://127.0.0.1:1/m.gguf", None, None),
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cannot download https://127.0.0.1:1/m.gguf"),
+        "{err:#}"
+    );
+    assert_nothing_left(&cache);
+    let err = cache
+        .pull(
+            &request("ftp://example.org/m.gguf", None, None),
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ftp:// scheme is not supported"),
+        "{err}"
+    );
+}

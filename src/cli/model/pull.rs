@@ -66,6 +66,9 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         human_bytes(pulled.size),
         describe(&pulled.summary)
     ));
+    if let Some(old) = &pulled.replaced {
+        out.say(format!("  replaced the earlier file (sha256 {old})"));
+    }
     if pulled.resumed_from > 0 {
         out.say(format!(
             "  resumed after {}",

@@ -65,11 +65,15 @@ pub enum Check {
 /// A cached model that passed its checks: safe to hand to the engine.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct VerifiedModel {
+    /// The name it was asked for.
     pub name: ModelName,
     /// The blob to load.
     pub path: PathBuf,
+    /// Its sha256 (lowercase hex), as pinned or computed at pull time.
     pub sha256: String,
+    /// Its size in bytes, checked against the file just now.
     pub size: u64,
+    /// What the GGUF header says: architecture, parameters, quantization, context.
     pub summary: Summary,
     /// Whether this resolve hashed the whole file.
     pub rehashed: bool,
@@ -279,6 +283,9 @@ impl Cache {
 
     /// Find a model by name and check it before it is loaded (see the module docs for
     /// what [`Check::Quick`] covers). A blob that fails is quarantined.
+    ///
+    /// Blocking file I/O (a stat and a header parse; a full hash when the blob changed):
+    /// call it from `spawn_blocking` in async code.
     pub fn resolve(&self, name: &str, check: Check) -> Result<VerifiedModel, ResolveError> {
         let name = ModelName::parse(name)?;
         let Some(manifest) = self.read_manifest(&name)? else {

@@ -45,12 +45,17 @@ pub struct PullRequest {
 /// What a pull did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PullOutcome {
+    /// The name it was registered under.
     pub name: ModelName,
+    /// The computed sha256 (lowercase hex).
     pub sha256: String,
+    /// Bytes in the blob.
     pub size: u64,
     /// The blob in the cache.
     pub path: PathBuf,
+    /// The URL or path it came from.
     pub source: String,
+    /// What the GGUF header says.
     pub summary: Summary,
     /// Whether the hash was checked against a pinned one.
     pub pinned: bool,
@@ -91,6 +96,9 @@ fn origin(source: &str) -> Result<Origin<'_>> {
 
 impl Cache {
     /// Pull a model into the cache and register it under its name.
+    ///
+    /// Blocking; an HTTP source runs its own single-threaded runtime, so call this from
+    /// a plain thread, not from inside an async runtime.
     pub fn pull(&self, request: &PullRequest, progress: &dyn Progress) -> Result<PullOutcome> {
         let name = match &request.name {
             Some(n) => n.clone(),

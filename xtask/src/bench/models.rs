@@ -315,7 +315,7 @@ fn write_section(path: &Path, section: &str) -> Result<()> {
                 }
             )
         }
-        None => format!("{}\n{section}", old.trim_end()),
+        None => format!("{}\n\n{section}", old.trim_end()),
     };
     std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
 }
