@@ -25,7 +25,7 @@ pub mod limits {
     pub const MAX_ARRAY_LEN: u64 = 1 << 24;
     /// How deep arrays may nest: an array of arrays, no deeper.
     pub const MAX_ARRAY_DEPTH: u32 = 2;
-    /// Bytes of metadata kept in memory (strings outside arrays).
+    /// Bytes of metadata kept in memory (keys, and strings outside arrays).
     pub const MAX_KEPT_METADATA: u64 = 64 << 20;
     /// Largest `general.alignment` accepted.
     pub const MAX_ALIGNMENT: u64 = 1 << 20;
@@ -154,6 +154,7 @@ pub fn parse<R: Read>(input: R, file_len: u64) -> Result<Header> {
         let key = r
             .string(limits::MAX_KEY_LEN, "metadata key")
             .map_err(|e| e.at(|| format!("key #{index}")))?;
+        keep(&mut kept, key.len() as u64, at)?;
         if !keys.insert(key.clone()) {
             return Err(
                 GgufError::new(ErrorKind::Duplicate, at, "duplicate metadata key")
@@ -317,17 +318,7 @@ fn read_value<R: Read>(r: &mut Reader<R>, ty: ValueType, kept: &mut u64) -> Resu
         ValueType::String => {
             let at = r.pos();
             let s = r.string(limits::MAX_STRING_LEN, "string value")?;
-            *kept = kept.saturating_add(s.len() as u64);
-            if *kept > limits::MAX_KEPT_METADATA {
-                return Err(GgufError::new(
-                    ErrorKind::TooLong,
-                    at,
-                    format!(
-                        "metadata strings add up to more than {} bytes",
-                        limits::MAX_KEPT_METADATA
-                    ),
-                ));
-            }
+            keep(kept, s.len() as u64, at)?;
             Value::String(s)
         }
         ValueType::Array => {
@@ -335,6 +326,22 @@ fn read_value<R: Read>(r: &mut Reader<R>, ty: ValueType, kept: &mut u64) -> Resu
             Value::Array { item, len }
         }
     })
+}
+
+/// Count `n` more bytes of keys and strings held in memory against the budget.
+fn keep(kept: &mut u64, n: u64, at: u64) -> Result<()> {
+    *kept = kept.saturating_add(n);
+    if *kept > limits::MAX_KEPT_METADATA {
+        return Err(GgufError::new(
+            ErrorKind::TooLong,
+            at,
+            format!(
+                "metadata keys and strings add up to more than {} bytes",
+                limits::MAX_KEPT_METADATA
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn read_bool<R: Read>(r: &mut Reader<R>) -> Result<bool> {
