@@ -384,3 +384,30 @@ fn an_unreachable_https_source_fails_cleanly() {
         "{err}"
     );
 }
+
+#[test]
+fn a_second_pull_of_the_same_source_is_refused_while_one_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = write(tmp.path(), "m.gguf", &tiny_gguf());
+    let cache = Cache::open(tmp.path()).unwrap();
+    // Another pull holds the lock on this source's partial file.
+    let key = &sha256_hex(
+        std::path::absolute(&src)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .as_bytes(),
+    )[..24];
+    let part = cache.dir().join("partial").join(format!("{key}.part"));
+    let held = std::fs::File::create(&part).unwrap();
+    fs4::FileExt::lock(&held).unwrap();
+    let err = cache
+        .pull(&request(src.to_str().unwrap(), None, None), &NoProgress)
+        .unwrap_err();
+    assert!(err.to_string().contains("another pull of"), "{err}");
+    fs4::FileExt::unlock(&held).unwrap();
+    drop(held);
+    cache
+        .pull(&request(src.to_str().unwrap(), None, None), &NoProgress)
+        .unwrap();
+}

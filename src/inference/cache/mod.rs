@@ -116,22 +116,29 @@ fn available_hint(names: &[String]) -> String {
 /// A name in the cache and the state of its blob.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Entry {
+    /// What was recorded at pull time.
     pub manifest: Manifest,
+    /// Whether its blob can be served.
     pub state: BlobState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase", tag = "state", content = "path")]
 pub enum BlobState {
+    /// In `blobs/`, servable after the load-time checks.
     Present,
+    /// Gone, not quarantined either: removed by hand.
     Missing,
+    /// Moved to the quarantine after a failed check (the newest copy there).
     Quarantined(PathBuf),
 }
 
 /// What `remove` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Removed {
+    /// The name that was removed.
     pub name: ModelName,
+    /// The blob it pointed at.
     pub sha256: String,
     /// False when another name still points at the blob.
     pub blob_removed: bool,
@@ -140,8 +147,11 @@ pub struct Removed {
 /// One name's outcome in `verify`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Verified {
+    /// The model name.
     pub name: String,
+    /// The recorded sha256.
     pub sha256: String,
+    /// What the re-hash found.
     pub status: VerifyStatus,
     /// The hash found, when it differs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,9 +164,13 @@ pub struct Verified {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VerifyStatus {
+    /// The hash matches.
     Ok,
+    /// The hash differs: the blob was quarantined just now.
     Corrupt,
+    /// The blob is gone.
     Missing,
+    /// The blob was quarantined by an earlier check.
     Quarantined,
 }
 
