@@ -117,7 +117,7 @@ fn a_concurrent_apply_is_refused_naming_the_holder() {
             files_profile(&[("/etc/a", "a\n")])
         ),
     );
-    let mut first = env
+    let first = env
         .cmd(&["apply", "--yes", slow.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

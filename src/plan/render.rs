@@ -45,13 +45,14 @@ pub fn text(plan: &Plan, style: Style) -> String {
     if !out.is_empty() {
         out.push('\n');
     }
-    let groups: [(&str, Box<dyn Fn(&Change) -> bool>); 4] = [
+    type Filter = Box<dyn Fn(&Change) -> bool>;
+    let groups: [(&str, Filter); 4] = [
         (
             "Changes:",
             Box::new(|c: &Change| c.is_pending() && !c.flags.destructive),
         ),
         (
-            "Destructive changes (data is lost; --allow-destroy was given):",
+            "Destructive changes (data is lost):",
             Box::new(|c: &Change| c.is_pending() && c.flags.destructive),
         ),
         (
