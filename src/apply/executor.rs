@@ -347,14 +347,19 @@ struct JournalSink<'a> {
 }
 
 impl LedgerSink for JournalSink<'_> {
-    fn write(&mut self, key: &str, entry: Option<serde_json::Value>) -> anyhow::Result<()> {
+    fn write(
+        &mut self,
+        key: &str,
+        entry: Option<serde_json::Value>,
+        sync: bool,
+    ) -> anyhow::Result<()> {
         self.journal.append(
             &Record::Ledger {
                 domain: self.domain.to_string(),
                 key: key.to_string(),
                 entry,
             },
-            true,
+            sync,
         )
     }
 }

@@ -239,10 +239,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     fn want(text: &str) -> DesiredFile {
-        let mut d = DesiredFile::new(text.as_bytes().to_vec(), 0o644, 0, 0);
-        d.owner = "root".into();
-        d.group = "root".into();
-        d
+        DesiredFile::new(text.as_bytes().to_vec(), 0o644, (0, "root"), (0, "root"))
     }
 
     fn have(text: &str, mode: u32) -> ObservedFile {
