@@ -160,18 +160,20 @@ fn render(rows: &[Row]) -> String {
         )
         .unwrap();
     }
-    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-        if last.files > first.files {
-            let scale = last.files as f64 / first.files as f64;
-            writeln!(
-                t,
-                "\nScaling {}x files: no-op plan {:.1}x time, apply from scratch {:.1}x time.",
-                scale,
-                last.plan_noop.as_secs_f64() / first.plan_noop.as_secs_f64(),
-                last.apply_scratch.as_secs_f64() / first.apply_scratch.as_secs_f64()
-            )
-            .unwrap();
-        }
+    // Linearity: each step up in size against the time it costs.
+    for pair in rows.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        writeln!(
+            t,
+            "\n{} -> {} files ({:.0}x): no-op plan {:.1}x time, no-op apply {:.1}x, apply from scratch {:.1}x.",
+            a.files,
+            b.files,
+            b.files as f64 / a.files as f64,
+            b.plan_noop.as_secs_f64() / a.plan_noop.as_secs_f64(),
+            b.apply_noop.as_secs_f64() / a.apply_noop.as_secs_f64(),
+            b.apply_scratch.as_secs_f64() / a.apply_scratch.as_secs_f64()
+        )
+        .unwrap();
     }
     t
 }
