@@ -277,14 +277,7 @@ pub fn execute(
                 .pending()
                 .map(|c| (c.address.clone(), c.clone()))
                 .collect();
-            let steps = run_steps(
-                session,
-                &mut back,
-                host,
-                &mut journal,
-                &super::executor::Quiet,
-                false,
-            )?;
+            let steps = run_steps(session, &mut back, host, &mut journal, &Quiet, false)?;
             rollback.undone = steps
                 .done
                 .iter()
