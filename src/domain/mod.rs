@@ -1,1 +1,192 @@
-//! The domain interface: the one shape every domain (files, storage, ...) plugs in with.
+//! The domain interface: the one shape every domain (files, storage, services, network,
+//! forge, inference) has, and the registry that lists them.
+//!
+//! # How a domain plugs in
+//!
+//! 1. Write a type in the domain's own folder (`src/storage/`) and implement [`Domain`]:
+//!    - [`Domain::desired`]: read the domain's sections of the resolved profile into
+//!      `Self::Desired` (pure apart from reading template files already resolved).
+//!    - [`Domain::observe`]: read the machine, read-only, one bulk call per kind of resource
+//!      (`zfs get -H -p ... `, one directory walk), never one process per resource.
+//!    - [`Domain::digests`]: a digest of the observed state of every resource the plan
+//!      covers, without volatile readings (free space, timestamps). A saved plan carries
+//!      them; `apply FILE` refuses the plan as stale when one differs.
+//!    - [`Domain::diff`]: pure: desired, observed and what sovereign owns (the domain's
+//!      ledger entries) in, [`Change`]s out. Addresses are `domain.kind:name`. Use
+//!      `Keep` for what would lose data without `--allow-destroy`, `Adopt` to take over an
+//!      existing unmanaged resource, `NotApplicable` for what cannot apply on this machine.
+//!    - [`Domain::apply`]: carry out one pending change through the host layer
+//!      (`crate::host`), recording ownership in the ledger *before* acting when a crash in
+//!      the middle could otherwise orphan something ([`LedgerTx::record`] is durable when it
+//!      returns).
+//!    - [`Domain::health`] (optional): checks that run after apply; a failure rolls back.
+//! 2. Add one line to [`registry`].
+//!
+//! The engine does the rest for every domain alike: ordering by `depends_on`, the lock,
+//! the journal, generations, confirmation, verification after apply (re-observe, re-diff,
+//! and "inconsistent result after apply" if an applied address is still pending), rollback
+//! and saved-plan staleness. A domain never prints: it returns data and errors with context.
+//!
+//! Profile sections no registered domain claims ([`Domain::SECTIONS`]) are reported by
+//! `plan` as declared but not managed by this version, never silently ignored.
+
+mod erased;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use erased::{AnyDomain, DomainPlan, LedgerSink, erase};
+
+use crate::hardware::Facts;
+use crate::host::Host;
+use crate::host::fs::Root;
+use crate::plan::resolve::Resolved;
+use crate::plan::{Address, Change};
+
+/// Every domain this build manages, in the order their changes run when no dependency
+/// says otherwise. Adding a domain is one line here.
+pub fn registry() -> Vec<Box<dyn AnyDomain>> {
+    vec![erase(crate::files::Files)]
+}
+
+/// Top-level profile sections the engine itself handles (not a domain's).
+pub const ENGINE_SECTIONS: &[&str] = &["imports", "host", "checks"];
+
+/// What planning reads: the profile, the machine's facts, where files live, the host.
+pub struct PlanContext<'a> {
+    /// The resolved profile (templates loaded), the only source of desired state.
+    pub profile: &'a Resolved,
+    /// Hardware facts, for templates and domains that depend on the machine.
+    pub facts: &'a Facts,
+    /// The root managed paths are relocated under (`--root`, or `/`).
+    pub root: &'a Root,
+    /// The side-effect boundary; observation only reads through it.
+    pub host: &'a dyn Host,
+}
+
+/// Options that change what diff decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiffOptions {
+    /// Allow changes that lose data (otherwise they are listed as `Keep`).
+    pub allow_destroy: bool,
+}
+
+/// What applying reads: the root, the host, and the domain's own folder in the state
+/// directory (backups).
+pub struct ApplyContext<'a> {
+    /// The root managed paths are relocated under.
+    pub root: &'a Root,
+    /// The side-effect boundary: every change to the machine goes through it.
+    pub host: &'a dyn Host,
+    /// `<state>/domains/<name>/`: the domain's own storage (backups of taken-over files).
+    pub state_dir: &'a Path,
+}
+
+/// The outcome of one health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthResult {
+    /// What was checked.
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was seen (an error, the failing output).
+    pub detail: String,
+}
+
+/// One domain's ownership records: ledger key -> entry, persisted by the engine.
+pub type Owned<E> = BTreeMap<String, E>;
+
+/// A write handle on the domain's ledger entries during one apply step: each call is
+/// journalled (fsynced) before it returns, so a crash never loses an ownership record.
+pub struct LedgerTx<'a, E> {
+    entries: &'a mut Owned<E>,
+    sink: &'a mut dyn LedgerSink,
+}
+
+impl<'a, E: Serialize + Clone> LedgerTx<'a, E> {
+    pub fn new(entries: &'a mut Owned<E>, sink: &'a mut dyn LedgerSink) -> Self {
+        LedgerTx { entries, sink }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&E> {
+        self.entries.get(key)
+    }
+
+    pub fn entries(&self) -> &Owned<E> {
+        self.entries
+    }
+
+    /// Record (or replace) an entry; durable when this returns.
+    pub fn record(&mut self, key: &str, entry: E) -> anyhow::Result<()> {
+        let value = serde_json::to_value(&entry)?;
+        self.sink.write(key, Some(value))?;
+        self.entries.insert(key.to_string(), entry);
+        Ok(())
+    }
+
+    /// Drop an entry; durable when this returns.
+    pub fn forget(&mut self, key: &str) -> anyhow::Result<()> {
+        self.sink.write(key, None)?;
+        self.entries.remove(key);
+        Ok(())
+    }
+}
+
+/// The typed shape of a domain. Implement this; [`erase`] adapts it for the registry.
+pub trait Domain: Send + Sync + 'static {
+    /// What the profile asks for, as this domain sees it. Serialized for the digest that
+    /// pins a saved plan to its desired state.
+    type Desired: Serialize + Send + Sync + 'static;
+    /// What the machine has (read by `observe`).
+    type Observed: Send + Sync + 'static;
+    /// One ledger entry: what sovereign owns of one resource (keyed by the domain).
+    type Entry: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+
+    /// The domain's name: the first part of its addresses and its ledger section.
+    const NAME: &'static str;
+    /// The top-level profile sections this domain manages (`["files"]`, `["storage"]`).
+    const SECTIONS: &'static [&'static str];
+
+    /// Desired state from the resolved profile. Errors name the key and what to do.
+    fn desired(&self, cx: &PlanContext<'_>) -> anyhow::Result<Self::Desired>;
+
+    /// Observe the machine, read-only, in bulk: what `desired` names and what `owned`
+    /// records.
+    fn observe(
+        &self,
+        cx: &PlanContext<'_>,
+        desired: &Self::Desired,
+        owned: &Owned<Self::Entry>,
+    ) -> anyhow::Result<Self::Observed>;
+
+    /// Digests of the observed state of every resource the plan covers (stable readings
+    /// only).
+    fn digests(&self, observed: &Self::Observed) -> BTreeMap<Address, String>;
+
+    /// Pure: the changes from `observed` to `desired`, given what sovereign owns.
+    fn diff(
+        &self,
+        desired: &Self::Desired,
+        observed: &Self::Observed,
+        owned: &Owned<Self::Entry>,
+        options: &DiffOptions,
+    ) -> Vec<Change>;
+
+    /// Carry out one pending change. Record ownership through `ledger` before acting
+    /// where a crash could otherwise orphan a resource.
+    fn apply(
+        &self,
+        cx: &ApplyContext<'_>,
+        desired: &Self::Desired,
+        change: &Change,
+        ledger: &mut LedgerTx<'_, Self::Entry>,
+    ) -> anyhow::Result<()>;
+
+    /// Health checks after apply; a failing one rolls the apply back. None by default.
+    fn health(&self, _cx: &ApplyContext<'_>, _desired: &Self::Desired) -> Vec<HealthResult> {
+        Vec::new()
+    }
+}

@@ -4,6 +4,9 @@
 //! `disallowed-methods` (clippy.toml) enforces it and `cargo xtask tidy` checks it.
 //! Domains describe what to do, the executor asks the host to do it.
 
+pub mod fs;
+pub mod users;
+
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;

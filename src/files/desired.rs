@@ -1,0 +1,212 @@
+//! Desired files: render content and templates, resolve owner and group names.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, anyhow, bail};
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::Desired;
+use crate::hardware::Facts;
+use crate::host::users;
+use crate::plan::resolve::Resolved;
+
+/// The file mode when the profile gives none.
+pub const DEFAULT_MODE: u32 = 0o644;
+
+/// One file as the profile wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredFile {
+    /// The rendered content (not serialized: the digest stands for it).
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    /// sha256 of `content`.
+    pub sha256: String,
+    /// Permission bits, exact.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Owner and group names for display.
+    pub owner: String,
+    pub group: String,
+    /// Hide the content in plans.
+    pub sensitive: bool,
+}
+
+impl DesiredFile {
+    pub fn new(content: impl Into<Vec<u8>>, mode: u32, uid: u32, gid: u32) -> Self {
+        let content = content.into();
+        DesiredFile {
+            sha256: hex::encode(Sha256::digest(&content)),
+            content,
+            mode,
+            uid,
+            gid,
+            owner: users::user_name(uid).unwrap_or_else(|| uid.to_string()),
+            group: users::group_name(gid).unwrap_or_else(|| gid.to_string()),
+            sensitive: false,
+        }
+    }
+}
+
+/// Render every `[files]` entry of the profile.
+pub fn desired(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
+    let files = &profile.profile.files;
+    if files.is_empty() {
+        return Ok(Desired::new());
+    }
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("the default delimiters are valid"),
+    );
+    for (name, text) in &profile.templates {
+        env.add_template_owned(name.clone(), text.clone())
+            .with_context(|| format!("template {name:?} does not parse"))?;
+    }
+    let mut context = serde_json::to_value(&profile.profile)?;
+    if let Some(map) = context.as_object_mut() {
+        map.insert("facts".into(), serde_json::to_value(facts)?);
+    }
+    let context = minijinja::Value::from(minijinja::value::Serde(context));
+
+    let (my_uid, my_gid) = users::current();
+    let mut uids: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut gids: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut out = Desired::new();
+    for (path, spec) in files {
+        let key = format!("files.\"{path}\"");
+        if !path.starts_with('/') {
+            bail!("{key}: the path must be absolute (it is relocated under --root)");
+        }
+        let content = match (&spec.content, &spec.template) {
+            (Some(text), None) => render_str(&env, text, &context)
+                .with_context(|| format!("{key}.content cannot be rendered"))?,
+            (None, Some(name)) => env
+                .get_template(name)
+                .and_then(|t| t.render(context.clone()))
+                .map_err(|e| anyhow!("{e:#}"))
+                .with_context(|| format!("{key}.template {name:?} cannot be rendered"))?,
+            (Some(_), Some(_)) => bail!("{key}: give either `content` or `template`, not both"),
+            (None, None) => bail!("{key}: give `content` or `template`"),
+        };
+        let uid = match &spec.owner {
+            None => my_uid,
+            Some(name) => match uids.get(name.as_str()) {
+                Some(&u) => u,
+                None => {
+                    let u = users::uid_of(name).ok_or_else(|| {
+                        anyhow!(
+                            "{key}.owner = {name:?}: no such user on this machine; create the user first or drop `owner`"
+                        )
+                    })?;
+                    uids.insert(name, u);
+                    u
+                }
+            },
+        };
+        let gid = match &spec.group {
+            None => my_gid,
+            Some(name) => match gids.get(name.as_str()) {
+                Some(&g) => g,
+                None => {
+                    let g = users::gid_of(name).ok_or_else(|| {
+                        anyhow!(
+                            "{key}.group = {name:?}: no such group on this machine; create the group first or drop `group`"
+                        )
+                    })?;
+                    gids.insert(name, g);
+                    g
+                }
+            },
+        };
+        let mode = spec.mode.map(|m| m.0).unwrap_or(DEFAULT_MODE);
+        let mut file = DesiredFile::new(content.into_bytes(), mode, uid, gid);
+        if let Some(o) = &spec.owner {
+            file.owner = o.clone();
+        }
+        if let Some(g) = &spec.group {
+            file.group = g.clone();
+        }
+        file.sensitive = spec.sensitive;
+        out.insert(path.clone(), file);
+    }
+    Ok(out)
+}
+
+/// Render inline content; text with no template syntax is taken as is (the common case,
+/// and it keeps planning thousands of files cheap).
+fn render_str(
+    env: &Environment<'_>,
+    text: &str,
+    context: &minijinja::Value,
+) -> anyhow::Result<String> {
+    if !text.contains("{{") && !text.contains("{%") && !text.contains("{#") {
+        return Ok(text.to_string());
+    }
+    env.render_str(text, context.clone())
+        .map_err(|e| anyhow!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{FileSpec, Profile};
+
+    fn profile(files: &[(&str, FileSpec)]) -> Resolved {
+        let mut p = Profile::default();
+        p.host = Some(crate::profile::Host {
+            name: Some("forge".into()),
+            expect: None,
+        });
+        for (k, v) in files {
+            p.files.insert((*k).to_string(), v.clone());
+        }
+        Resolved {
+            profile: p,
+            ..Resolved::default()
+        }
+    }
+
+    #[test]
+    fn content_is_rendered_with_the_profile_and_facts() {
+        let spec = FileSpec {
+            content: Some("{{ host.name }} on {{ facts.archetype }}\n".into()),
+            ..FileSpec::default()
+        };
+        let facts = Facts {
+            archetype: "cpu-only".into(),
+            ..Facts::default()
+        };
+        let d = desired(&profile(&[("/etc/motd", spec)]), &facts).unwrap();
+        assert_eq!(d["/etc/motd"].content, b"forge on cpu-only\n");
+        assert_eq!(d["/etc/motd"].mode, DEFAULT_MODE);
+    }
+
+    #[test]
+    fn an_undefined_variable_is_an_error_naming_the_key() {
+        let spec = FileSpec {
+            content: Some("{{ host.nmae }}".into()),
+            ..FileSpec::default()
+        };
+        let err = desired(&profile(&[("/etc/motd", spec)]), &Facts::default()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("files.\"/etc/motd\".content"), "{text}");
+        assert!(text.contains("undefined"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_user_is_a_plan_error() {
+        let spec = FileSpec {
+            content: Some("x".into()),
+            owner: Some("no-such-user-sovereign".into()),
+            ..FileSpec::default()
+        };
+        let err = desired(&profile(&[("/etc/x", spec)]), &Facts::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("no such user"));
+    }
+}

@@ -1,0 +1,381 @@
+//! The files diff: pure, from desired, observed and owned to changes.
+
+use similar::TextDiff;
+
+use super::observe::FileState;
+use super::{Desired, DesiredFile, Entry, Observed, ObservedFile, Owned, address, file_key};
+use crate::domain::DiffOptions;
+use crate::host::users;
+use crate::plan::{Action, Change, FieldChange};
+
+/// Changes for every desired path, then removals of owned paths the profile dropped.
+pub fn diff(
+    desired: &Desired,
+    observed: &Observed,
+    owned: &Owned<Entry>,
+    options: &DiffOptions,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (path, want) in desired {
+        let owned_file = match owned.get(&file_key(path)) {
+            Some(Entry::File(f)) => Some(f),
+            _ => None,
+        };
+        let now = observed.get(path).unwrap_or(&ObservedFile::Missing);
+        let change = match now {
+            ObservedFile::Missing => {
+                let mut c = Change::new(address(path), Action::Create);
+                c.fields = fields(path, None, want);
+                c.diff = content_diff(path, None, want);
+                if owned_file.is_some() {
+                    c.reason = Some("managed file is missing; it is written again".into());
+                }
+                Some(c)
+            }
+            ObservedFile::File(have) => match owned_file {
+                None => {
+                    let mut c = Change::new(address(path), Action::Adopt);
+                    c.fields = fields(path, Some(have), want);
+                    c.diff = content_diff(path, Some(have), want);
+                    c.reason = Some(
+                        "exists and is not managed yet: it is backed up into sovereign's state, then managed; it is put back when the profile drops it"
+                            .into(),
+                    );
+                    Some(c)
+                }
+                Some(own) => {
+                    let same = matches(have, want);
+                    let recorded = own.applied_sha256.as_deref() == Some(have.sha256.as_str());
+                    let hand_edited = own.applied_sha256.is_some() && !recorded;
+                    if same && recorded {
+                        None
+                    } else if same {
+                        Some(
+                            Change::new(address(path), Action::Update)
+                                .reason("records a write an interrupted apply made"),
+                        )
+                    } else {
+                        let content_changes = have.sha256 != want.sha256;
+                        let action = if hand_edited && content_changes && !options.allow_destroy {
+                            Action::Keep
+                        } else {
+                            Action::Update
+                        };
+                        let mut c = Change::new(address(path), action);
+                        c.fields = fields(path, Some(have), want);
+                        c.diff = content_diff(path, Some(have), want);
+                        if hand_edited && content_changes {
+                            if action == Action::Keep {
+                                c.reason = Some(
+                                    "edited by hand since the last apply: not overwritten; copy the edits into the profile, or pass --allow-destroy to overwrite them"
+                                        .into(),
+                                );
+                            } else {
+                                c.flags.destructive = true;
+                                c.reason = Some(
+                                    "edited by hand since the last apply: the edits are overwritten (--allow-destroy)".into(),
+                                );
+                            }
+                        }
+                        Some(c)
+                    }
+                }
+            },
+        };
+        if let Some(mut c) = change {
+            c.flags.sensitive = want.sensitive;
+            if want.sensitive {
+                c.diff = None;
+            }
+            changes.push(c);
+        }
+    }
+    for (key, entry) in owned {
+        let (Some(path), Entry::File(own)) = (key.strip_prefix("file:"), entry) else {
+            continue;
+        };
+        if desired.contains_key(path) {
+            continue;
+        }
+        let now = observed.get(path).unwrap_or(&ObservedFile::Missing);
+        let mut c = Change::new(address(path), Action::Delete);
+        match (now, &own.backup) {
+            (ObservedFile::Missing, None) => {
+                c.reason = Some("already gone; sovereign stops managing it".into());
+            }
+            (ObservedFile::Missing, Some(_)) => {
+                c.fields.push(FieldChange::new(
+                    "content",
+                    None,
+                    Some("the original, from the backup".into()),
+                ));
+                c.reason = Some("dropped from the profile: the original is put back".into());
+            }
+            (ObservedFile::File(have), backup) => {
+                let hand_edited = own
+                    .applied_sha256
+                    .as_deref()
+                    .is_some_and(|s| s != have.sha256);
+                if hand_edited && !options.allow_destroy {
+                    c.action = Action::Keep;
+                    c.reason = Some(
+                        "dropped from the profile but edited by hand since the last apply: left in place and still managed; pass --allow-destroy to remove it"
+                            .into(),
+                    );
+                } else {
+                    c.flags.destructive = hand_edited;
+                    if backup.is_some() {
+                        c.fields.push(FieldChange::new(
+                            "content",
+                            Some(describe(&have.sha256, have.size)),
+                            Some("the original, from the backup".into()),
+                        ));
+                        c.reason =
+                            Some("dropped from the profile: the original is put back".into());
+                    } else {
+                        c.fields.push(FieldChange::new(
+                            "content",
+                            Some(describe(&have.sha256, have.size)),
+                            None,
+                        ));
+                        c.diff = have
+                            .content
+                            .as_deref()
+                            .and_then(|old| unified(path, old, b""));
+                        c.reason = Some(
+                            "dropped from the profile: sovereign created it, so it is removed (with folders it created that are left empty)"
+                                .into(),
+                        );
+                    }
+                }
+            }
+        }
+        if own.sensitive {
+            c.flags.sensitive = true;
+            c.diff = None;
+        }
+        changes.push(c);
+    }
+    changes
+}
+
+fn matches(have: &FileState, want: &DesiredFile) -> bool {
+    have.sha256 == want.sha256
+        && have.mode == want.mode
+        && have.uid == want.uid
+        && have.gid == want.gid
+}
+
+fn describe(sha: &str, size: u64) -> String {
+    format!("sha256:{} ({size} bytes)", &sha[..12.min(sha.len())])
+}
+
+fn fields(_path: &str, have: Option<&FileState>, want: &DesiredFile) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let content_differs = have.is_none_or(|h| h.sha256 != want.sha256);
+    if content_differs {
+        if want.sensitive {
+            out.push(FieldChange::hidden("content", have.is_some(), true));
+        } else {
+            out.push(FieldChange::new(
+                "content",
+                have.map(|h| describe(&h.sha256, h.size)),
+                Some(describe(&want.sha256, want.content.len() as u64)),
+            ));
+        }
+    }
+    if have.is_none_or(|h| h.mode != want.mode) {
+        out.push(FieldChange::new(
+            "mode",
+            have.map(|h| format!("{:04o}", h.mode)),
+            Some(format!("{:04o}", want.mode)),
+        ));
+    }
+    if have.is_none_or(|h| h.uid != want.uid) {
+        out.push(FieldChange::new(
+            "owner",
+            have.map(|h| users::user_name(h.uid).unwrap_or_else(|| h.uid.to_string())),
+            Some(want.owner.clone()),
+        ));
+    }
+    if have.is_none_or(|h| h.gid != want.gid) {
+        out.push(FieldChange::new(
+            "group",
+            have.map(|h| users::group_name(h.gid).unwrap_or_else(|| h.gid.to_string())),
+            Some(want.group.clone()),
+        ));
+    }
+    out
+}
+
+fn content_diff(path: &str, have: Option<&FileState>, want: &DesiredFile) -> Option<String> {
+    match have {
+        None => unified(path, b"", &want.content),
+        Some(h) if h.sha256 == want.sha256 => None,
+        Some(h) => h
+            .content
+            .as_deref()
+            .and_then(|old| unified(path, old, &want.content)),
+    }
+}
+
+/// A unified diff of two texts; `None` when either is not UTF-8 (binary content).
+pub fn unified(path: &str, old: &[u8], new: &[u8]) -> Option<String> {
+    let old = std::str::from_utf8(old).ok()?;
+    let new = std::str::from_utf8(new).ok()?;
+    let diff = TextDiff::from_lines(old, new);
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{path} (now)"), &format!("{path} (profile)"))
+        .to_string();
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::{Backup, OwnedFile};
+    use sha2::{Digest, Sha256};
+
+    fn want(text: &str) -> DesiredFile {
+        let mut d = DesiredFile::new(text.as_bytes().to_vec(), 0o644, 0, 0);
+        d.owner = "root".into();
+        d.group = "root".into();
+        d
+    }
+
+    fn have(text: &str, mode: u32) -> ObservedFile {
+        ObservedFile::File(FileState {
+            sha256: sha(text),
+            size: text.len() as u64,
+            mode,
+            uid: 0,
+            gid: 0,
+            content: Some(text.as_bytes().to_vec()),
+        })
+    }
+
+    fn sha(text: &str) -> String {
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+
+    fn owned(path: &str, applied: &str, backup: bool) -> (String, Entry) {
+        (
+            file_key(path),
+            Entry::File(OwnedFile {
+                applied_sha256: Some(sha(applied)),
+                backup: backup.then(|| Backup {
+                    file: "b".into(),
+                    sha256: sha("orig"),
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                }),
+                sensitive: false,
+            }),
+        )
+    }
+
+    fn run(
+        desired: &[(&str, DesiredFile)],
+        observed: &[(&str, ObservedFile)],
+        owned_entries: Vec<(String, Entry)>,
+        allow_destroy: bool,
+    ) -> Vec<Change> {
+        diff(
+            &desired
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            &observed
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            &owned_entries.into_iter().collect(),
+            &DiffOptions { allow_destroy },
+        )
+    }
+
+    #[test]
+    fn a_missing_file_is_created_with_every_field() {
+        let c = run(&[("/etc/motd", want("hi\n"))], &[], vec![], false);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].action, Action::Create);
+        let names: Vec<_> = c[0].fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["content", "mode", "owner", "group"]);
+        insta::assert_snapshot!(c[0].diff.as_deref().unwrap());
+    }
+
+    #[test]
+    fn an_owned_file_that_matches_needs_nothing() {
+        let c = run(
+            &[("/a", want("x"))],
+            &[("/a", have("x", 0o644))],
+            vec![owned("/a", "x", false)],
+            false,
+        );
+        assert!(c.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn an_unmanaged_existing_file_is_adopted_with_a_diff() {
+        let c = run(
+            &[("/a", want("one\ntwo\n"))],
+            &[("/a", have("one\n", 0o600))],
+            vec![],
+            false,
+        );
+        assert_eq!(c[0].action, Action::Adopt);
+        insta::assert_snapshot!(c[0].diff.as_deref().unwrap());
+        assert!(c[0].fields.iter().any(|f| f.name == "mode"
+            && f.before.as_deref() == Some("0600")
+            && f.after.as_deref() == Some("0644")));
+    }
+
+    #[test]
+    fn a_hand_edit_is_kept_unless_destroy_is_allowed() {
+        let args = (
+            [("/a", want("new"))],
+            [("/a", have("edited", 0o644))],
+            vec![owned("/a", "old", false)],
+        );
+        let kept = run(&args.0, &args.1, args.2.clone(), false);
+        assert_eq!(kept[0].action, Action::Keep);
+        assert!(!kept[0].is_pending());
+        let forced = run(&args.0, &args.1, args.2, true);
+        assert_eq!(forced[0].action, Action::Update);
+        assert!(forced[0].flags.destructive);
+    }
+
+    #[test]
+    fn dropped_files_are_removed_or_restored() {
+        let c = run(
+            &[],
+            &[("/made", have("x", 0o644)), ("/taken", have("y", 0o644))],
+            vec![owned("/made", "x", false), owned("/taken", "y", true)],
+            false,
+        );
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|c| c.action == Action::Delete));
+        assert!(c.iter().all(|c| !c.flags.destructive));
+        assert!(c[1].reason.as_deref().unwrap().contains("put back"));
+    }
+
+    #[test]
+    fn sensitive_content_never_shows() {
+        let mut w = want("secret-token\n");
+        w.sensitive = true;
+        let c = run(
+            &[("/k", w)],
+            &[("/k", have("old-token\n", 0o644))],
+            vec![],
+            false,
+        );
+        assert!(c[0].flags.sensitive);
+        assert!(c[0].diff.is_none());
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("token"), "{json}");
+        assert!(json.contains("(sensitive)"));
+    }
+}

@@ -1,0 +1,94 @@
+//! The resolved profile: a validated profile plus the source of every template it names,
+//! so that it is self-contained (generations and saved plans replay it exactly).
+//!
+//! Template lookup: for `template = "motd.j2"`, sovereign looks in `templates/` next to
+//! the profile file, then in `templates/` of each parent folder up to the filesystem root
+//! (so `profiles/x.toml` finds the project's `templates/`). The first match wins.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::profile::{Profile, ValidProfile};
+
+/// A profile with its templates loaded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The merged, validated profile.
+    pub profile: Profile,
+    /// The profile file it came from (for messages; empty for the empty profile).
+    pub path: PathBuf,
+    /// Template name -> source text, for every template the profile names.
+    pub templates: BTreeMap<String, String>,
+}
+
+impl Resolved {
+    /// Load the templates `valid` names.
+    pub fn from_valid(valid: &ValidProfile) -> anyhow::Result<Resolved> {
+        let dir = valid
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut templates = BTreeMap::new();
+        for (path, spec) in &valid.profile.files {
+            if let Some(name) = &spec.template {
+                if templates.contains_key(name) {
+                    continue;
+                }
+                let found = find_template(&dir, name).with_context(|| {
+                    format!(
+                        "{}: files.\"{path}\".template = {name:?}",
+                        valid.path.display()
+                    )
+                })?;
+                let text = std::fs::read_to_string(&found)
+                    .with_context(|| format!("cannot read template {}", found.display()))?;
+                templates.insert(name.clone(), text);
+            }
+        }
+        Ok(Resolved {
+            profile: valid.profile.clone(),
+            path: valid.path.clone(),
+            templates,
+        })
+    }
+
+    /// The empty profile: what "before the first generation" means.
+    pub fn empty() -> Resolved {
+        Resolved::default()
+    }
+
+    /// sha256 of the profile and its templates (not of the path it was read from).
+    pub fn digest(&self) -> String {
+        let text = serde_json::to_vec(&(&self.profile, &self.templates))
+            .expect("a profile always serializes");
+        hex::encode(Sha256::digest(text))
+    }
+}
+
+fn find_template(profile_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    if Path::new(name).is_absolute() || name.split('/').any(|c| c == "..") {
+        bail!("a template name is relative to templates/ and has no '..'");
+    }
+    let dir = if profile_dir.as_os_str().is_empty() {
+        std::env::current_dir()?
+    } else {
+        std::fs::canonicalize(profile_dir).unwrap_or_else(|_| profile_dir.to_path_buf())
+    };
+    let mut searched = Vec::new();
+    for ancestor in dir.ancestors() {
+        let candidate = ancestor.join("templates").join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        searched.push(ancestor.join("templates").display().to_string());
+    }
+    bail!(
+        "template {name:?} not found; looked in {} (put it in templates/ next to the profile or in the project's templates/)",
+        searched.join(", ")
+    )
+}
