@@ -175,6 +175,21 @@ fn pool_prop_changes(
 /// Diff desired against observed. Problems only the machine reveals (a device in use, a
 /// dataset another state owns, a shrinking zvol) are plan-time errors.
 pub fn diff(desired: &Desired, observed: &Observed, opts: &Options) -> Result<Vec<Op>, Problems> {
+    let (ops, problems) = plan(desired, observed, opts);
+    if problems.is_empty() {
+        Ok(ops)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+/// The ops alone: what [`diff`] returns when it has no problems, and otherwise the ops
+/// that are not blocked by one (the engine raises the problems at observe time).
+pub fn ops(desired: &Desired, observed: &Observed, opts: &Options) -> Vec<Op> {
+    plan(desired, observed, opts).0
+}
+
+fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> (Vec<Op>, Vec<Problem>) {
     let mut ops = Vec::new();
     let mut problems = Vec::new();
     let mut problem = |at: String, message: String| problems.push(Problem { at, message });
@@ -444,12 +459,7 @@ pub fn diff(desired: &Desired, observed: &Observed, opts: &Options) -> Result<Ve
     // Deepest first, so nothing is destroyed before what it holds.
     leaving.sort_by_key(|op| std::cmp::Reverse(depth(op.name())));
     ops.extend(leaving);
-
-    if problems.is_empty() {
-        Ok(ops)
-    } else {
-        Err(Problems(problems))
-    }
+    (ops, problems)
 }
 
 #[cfg(test)]

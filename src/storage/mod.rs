@@ -9,9 +9,14 @@
 pub mod desired;
 pub mod dialect;
 pub mod diff;
+pub mod domain;
+pub mod exec;
+pub mod health;
 pub mod observe;
 pub mod probe;
 pub mod props;
+pub mod snapshots;
 pub mod topology;
 
 pub use dialect::{Dialect, dialect_facts};
+pub use domain::Storage;

@@ -149,6 +149,27 @@ const READ_ONLY: &[&str] = &[
     "objsetid",
 ];
 
+/// Readings that change without anyone changing the dataset (space, time); left out of
+/// the digests that tell a saved plan it is stale.
+pub fn is_volatile(name: &str) -> bool {
+    matches!(
+        name,
+        "used"
+            | "available"
+            | "referenced"
+            | "compressratio"
+            | "refcompressratio"
+            | "written"
+            | "logicalused"
+            | "logicalreferenced"
+            | "usedbychildren"
+            | "usedbydataset"
+            | "usedbyrefreservation"
+            | "usedbysnapshots"
+            | "userrefs"
+    )
+}
+
 /// Whether a property name is a user property (`module:name`).
 pub fn is_user_property(name: &str) -> bool {
     name.contains(':')
