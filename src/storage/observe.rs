@@ -125,10 +125,30 @@ pub struct Request {
 }
 
 fn run(host: &dyn Host, argv: Vec<String>) -> Result<String> {
+    run_tolerating_vanished(host, argv).map(|(text, _)| text)
+}
+
+/// Run a read; a pool exported or destroyed between `zpool list` and this read is not an
+/// error: its name comes back in the second value, the rest of the output is kept.
+fn run_tolerating_vanished(host: &dyn Host, argv: Vec<String>) -> Result<(String, Vec<String>)> {
     let cmd = Cmd::new(argv).timeout(TIMEOUT);
     let out = host
         .run(&cmd)
         .with_context(|| format!("cannot run `{}`", cmd.display()))?;
+    let stderr = out.stderr_str();
+    let vanished: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("cannot open '")?
+                .strip_suffix("': dataset does not exist")
+        })
+        .map(String::from)
+        .collect();
+    let only_vanished = !vanished.is_empty()
+        && stderr.lines().filter(|l| !l.trim().is_empty()).count() == vanished.len();
+    if out.code == Some(1) && only_vanished {
+        return Ok((out.stdout_str(), vanished));
+    }
     if !out.success() {
         bail!(
             "`{}` failed ({}): {}",
@@ -137,7 +157,7 @@ fn run(host: &dyn Host, argv: Vec<String>) -> Result<String> {
             out.stderr_str().trim()
         );
     }
-    Ok(out.stdout_str())
+    Ok((out.stdout_str(), Vec::new()))
 }
 
 /// Observe the pools and datasets the request names, and the pools sovereign may own.
@@ -172,6 +192,7 @@ pub fn observe(host: &dyn Host, dialect: &Dialect, req: &Request) -> Result<Obse
         .cloned()
         .collect();
     let mut datasets = BTreeMap::new();
+    let mut gone: Vec<String> = Vec::new();
     if !declared.is_empty() {
         let mut argv: Vec<String> = [
             "zfs",
@@ -186,7 +207,9 @@ pub fn observe(host: &dyn Host, dialect: &Dialect, req: &Request) -> Result<Obse
         .map(String::from)
         .to_vec();
         argv.extend(declared.iter().cloned());
-        parse_zfs_get(&run(host, argv)?, &mut datasets);
+        let (text, vanished) = run_tolerating_vanished(host, argv)?;
+        parse_zfs_get(&text, &mut datasets);
+        gone.extend(vanished);
     }
     if !others.is_empty() {
         let mut argv: Vec<String> = [
@@ -202,9 +225,14 @@ pub fn observe(host: &dyn Host, dialect: &Dialect, req: &Request) -> Result<Obse
         .map(String::from)
         .to_vec();
         argv.extend(others.iter().cloned());
-        parse_zfs_get(&run(host, argv)?, &mut datasets);
+        let (text, vanished) = run_tolerating_vanished(host, argv)?;
+        parse_zfs_get(&text, &mut datasets);
+        gone.extend(vanished);
     }
     let mut pools = pools;
+    for g in &gone {
+        pools.remove(g);
+    }
     if !declared.is_empty() {
         let layouts = topology::parse_status(&run(host, vec!["zpool".into(), "status".into()])?);
         for (name, layout) in layouts {

@@ -293,6 +293,10 @@ fn is_limit(name: &str) -> bool {
 /// The form in which a value is compared: sizes as bytes (`zfs get -p` prints bytes),
 /// `none` limits as 0, everything else as written.
 pub fn normalize(name: &str, value: &str) -> String {
+    // gzip's default level is 6, and ZFS prints it as plain "gzip".
+    if name == "compression" && value == "gzip-6" {
+        return "gzip".into();
+    }
     if is_sized(name) {
         if value == "none" {
             return "0".into();
@@ -331,6 +335,10 @@ mod tests {
         assert_eq!(normalize("quota", "none"), "0");
         assert_eq!(normalize("quota", "1G"), "1073741824");
         assert_eq!(normalize("compression", "on"), "on");
+        assert_eq!(
+            normalize("compression", "gzip-6"),
+            normalize("compression", "gzip")
+        );
         assert_eq!(display("recordsize", "131072"), "128K");
         assert_eq!(display("quota", "0"), "none");
         assert_eq!(display("atime", "off"), "off");
