@@ -1,17 +1,233 @@
-//! `sovereign apply`: Converge the machine to a profile or a saved plan.
+//! `sovereign apply`: converge the machine to a profile or a saved plan.
 
-use super::{CmdResult, Output};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::output::Style as Paint;
+use super::plan::{load_profile, root_of};
+use super::{CmdResult, Output, exit, report};
+use crate::apply::generations::Outcome;
+use crate::apply::{self, ApplyReport, ExecOptions, Progress};
+use crate::host::RealHost;
+use crate::plan::Change;
+use crate::plan::ops::{self, PlanOptions, Planned};
+use crate::plan::render::{self, Style};
+use crate::plan::saved::SavedPlan;
+
+const EXAMPLES: &str = "\
+Examples:
+  sovereign apply profiles/demo.toml --root .demo/root --yes
+  sovereign apply profiles/rtx4090.toml            # shows the plan, asks before changing
+  sovereign plan profiles/rtx4090.toml -o p.plan && sovereign apply p.plan
+  sovereign apply profiles/rtx4090.toml --no-rollback   # keep changes when a check fails
+
+Exit status: 0 applied (or nothing to do), 1 error or failed step, 3 a health check
+failed and the changes were rolled back.";
 
 /// Converge the machine to a profile or a saved plan.
+///
+/// Prints the plan, asks for confirmation on a terminal (--yes skips it; without a
+/// terminal --yes is required), applies the changes in order with a journal, verifies
+/// them, runs health checks and [[checks]], and records a generation. A failing check
+/// rolls back to the state before this apply. A saved plan (`plan -o`) is applied
+/// without asking, and refused as stale when anything it was made from changed.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct Args {
     /// A profile, or a plan saved with `plan -o`.
-    pub target: std::path::PathBuf,
+    pub target: PathBuf,
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub yes: bool,
+    /// Carry out changes that lose data (files edited by hand are overwritten or removed).
+    #[arg(long)]
+    pub allow_destroy: bool,
+    /// When a health check fails, leave the changes in place instead of rolling back.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Print the apply report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(_args: Args, _out: &Output) -> CmdResult {
-    super::not_yet("apply")
+pub fn run(args: Args, out: &Output) -> CmdResult {
+    let root = root_of(out)?;
+    let saved = SavedPlan::read(&args.target).map_err(report)?;
+    let (profile, allow_destroy) = match &saved {
+        Some(s) => (load_profile(&s.profile_path)?, s.allow_destroy),
+        None => (load_profile(&args.target)?, args.allow_destroy),
+    };
+    let session = apply::begin(&root).map_err(report)?;
+    let planned = ops::plan(
+        profile,
+        PlanOptions {
+            root: root.clone(),
+            allow_destroy,
+        },
+        &RealHost,
+    )
+    .map_err(report)?;
+    if let Some(s) = &saved {
+        let why = s.staleness(&planned);
+        if !why.is_empty() {
+            return Err(miette::miette!(
+                help = "make a new plan with `sovereign plan PROFILE -o FILE`",
+                "the saved plan {} is stale: {}",
+                args.target.display(),
+                why.join("; ")
+            ));
+        }
+    }
+    let needs_confirmation = saved.is_none() && !args.yes;
+    converge(
+        out,
+        &session,
+        planned,
+        needs_confirmation,
+        &ExecOptions {
+            no_rollback: args.no_rollback,
+            rollback_to: None,
+        },
+        args.json,
+    )
+}
+
+/// Show the plan, confirm, execute and report: shared by apply and rollback.
+pub(super) fn converge(
+    out: &Output,
+    session: &apply::Session,
+    mut planned: Planned,
+    needs_confirmation: bool,
+    options: &ExecOptions,
+    json: bool,
+) -> CmdResult {
+    if planned.plan.interrupted.is_none() {
+        planned.plan.interrupted = session.recovered.clone();
+    }
+    out.say(render::text(&planned.plan, Style { color: out.color }));
+    if !planned.plan.has_pending() {
+        out.say("Nothing to apply; no generation recorded.");
+        return Ok(exit::OK);
+    }
+    if needs_confirmation {
+        confirm(out, planned.plan.summary.pending)?;
+    }
+    let progress = Bar::new(out);
+    let report = apply::execute(session, planned, &RealHost, options, &progress).map_err(report)?;
+    say_report(out, &report);
+    if json {
+        out.json(&report)?;
+    }
+    Ok(match report.outcome {
+        Outcome::Succeeded => exit::OK,
+        Outcome::RolledBack => exit::ROLLED_BACK,
+        Outcome::Failed | Outcome::Running => exit::ERROR,
+    })
+}
+
+fn confirm(out: &Output, count: usize) -> miette::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(miette::miette!(
+            help = "pass --yes to apply without confirmation",
+            "apply needs confirmation but there is no terminal to ask on"
+        ));
+    }
+    let mut stderr = std::io::stderr();
+    write!(stderr, "Apply {count} changes? [y/N] ")
+        .and_then(|_| stderr.flush())
+        .map_err(|e| miette::miette!("cannot ask for confirmation: {e}"))?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| miette::miette!("cannot read the answer: {e}"))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        out.say("Not applied.");
+        Err(miette::miette!(
+            "apply was not confirmed; nothing was changed"
+        ))
+    }
+}
+
+fn say_report(out: &Output, r: &ApplyReport) {
+    for h in &r.health {
+        let mark = if h.ok {
+            out.paint(Paint::Green, "ok    ")
+        } else {
+            out.paint(Paint::Red, "FAILED")
+        };
+        out.say(format!("  {mark} {}: {}", h.name, h.detail));
+    }
+    if let Some(rb) = &r.rollback {
+        let to = match rb.target {
+            Some(n) => format!("generation {n}"),
+            None => "the state before the first generation".into(),
+        };
+        out.say(format!("Rolled back to {to}:"));
+        for c in &rb.undone {
+            out.say(format!("  {:>3} {}", c.action.glyph(), c.address));
+        }
+        for c in &rb.kept {
+            out.say(format!(
+                "  kept {} ({})",
+                c.address,
+                c.reason.as_deref().unwrap_or("not changed")
+            ));
+        }
+    }
+    for note in &r.notes {
+        out.say(format!("{} {note}", out.paint(Paint::Yellow, "note:")));
+    }
+    let line = format!(
+        "{} {} of {} changes; generation {} {}.",
+        match r.outcome {
+            Outcome::Succeeded => "Applied",
+            _ => "Made",
+        },
+        r.applied.len(),
+        r.total,
+        r.generation,
+        r.outcome
+    );
+    let style = match r.outcome {
+        Outcome::Succeeded => Paint::Green,
+        Outcome::RolledBack => Paint::Yellow,
+        _ => Paint::Red,
+    };
+    out.say(out.paint(style, &line));
+}
+
+/// An indicatif bar on stderr, hidden when stderr is not a terminal or under -q.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(out: &Output) -> Bar {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        if out.quiet || !std::io::stderr().is_terminal() {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
+                .expect("the template is valid"),
+        );
+        Bar(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: usize) {
+        self.0.set_length(total as u64);
+    }
+    fn step(&self, change: &Change) {
+        self.0
+            .set_message(format!("{} {}", change.action.glyph(), change.address));
+        self.0.inc(1);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }

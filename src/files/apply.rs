@@ -172,9 +172,8 @@ fn remove_empty_dirs(
             continue;
         }
         let real = cx.root.join(&dir);
-        if !real.exists() {
-            ledger.forget(&dir_key(&dir))?;
-        } else if fs::remove_dir_if_empty(&real)? {
+        // Gone already, or removed now: either way sovereign no longer owns it.
+        if !real.exists() || fs::remove_dir_if_empty(&real)? {
             ledger.forget(&dir_key(&dir))?;
         }
     }

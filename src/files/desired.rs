@@ -158,11 +158,13 @@ mod tests {
     use crate::profile::{FileSpec, Profile};
 
     fn profile(files: &[(&str, FileSpec)]) -> Resolved {
-        let mut p = Profile::default();
-        p.host = Some(crate::profile::Host {
-            name: Some("forge".into()),
-            expect: None,
-        });
+        let mut p = Profile {
+            host: Some(crate::profile::Host {
+                name: Some("forge".into()),
+                expect: None,
+            }),
+            ..Profile::default()
+        };
         for (k, v) in files {
             p.files.insert((*k).to_string(), v.clone());
         }

@@ -1,0 +1,135 @@
+//! `ops::plan`: resolve, observe and diff every registered domain into a [`Planned`].
+//!
+//! Read-only: it reads the ledger (and replays an unfinished journal in memory) but
+//! writes nothing; `sovereign plan` and `sovereign apply` both start here.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use sha2::{Digest, Sha256};
+
+use super::resolve::Resolved;
+use super::{Address, Plan, Unmanaged};
+use crate::apply::journal;
+use crate::apply::state::{Ledger, StateDir};
+use crate::domain::{self, AnyDomain, DiffOptions, DomainPlan, PlanContext};
+use crate::hardware::Facts;
+use crate::host::Host;
+use crate::host::fs::Root;
+
+/// What planning needs besides the profile.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Where managed files and the state live.
+    pub root: Root,
+    /// Allow changes that lose data.
+    pub allow_destroy: bool,
+}
+
+/// A plan together with what the executor needs to carry it out.
+pub struct Planned {
+    /// The plan: pure data, rendered and saved.
+    pub plan: Plan,
+    /// The profile it was made from.
+    pub profile: Resolved,
+    /// The facts it was made with.
+    pub facts: Facts,
+    /// Each registered domain with its part of the plan.
+    pub domains: Vec<(Box<dyn AnyDomain>, DomainPlan)>,
+    /// The ledger it started from (with an unfinished journal replayed).
+    pub ledger: Ledger,
+    /// sha256 of the resolved profile.
+    pub profile_digest: String,
+    /// sha256 over every domain's desired state.
+    pub desired_digest: String,
+    /// Digest of the observed state of every resource covered.
+    pub observed: BTreeMap<Address, String>,
+    /// The options it was made with.
+    pub options: PlanOptions,
+}
+
+/// Plan `profile` against the machine.
+pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow::Result<Planned> {
+    let facts = crate::hardware::detect(host)?;
+    if let Some(expect) = profile
+        .profile
+        .host
+        .as_ref()
+        .and_then(|h| h.expect.as_ref())
+    {
+        if *expect != facts.archetype {
+            bail!(
+                "{}: host.expect = {expect:?} but this machine is {:?} (see `sovereign detect`); use the profile written for this machine or change host.expect",
+                profile.path.display(),
+                facts.archetype
+            );
+        }
+    }
+    let state = StateDir::new(&options.root);
+    let mut ledger = state.load_ledger()?;
+    let unfinished = journal::unfinished(&state)?;
+    if let Some(u) = &unfinished {
+        u.replay(&mut ledger);
+    }
+
+    let cx = PlanContext {
+        profile: &profile,
+        facts: &facts,
+        root: &options.root,
+        host,
+    };
+    let diff_options = DiffOptions {
+        allow_destroy: options.allow_destroy,
+    };
+    let mut domains = Vec::new();
+    let mut changes = Vec::new();
+    let mut observed = BTreeMap::new();
+    let mut desired_hasher = Sha256::new();
+    for d in domain::registry() {
+        let owned = ledger
+            .domains
+            .get(d.name())
+            .map(|m| serde_json::to_value(m).expect("JSON values serialize"));
+        let dp = d.plan(&cx, owned.as_ref(), diff_options)?;
+        changes.extend(dp.changes.iter().cloned());
+        observed.extend(dp.digests.iter().map(|(a, s)| (a.clone(), s.clone())));
+        desired_hasher.update(dp.name.as_bytes());
+        desired_hasher.update(dp.desired_digest.as_bytes());
+        domains.push((d, dp));
+    }
+    let unmanaged = unmanaged_sections(&profile, &domains);
+    let mut plan = Plan::new(changes, unmanaged);
+    plan.interrupted = unfinished.map(|u| u.interrupted);
+    Ok(Planned {
+        plan,
+        profile_digest: profile.digest(),
+        desired_digest: hex::encode(desired_hasher.finalize()),
+        profile,
+        facts,
+        domains,
+        ledger,
+        observed,
+        options,
+    })
+}
+
+/// Declared top-level sections that no registered domain manages.
+fn unmanaged_sections(
+    profile: &Resolved,
+    domains: &[(Box<dyn AnyDomain>, DomainPlan)],
+) -> Vec<Unmanaged> {
+    let value = serde_json::to_value(&profile.profile).expect("a profile always serializes");
+    let Some(map) = value.as_object() else {
+        return Vec::new();
+    };
+    map.keys()
+        .filter(|k| !domain::ENGINE_SECTIONS.contains(&k.as_str()))
+        .filter(|k| !domains.iter().any(|(d, _)| d.sections().contains(&k.as_str())))
+        .map(|k| Unmanaged {
+            section: k.clone(),
+            note: format!(
+                "[{k}] is declared but not managed by this version of sovereign: nothing in it is planned or applied"
+            ),
+        })
+        .collect()
+}

@@ -1,0 +1,330 @@
+//! The plan/apply engine end to end: saved plans, the lock, failed and killed applies,
+//! generations, rollback and health-checked automatic rollback. Real binary, real files,
+//! real processes, temporary roots.
+#![allow(clippy::disallowed_methods)]
+
+mod engine_support;
+
+use std::time::{Duration, Instant};
+
+use engine_support::{Env, files_profile, to_run};
+
+const ROLLED_BACK: i32 = 3;
+
+#[test]
+fn plan_json_graph_and_exit_codes() {
+    let env = Env::new();
+    let p = env.profile(
+        "p.toml",
+        &format!(
+            "{}\n[inference]\nslots = 2\n",
+            files_profile(&[("/etc/a", "a\n"), ("/etc/b", "b\n")])
+        ),
+    );
+    let json = env.run(&["plan", "--json", p.to_str().unwrap()]);
+    json.ok();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["summary"]["create"], 2);
+    assert_eq!(v["changes"][0]["address"], "files.file:/etc/a");
+    assert_eq!(v["changes"][0]["action"], "create");
+    assert_eq!(v["unmanaged"][0]["section"], "inference");
+
+    let text = env.plan(&p);
+    assert!(
+        text.stderr
+            .contains("[inference] is declared but not managed"),
+        "{}",
+        text.stderr
+    );
+    let graph = env.run(&["plan", "--graph", p.to_str().unwrap()]);
+    assert!(
+        graph.stdout.starts_with("digraph plan {"),
+        "{}",
+        graph.stdout
+    );
+    assert!(graph.stdout.contains("\"files.file:/etc/a\""));
+
+    let r = env.run(&["plan", "--detailed-exitcode", p.to_str().unwrap()]);
+    assert_eq!(r.code, Some(2));
+    env.apply(&p).ok();
+    env.assert_no_changes(&p);
+}
+
+#[test]
+fn apply_without_a_terminal_needs_yes_and_a_second_apply_records_nothing() {
+    let env = Env::new();
+    let p = env.profile("p.toml", &files_profile(&[("/etc/a", "a\n")]));
+    let r = env.run(&["apply", p.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("pass --yes"), "{}", r.stderr);
+    assert!(!env.at("/etc/a").exists());
+
+    env.apply(&p).ok();
+    let again = env.apply(&p);
+    again.ok();
+    assert!(again.stderr.contains("No changes"), "{}", again.stderr);
+    assert_eq!(env.generations().as_array().unwrap().len(), 1);
+    env.assert_no_changes(&p);
+}
+
+#[test]
+fn a_saved_plan_applies_and_a_stale_one_is_refused() {
+    let env = Env::new();
+    let p = env.profile("p.toml", &files_profile(&[("/etc/a", "a\n")]));
+    let saved = env.dir.path().join("a.plan");
+    env.run(&["plan", p.to_str().unwrap(), "-o", saved.to_str().unwrap()])
+        .ok();
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(file["format_version"], 1);
+    assert!(file["tool_version"].is_string());
+    assert!(file["observed"]["files.file:/etc/a"].is_string());
+
+    // The machine changes under the saved plan: refused, naming what changed.
+    std::fs::create_dir_all(env.at("/etc")).unwrap();
+    std::fs::write(env.at("/etc/a"), "someone else\n").unwrap();
+    let r = env.run(&["apply", saved.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("stale"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("files.file:/etc/a changed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.read("/etc/a"), "someone else\n");
+
+    // A fresh plan applies; then a profile edit makes it stale too.
+    env.run(&["plan", p.to_str().unwrap(), "-o", saved.to_str().unwrap()])
+        .ok();
+    env.run(&["apply", saved.to_str().unwrap()]).ok();
+    assert_eq!(env.read("/etc/a"), "a\n");
+    env.assert_no_changes(&p);
+    env.run(&["plan", p.to_str().unwrap(), "-o", saved.to_str().unwrap()])
+        .ok();
+    env.profile("p.toml", &files_profile(&[("/etc/a", "b\n")]));
+    let r = env.run(&["apply", saved.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("profile"), "{}", r.stderr);
+}
+
+#[test]
+fn a_concurrent_apply_is_refused_naming_the_holder() {
+    let env = Env::new();
+    let slow = env.profile(
+        "slow.toml",
+        &format!(
+            "{}\n[[checks]]\nname = \"slow\"\ncommand = [\"sleep\", \"3\"]\n",
+            files_profile(&[("/etc/a", "a\n")])
+        ),
+    );
+    let first = env
+        .cmd(&["apply", "--yes", slow.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = env.at("/var/lib/sovereign/lock");
+    let wanted = format!("pid {}", first.id());
+    let start = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&wanted)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first apply never locked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let other = env.profile("other.toml", &files_profile(&[("/etc/b", "b\n")]));
+    let r = env.apply(&other);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("another sovereign apply"), "{}", r.stderr);
+    assert!(r.stderr.contains(&wanted), "{}", r.stderr);
+    assert!(r.stderr.contains("started"), "{}", r.stderr);
+    assert!(!env.at("/etc/b").exists());
+    let done = to_run(first.wait_with_output().unwrap());
+    done.ok();
+    // The kernel released the lock with the process.
+    env.apply(&other).ok();
+    env.assert_no_changes(&other);
+}
+
+#[test]
+fn a_failing_step_stops_and_a_rerun_converges() {
+    let env = Env::new();
+    let p = env.profile(
+        "p.toml",
+        &files_profile(&[("/etc/a", "a\n"), ("/etc/b", "b\n"), ("/etc/c", "c\n")]),
+    );
+    let r = to_run(
+        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
+            .env("SOVEREIGN_TEST_FAIL_STEP", "2")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("files.file:/etc/b failed"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("1 of 3 changes were made"),
+        "{}",
+        r.stderr
+    );
+    assert!(env.at("/etc/a").exists());
+    assert!(!env.at("/etc/c").exists());
+    assert_eq!(env.generations()[0]["outcome"], "failed");
+
+    env.apply(&p).ok();
+    assert_eq!(env.read("/etc/c"), "c\n");
+    assert_eq!(env.generations()[1]["outcome"], "succeeded");
+    env.assert_no_changes(&p);
+}
+
+#[test]
+fn a_killed_apply_is_reported_and_the_next_apply_converges() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.at("/etc")).unwrap();
+    std::fs::write(env.at("/etc/taken"), "original\n").unwrap();
+    let p = env.profile(
+        "p.toml",
+        &files_profile(&[
+            ("/etc/a", "a\n"),
+            ("/etc/b", "b\n"),
+            ("/etc/taken", "managed\n"),
+            ("/opt/x/y", "y\n"),
+        ]),
+    );
+    let r = to_run(
+        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
+            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "2")
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(
+        r.code,
+        Some(0),
+        "the process was meant to die: {}",
+        r.stderr
+    );
+
+    let plan = env.plan(&p);
+    plan.ok();
+    assert!(
+        plan.stderr.contains("an interrupted apply (generation 1"),
+        "{}",
+        plan.stderr
+    );
+    assert!(plan.stderr.contains("2 of 4 steps done"), "{}", plan.stderr);
+
+    let apply = env.apply(&p);
+    apply.ok();
+    assert!(
+        apply.stderr.contains("interrupted apply"),
+        "{}",
+        apply.stderr
+    );
+    env.assert_no_changes(&p);
+    let gens = env.generations();
+    assert_eq!(gens[0]["outcome"], "failed");
+    assert_eq!(gens[1]["outcome"], "succeeded");
+
+    // Ownership survived the crash: dropping everything restores and removes exactly.
+    let empty = env.profile("e.toml", "");
+    env.apply(&empty).ok();
+    assert_eq!(env.read("/etc/taken"), "original\n");
+    assert!(!env.at("/etc/a").exists() && !env.at("/opt").exists());
+    env.assert_no_changes(&empty);
+}
+
+#[test]
+fn rollback_returns_to_an_earlier_generation() {
+    let env = Env::new();
+    let v1 = env.profile("v1.toml", &files_profile(&[("/etc/a", "one\n")]));
+    let v2 = env.profile(
+        "v2.toml",
+        &files_profile(&[("/etc/a", "two\n"), ("/etc/b", "b\n")]),
+    );
+    env.apply(&v1).ok();
+    env.apply(&v2).ok();
+
+    let r = env.run(&["rollback"]);
+    assert_eq!(r.code, Some(1), "confirmation is needed: {}", r.stderr);
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+
+    env.run(&["rollback", "1", "--yes"]).ok();
+    assert_eq!(env.read("/etc/a"), "one\n");
+    assert!(!env.at("/etc/b").exists());
+    env.assert_no_changes(&v1);
+    let gens = env.generations();
+    assert_eq!(gens[2]["rollback_to"], 1);
+    assert_eq!(gens[2]["outcome"], "succeeded");
+
+    // The default target: the last succeeded generation before the current one (2).
+    env.run(&["rollback", "--yes"]).ok();
+    assert_eq!(env.read("/etc/a"), "two\n");
+    env.assert_no_changes(&v2);
+}
+
+#[test]
+fn a_failing_check_rolls_the_apply_back_with_exit_status_3() {
+    let env = Env::new();
+    let v1 = env.profile("v1.toml", &files_profile(&[("/etc/a", "one\n")]));
+    env.apply(&v1).ok();
+    let bad = env.profile(
+        "bad.toml",
+        &format!(
+            "{}\n[[checks]]\nname = \"service answers\"\ncommand = [\"sh\", \"-c\", \"echo down >&2; exit 7\"]\nretries = 1\ninterval = \"10ms\"\n",
+            files_profile(&[("/etc/a", "two\n"), ("/etc/new", "n\n")])
+        ),
+    );
+    let r = env.apply(&bad);
+    assert_eq!(r.code, Some(ROLLED_BACK), "{}", r.stderr);
+    assert!(r.stderr.contains("service answers"), "{}", r.stderr);
+    assert!(r.stderr.contains("status 7"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Rolled back to generation 1"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.read("/etc/a"), "one\n");
+    assert!(!env.at("/etc/new").exists());
+    assert_eq!(env.generations()[1]["outcome"], "rolled_back");
+    env.assert_no_changes(&v1);
+
+    // --no-rollback leaves the changes and fails.
+    let r = env.run(&["apply", "--yes", "--no-rollback", bad.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(env.read("/etc/a"), "two\n");
+}
+
+#[test]
+fn a_failing_check_on_the_first_apply_rolls_back_to_nothing() {
+    let env = Env::new();
+    let bad = env.profile(
+        "bad.toml",
+        &format!(
+            "{}\n[[checks]]\nname = \"never\"\ncommand = [\"false\"]\n",
+            files_profile(&[("/srv/x/a", "a\n")])
+        ),
+    );
+    let r = env.apply(&bad);
+    assert_eq!(r.code, Some(ROLLED_BACK), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the state before the first generation"),
+        "{}",
+        r.stderr
+    );
+    assert!(!env.at("/srv").exists());
+    let empty = env.profile("e.toml", "");
+    env.assert_no_changes(&empty);
+}
+
+#[test]
+fn host_expect_must_match_the_machine() {
+    let env = Env::new();
+    let p = env.profile("p.toml", "[host]\nexpect = \"no-such-archetype\"\n");
+    let r = env.plan(&p);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("host.expect"), "{}", r.stderr);
+}
