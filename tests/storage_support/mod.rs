@@ -2,6 +2,7 @@
 //! under a temporary root, driven through the storage domain as the engine drives it.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
+#![allow(clippy::disallowed_methods)] // runs the sovereign binary, as a user would
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -220,5 +221,40 @@ impl Drop for World {
                 }
             }
         }
+    }
+}
+
+/// What one run of the `sovereign` binary left.
+#[derive(Debug)]
+pub struct BinRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl World {
+    /// Run the real binary with `--root` set to this world's root.
+    pub fn bin(&self, args: &[&str]) -> BinRun {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sovereign"))
+            .arg("--root")
+            .arg(self.dir.path())
+            .args(["--color", "never"])
+            .args(args)
+            .env_remove("SOVEREIGN_ROOT")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the sovereign binary runs");
+        BinRun {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Write a profile file for the binary and return its path.
+    pub fn profile_file(&self, name: &str, toml_text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, toml_text).unwrap();
+        p
     }
 }
