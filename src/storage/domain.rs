@@ -84,6 +84,16 @@ fn request(d: &Desired) -> observe::Request {
             .iter()
             .map(|(n, p)| (n.clone(), topology::devices(&p.layout)))
             .collect(),
+        properties: d
+            .pools
+            .values()
+            .flat_map(|p| p.filesystem.keys())
+            .chain(d.datasets.values().flat_map(|ds| ds.properties.keys()))
+            .chain(d.zvols.values().flat_map(|z| z.properties.keys()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect(),
     }
 }
 
