@@ -131,7 +131,7 @@ pub fn decide(
                 run.take.push(format!("{dataset}@{name}"));
                 mine.push((now, name));
             }
-            mine.sort_by(|a, b| b.0.cmp(&a.0));
+            mine.sort_by_key(|m| std::cmp::Reverse(m.0));
             let mut expired: Vec<String> = mine
                 .into_iter()
                 .skip(keep)

@@ -88,12 +88,12 @@ fn enable_contrib() -> Result<()> {
         }
     }
     let legacy = std::path::Path::new("/etc/apt/sources.list");
-    if let Ok(text) = std::fs::read_to_string(legacy) {
-        if let Some(new) = add_contrib_legacy(&text) {
-            std::fs::write(legacy, new)
-                .with_context(|| format!("cannot write {}", legacy.display()))?;
-            changed.push(legacy.display().to_string());
-        }
+    if let Ok(text) = std::fs::read_to_string(legacy)
+        && let Some(new) = add_contrib_legacy(&text)
+    {
+        std::fs::write(legacy, new)
+            .with_context(|| format!("cannot write {}", legacy.display()))?;
+        changed.push(legacy.display().to_string());
     }
     if changed.is_empty() {
         eprintln!("setup: Debian's contrib component is already enabled");
@@ -189,24 +189,6 @@ fn start_zfs() -> Result<()> {
     bail!("started zfs-fuse, but `zpool list` still does not answer after 5 s")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn contrib_is_added_to_debian_entries_only_once() {
-        let deb822 = "Types: deb\nURIs: http://deb.example/debian\nSuites: bookworm\nComponents: main\n\nTypes: deb\nComponents: main contrib\n";
-        let new = add_contrib_deb822(deb822).unwrap();
-        assert_eq!(new.matches("contrib").count(), 2);
-        assert!(new.contains("Components: main contrib\n\n"));
-        assert_eq!(add_contrib_deb822(&new), None, "idempotent");
-        let legacy = "# comment main\ndeb http://deb.example/debian bookworm main\n";
-        let new = add_contrib_legacy(legacy).unwrap();
-        assert!(new.ends_with("bookworm main contrib\n") && new.starts_with("# comment main\n"));
-        assert_eq!(add_contrib_legacy(&new), None);
-    }
-}
-
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f", "${Status}", package])
@@ -236,4 +218,22 @@ fn apt(args: &[&str]) -> Result<()> {
         bail!("apt-get {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contrib_is_added_to_debian_entries_only_once() {
+        let deb822 = "Types: deb\nURIs: http://deb.example/debian\nSuites: bookworm\nComponents: main\n\nTypes: deb\nComponents: main contrib\n";
+        let new = add_contrib_deb822(deb822).unwrap();
+        assert_eq!(new.matches("contrib").count(), 2);
+        assert!(new.contains("Components: main contrib\n\n"));
+        assert_eq!(add_contrib_deb822(&new), None, "idempotent");
+        let legacy = "# comment main\ndeb http://deb.example/debian bookworm main\n";
+        let new = add_contrib_legacy(legacy).unwrap();
+        assert!(new.ends_with("bookworm main contrib\n") && new.starts_with("# comment main\n"));
+        assert_eq!(add_contrib_legacy(&new), None);
+    }
 }

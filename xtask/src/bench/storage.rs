@@ -211,16 +211,16 @@ pub fn run(args: &[String]) -> Result<()> {
             ms(r.floor)
         );
     }
-    if let (Some(a), Some(b)) = (rows.first(), rows.last()) {
-        if b.n > a.n {
-            println!(
-                "\n{}x the datasets: create {:.1}x, no-op plan {:.1}x, floor {:.1}x.",
-                b.n / a.n,
-                b.create.as_secs_f64() / a.create.as_secs_f64(),
-                b.plan.as_secs_f64() / a.plan.as_secs_f64(),
-                b.floor.as_secs_f64() / a.floor.as_secs_f64()
-            );
-        }
+    if let (Some(a), Some(b)) = (rows.first(), rows.last())
+        && b.n > a.n
+    {
+        println!(
+            "\n{}x the datasets: create {:.1}x, no-op plan {:.1}x, floor {:.1}x.",
+            b.n / a.n,
+            b.create.as_secs_f64() / a.create.as_secs_f64(),
+            b.plan.as_secs_f64() / a.plan.as_secs_f64(),
+            b.floor.as_secs_f64() / a.floor.as_secs_f64()
+        );
     }
     Ok(())
 }
