@@ -349,3 +349,20 @@ fn the_health_check_fails_when_a_dataset_is_not_mounted() {
         "{failing:?}"
     );
 }
+
+#[test]
+fn the_running_dialect_is_reported_for_detect() {
+    let facts = sovereign::storage::dialect_facts(&sovereign::host::RealHost);
+    assert_eq!(facts["available"], true, "{facts}");
+    let dialect = sovereign::storage::domain::detect(&sovereign::host::RealHost).unwrap();
+    assert_eq!(facts["describe"], dialect.describe());
+    match dialect {
+        sovereign::storage::Dialect::ZfsFuse { pool_version } => {
+            assert_eq!(facts["dialect"], "zfs-fuse");
+            assert_eq!(facts["pool_version"], pool_version);
+            assert_eq!(facts["zvols"], false);
+        }
+        sovereign::storage::Dialect::Openzfs { .. } => assert_eq!(facts["dialect"], "openzfs"),
+    }
+    assert!(sovereign::storage::dialect_line(&sovereign::host::RealHost).starts_with("ZFS: "));
+}

@@ -111,8 +111,8 @@ fn version_below(version: &str, major: u32, minor: u32) -> bool {
     (ma, mi) < (major, minor)
 }
 
-/// Ask the machine which ZFS answers. OpenZFS has `zfs version`; zfs-fuse lacks it and
-/// reports its pool version through `zpool upgrade -v`.
+/// Ask the machine which ZFS answers: one `zpool upgrade -v` on zfs-fuse, and a
+/// `zfs version` after it on OpenZFS.
 pub fn detect(host: &dyn Host) -> Result<Dialect, NoZfs> {
     if !host.has_program("zfs") || !host.has_program("zpool") {
         return Err(NoZfs(
@@ -123,19 +123,21 @@ pub fn detect(host: &dyn Host) -> Result<Dialect, NoZfs> {
         host.run(&Cmd::new(argv).timeout(std::time::Duration::from_secs(30)))
             .map_err(|e| NoZfs(format!("cannot run `{}`: {e}", argv.join(" "))))
     };
-    let version = run(&["zfs", "version"])?;
-    if version.success() {
+    // `zpool upgrade -v` answers on both dialects: zfs-fuse names its pool version,
+    // OpenZFS says it supports feature flags and then `zfs version` names its release.
+    let upgrade = run(&["zpool", "upgrade", "-v"])?;
+    let text = format!("{}{}", upgrade.stdout_str(), upgrade.stderr_str());
+    if let Some(v) = parse_pool_version(&text) {
+        return Ok(Dialect::ZfsFuse { pool_version: v });
+    }
+    if text.contains("feature flags") {
+        let version = run(&["zfs", "version"])?;
         return parse_zfs_version(&version.stdout_str()).ok_or_else(|| {
             NoZfs(format!(
                 "`zfs version` printed something unexpected: {:?}",
                 version.stdout_str().trim()
             ))
         });
-    }
-    let upgrade = run(&["zpool", "upgrade", "-v"])?;
-    let text = format!("{}{}", upgrade.stdout_str(), upgrade.stderr_str());
-    if let Some(v) = parse_pool_version(&text) {
-        return Ok(Dialect::ZfsFuse { pool_version: v });
     }
     if text.contains("zfs-fuse daemon") || text.contains("failed to initialize ZFS library") {
         return Err(NoZfs(
@@ -185,6 +187,18 @@ pub fn dialect_facts(host: &dyn Host) -> serde_json::Value {
             v
         }
         Err(e) => serde_json::json!({ "available": false, "reason": e.0 }),
+    }
+}
+
+/// One line for `sovereign detect`'s human output.
+pub fn dialect_line(host: &dyn Host) -> String {
+    match detect(host) {
+        Ok(d) => format!(
+            "ZFS: {}{}",
+            d.describe(),
+            if d.has_zvols() { "" } else { "; no zvols" }
+        ),
+        Err(e) => format!("ZFS: not available ({e})"),
     }
 }
 

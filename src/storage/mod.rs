@@ -18,5 +18,5 @@ pub mod props;
 pub mod snapshots;
 pub mod topology;
 
-pub use dialect::{Dialect, dialect_facts};
+pub use dialect::{Dialect, dialect_facts, dialect_line};
 pub use domain::Storage;
