@@ -277,14 +277,7 @@ pub fn execute(
                 .pending()
                 .map(|c| (c.address.clone(), c.clone()))
                 .collect();
-            let steps = run_steps(
-                session,
-                &mut back,
-                host,
-                &mut journal,
-                &super::executor::Quiet,
-                false,
-            )?;
+            let steps = run_steps(session, &mut back, host, &mut journal, &Quiet, false)?;
             rollback.undone = steps
                 .done
                 .iter()
@@ -347,14 +340,19 @@ struct JournalSink<'a> {
 }
 
 impl LedgerSink for JournalSink<'_> {
-    fn write(&mut self, key: &str, entry: Option<serde_json::Value>) -> anyhow::Result<()> {
+    fn write(
+        &mut self,
+        key: &str,
+        entry: Option<serde_json::Value>,
+        sync: bool,
+    ) -> anyhow::Result<()> {
         self.journal.append(
             &Record::Ledger {
                 domain: self.domain.to_string(),
                 key: key.to_string(),
                 entry,
             },
-            true,
+            sync,
         )
     }
 }

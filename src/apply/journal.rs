@@ -180,3 +180,79 @@ impl Unfinished {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fs::Root;
+
+    fn state() -> (tempfile::TempDir, StateDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(&Root::new(dir.path()).unwrap());
+        state.create().unwrap();
+        (dir, state)
+    }
+
+    #[test]
+    fn an_unfinished_journal_reports_progress_and_replays_its_ledger_writes() {
+        let (_d, state) = state();
+        let mut j = Journal::create(&state, 7).unwrap();
+        let a = Address::new("files", "file", "/a");
+        let b = Address::new("files", "file", "/b");
+        for r in [
+            Record::Begin {
+                generation: 7,
+                pid: 99,
+                started: "t".into(),
+                steps: 3,
+            },
+            Record::Start {
+                step: 1,
+                address: a.clone(),
+            },
+            Record::Ledger {
+                domain: "files".into(),
+                key: "file:/a".into(),
+                entry: Some(serde_json::json!({"kind": "dir"})),
+            },
+            Record::Done { step: 1 },
+            Record::Start {
+                step: 2,
+                address: b.clone(),
+            },
+        ] {
+            j.append(&r, true).unwrap();
+        }
+        let u = unfinished(&state).unwrap().expect("no End record");
+        assert_eq!(u.interrupted.generation, 7);
+        assert_eq!(u.interrupted.pid, 99);
+        assert_eq!(
+            (u.interrupted.steps_done, u.interrupted.steps_total),
+            (1, 3)
+        );
+        assert_eq!(u.interrupted.in_progress, Some(b));
+        let mut ledger = Ledger::default();
+        u.replay(&mut ledger);
+        assert!(ledger.domains["files"].contains_key("file:/a"));
+
+        u.close().unwrap();
+        assert!(
+            unfinished(&state).unwrap().is_none(),
+            "closed journals are finished"
+        );
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_is_ignored() {
+        let (_d, state) = state();
+        let path = state.journal_dir().join("1.jsonl");
+        std::fs::write(
+            &path,
+            "{\"event\":\"begin\",\"generation\":1,\"pid\":5,\"started\":\"t\",\"steps\":2}\n{\"event\":\"do",
+        )
+        .unwrap();
+        let u = unfinished(&state).unwrap().unwrap();
+        assert_eq!(u.interrupted.steps_total, 2);
+        assert_eq!(u.interrupted.steps_done, 0);
+    }
+}

@@ -15,8 +15,14 @@ use crate::plan::{Address, Change};
 /// Where ledger writes go: the engine journals them (fsynced) and keeps them for the
 /// state file.
 pub trait LedgerSink {
-    /// Record `entry` under `key` in the domain's ledger section, or drop it when `None`.
-    fn write(&mut self, key: &str, entry: Option<serde_json::Value>) -> anyhow::Result<()>;
+    /// Record `entry` under `key` in the domain's ledger section, or drop it when `None`;
+    /// durable on return when `sync`, otherwise with the end of the step.
+    fn write(
+        &mut self,
+        key: &str,
+        entry: Option<serde_json::Value>,
+        sync: bool,
+    ) -> anyhow::Result<()>;
 }
 
 /// One domain's part of a plan, with the typed state apply needs.

@@ -123,17 +123,27 @@ impl<'a, E: Serialize + Clone> LedgerTx<'a, E> {
         self.entries
     }
 
-    /// Record (or replace) an entry; durable when this returns.
+    /// Record (or replace) an entry before acting on the machine; durable when this
+    /// returns.
     pub fn record(&mut self, key: &str, entry: E) -> anyhow::Result<()> {
         let value = serde_json::to_value(&entry)?;
-        self.sink.write(key, Some(value))?;
+        self.sink.write(key, Some(value), true)?;
+        self.entries.insert(key.to_string(), entry);
+        Ok(())
+    }
+
+    /// Record the result of an action just taken: durable together with the end of the
+    /// step (one fsync fewer per step). Use `record` for anything an action depends on.
+    pub fn record_result(&mut self, key: &str, entry: E) -> anyhow::Result<()> {
+        let value = serde_json::to_value(&entry)?;
+        self.sink.write(key, Some(value), false)?;
         self.entries.insert(key.to_string(), entry);
         Ok(())
     }
 
     /// Drop an entry; durable when this returns.
     pub fn forget(&mut self, key: &str) -> anyhow::Result<()> {
-        self.sink.write(key, None)?;
+        self.sink.write(key, None, true)?;
         self.entries.remove(key);
         Ok(())
     }

@@ -55,7 +55,7 @@ pub fn apply(
                 }),
             )?;
             own.applied_sha256 = Some(want.sha256.clone());
-            ledger.record(&file_key(path), Entry::File(own))?;
+            ledger.record_result(&file_key(path), Entry::File(own))?;
         }
         Action::Delete => {
             let own = match ledger.get(&file_key(path)) {

@@ -35,7 +35,13 @@ pub struct DesiredFile {
 }
 
 impl DesiredFile {
-    pub fn new(content: impl Into<Vec<u8>>, mode: u32, uid: u32, gid: u32) -> Self {
+    /// A file owned by `uid`/`gid`, shown as `owner`/`group`.
+    pub fn new(
+        content: impl Into<Vec<u8>>,
+        mode: u32,
+        (uid, owner): (u32, &str),
+        (gid, group): (u32, &str),
+    ) -> Self {
         let content = content.into();
         DesiredFile {
             sha256: hex::encode(Sha256::digest(&content)),
@@ -43,8 +49,8 @@ impl DesiredFile {
             mode,
             uid,
             gid,
-            owner: users::user_name(uid).unwrap_or_else(|| uid.to_string()),
-            group: users::group_name(gid).unwrap_or_else(|| gid.to_string()),
+            owner: owner.to_string(),
+            group: group.to_string(),
             sensitive: false,
         }
     }
@@ -75,6 +81,9 @@ pub fn desired(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
     let context = minijinja::Value::from(minijinja::value::Serde(context));
 
     let (my_uid, my_gid) = users::current();
+    // Looked up once: an NSS lookup per file would dominate planning thousands of files.
+    let my_user = users::user_name(my_uid).unwrap_or_else(|| my_uid.to_string());
+    let my_group = users::group_name(my_gid).unwrap_or_else(|| my_gid.to_string());
     let mut uids: BTreeMap<&str, u32> = BTreeMap::new();
     let mut gids: BTreeMap<&str, u32> = BTreeMap::new();
     let mut out = Desired::new();
@@ -125,13 +134,12 @@ pub fn desired(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
             },
         };
         let mode = spec.mode.map(|m| m.0).unwrap_or(DEFAULT_MODE);
-        let mut file = DesiredFile::new(content.into_bytes(), mode, uid, gid);
-        if let Some(o) = &spec.owner {
-            file.owner = o.clone();
-        }
-        if let Some(g) = &spec.group {
-            file.group = g.clone();
-        }
+        let mut file = DesiredFile::new(
+            content.into_bytes(),
+            mode,
+            (uid, spec.owner.as_deref().unwrap_or(&my_user)),
+            (gid, spec.group.as_deref().unwrap_or(&my_group)),
+        );
         file.sensitive = spec.sensitive;
         out.insert(path.clone(), file);
     }

@@ -153,6 +153,9 @@ pub fn diff(
         if own.sensitive {
             c.flags.sensitive = true;
             c.diff = None;
+            for f in &mut c.fields {
+                *f = FieldChange::hidden(&f.name, f.before.is_some(), f.after.is_some());
+            }
         }
         changes.push(c);
     }
@@ -239,10 +242,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     fn want(text: &str) -> DesiredFile {
-        let mut d = DesiredFile::new(text.as_bytes().to_vec(), 0o644, 0, 0);
-        d.owner = "root".into();
-        d.group = "root".into();
-        d
+        DesiredFile::new(text.as_bytes().to_vec(), 0o644, (0, "root"), (0, "root"))
     }
 
     fn have(text: &str, mode: u32) -> ObservedFile {
@@ -360,6 +360,35 @@ mod tests {
         assert!(c.iter().all(|c| c.action == Action::Delete));
         assert!(c.iter().all(|c| !c.flags.destructive));
         assert!(c[1].reason.as_deref().unwrap().contains("put back"));
+    }
+
+    #[test]
+    fn a_write_an_interrupted_apply_made_is_recorded_not_kept() {
+        let (key, Entry::File(mut own)) = owned("/a", "old", false) else {
+            unreachable!()
+        };
+        own.applied_sha256 = None;
+        let in_flight = vec![(key, Entry::File(own))];
+        let done = run(
+            &[("/a", want("new"))],
+            &[("/a", have("new", 0o644))],
+            in_flight.clone(),
+            false,
+        );
+        assert_eq!(done[0].action, Action::Update);
+        assert!(done[0].fields.is_empty());
+        let not_yet = run(
+            &[("/a", want("new"))],
+            &[("/a", have("old", 0o644))],
+            in_flight,
+            false,
+        );
+        assert_eq!(
+            not_yet[0].action,
+            Action::Update,
+            "not mistaken for a hand edit"
+        );
+        assert!(!not_yet[0].flags.destructive);
     }
 
     #[test]

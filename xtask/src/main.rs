@@ -102,6 +102,8 @@ fn ci() -> Result<()> {
     Ok(())
 }
 
+/// The main job: plan, apply and plan again (no changes) on profiles/demo.toml, with the
+/// demo's own state root so nothing outside the repository is touched.
 fn demo(_args: &[String]) -> Result<()> {
     setup::run()?;
     let mut build = cargo();
@@ -110,14 +112,24 @@ fn demo(_args: &[String]) -> Result<()> {
     let root = project_root();
     let bin = root.join("target/debug/sovereign");
     let profile = root.join("profiles/demo.toml");
-    for step in [
-        vec!["validate", profile.to_str().unwrap()],
-        vec!["show", profile.to_str().unwrap()],
-        vec!["detect"],
-    ] {
+    let state_root = root.join(".demo/root");
+    std::fs::create_dir_all(&state_root)
+        .with_context(|| format!("cannot create {}", state_root.display()))?;
+    let sovereign = |args: &[&str]| {
         let mut cmd = Command::new(&bin);
-        cmd.args(&step);
-        run_step(cmd)?;
-    }
+        cmd.arg("--root").arg(&state_root).args(args).arg(&profile);
+        cmd
+    };
+    run_step(sovereign(&["plan"]))?;
+    run_step(sovereign(&["apply", "--yes"]))?;
+    // The second plan must show no changes: --detailed-exitcode exits 2 otherwise.
+    run_step(sovereign(&["plan", "--detailed-exitcode"]))?;
+    eprintln!(
+        "\ndemo: done. Managed files are under {root}/ (e.g. {root}/etc/motd);\n      \
+         sovereign's state (ledger, journal, generations, backups) is in {root}/var/lib/sovereign/.\n      \
+         List the generations: {bin} --root {root} generations",
+        root = state_root.display(),
+        bin = bin.display()
+    );
     Ok(())
 }
