@@ -58,7 +58,12 @@ pub fn exists(name: &str) -> bool {
 struct NoJournal;
 
 impl LedgerSink for NoJournal {
-    fn write(&mut self, _key: &str, _entry: Option<serde_json::Value>) -> anyhow::Result<()> {
+    fn write(
+        &mut self,
+        _key: &str,
+        _entry: Option<serde_json::Value>,
+        _durable: bool,
+    ) -> anyhow::Result<()> {
         Ok(())
     }
 }
