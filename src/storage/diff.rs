@@ -668,6 +668,19 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_vdev_is_a_plan_time_error_with_a_hint() {
+        let d = desired(&[]);
+        let mut obs = observed(&[]);
+        obs.pools.clear();
+        obs.devices.insert("/img".into(), DeviceUse::Missing);
+        let err = diff(&d, &obs, &opts(false)).unwrap_err().to_string();
+        assert!(
+            err.contains("/img does not exist") && err.contains("truncate -s 1G /img"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_different_layout_is_reported_never_changed() {
         let mut d = desired(&[]);
         d.pools.get_mut("tank").unwrap().layout = vec![CreateVdevRequest::Mirror(vec![

@@ -589,3 +589,145 @@ pub fn pre_snapshot_name(generation: u64) -> String {
 pub fn detect(host: &dyn Host) -> Result<Dialect> {
     dialect::detect(host).map_err(|e| anyhow!("{e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::desired::{DesiredDataset, DesiredPool};
+    use libzetta::zpool::CreateVdevRequest;
+
+    fn desired() -> Desired {
+        let mut d = Desired::default();
+        d.pools.insert(
+            "tank".into(),
+            DesiredPool {
+                layout: vec![CreateVdevRequest::SingleDisk("/img".into())],
+                ashift: Some(12),
+                properties: BTreeMap::from([("autoexpand".into(), "on".into())]),
+                filesystem: BTreeMap::from([("compression".into(), "on".into())]),
+                force: false,
+            },
+        );
+        d.datasets.insert(
+            "tank/a".into(),
+            DesiredDataset {
+                properties: BTreeMap::from([("recordsize".into(), "65536".into())]),
+                ..DesiredDataset::default()
+            },
+        );
+        d
+    }
+
+    #[test]
+    fn a_change_turns_back_into_the_op_it_came_from() {
+        let d = desired();
+        let ops = [
+            Op::CreatePool {
+                name: "tank".into(),
+                layout: d.pools["tank"].layout.clone(),
+                ashift: Some(12),
+                properties: d.pools["tank"].properties.clone(),
+                filesystem: d.pools["tank"].filesystem.clone(),
+                force: false,
+            },
+            Op::CreateDataset {
+                name: "tank/a".into(),
+                properties: d.datasets["tank/a"].properties.clone(),
+            },
+            Op::Update {
+                kind: Kind::Dataset,
+                name: "tank/a".into(),
+                set: vec![PropChange {
+                    name: "recordsize".into(),
+                    before: Some("131072".into()),
+                    after: "65536".into(),
+                }],
+                pool_set: vec![],
+            },
+            Op::Adopt {
+                kind: Kind::Pool,
+                name: "tank".into(),
+                set: vec![PropChange {
+                    name: "compression".into(),
+                    before: Some("off".into()),
+                    after: "on".into(),
+                }],
+                pool_set: vec![PropChange {
+                    name: "autoexpand".into(),
+                    before: Some("off".into()),
+                    after: "on".into(),
+                }],
+            },
+            Op::Destroy {
+                kind: Kind::Dataset,
+                name: "tank/old".into(),
+                subtree: vec!["tank/old@s".into(), "tank/old".into()],
+            },
+        ];
+        for op in ops {
+            let change = to_change(&op, "/state");
+            let back = to_op(&d, &change).unwrap();
+            // Displayed before-values are for people; the op carries what apply writes.
+            let strip = |o: Op| match o {
+                Op::Update {
+                    kind,
+                    name,
+                    set,
+                    pool_set,
+                } => Op::Update {
+                    kind,
+                    name,
+                    set: set
+                        .into_iter()
+                        .map(|p| PropChange { before: None, ..p })
+                        .collect(),
+                    pool_set: pool_set
+                        .into_iter()
+                        .map(|p| PropChange { before: None, ..p })
+                        .collect(),
+                },
+                Op::Adopt {
+                    kind,
+                    name,
+                    set,
+                    pool_set,
+                } => Op::Adopt {
+                    kind,
+                    name,
+                    set: set
+                        .into_iter()
+                        .map(|p| PropChange { before: None, ..p })
+                        .collect(),
+                    pool_set: pool_set
+                        .into_iter()
+                        .map(|p| PropChange { before: None, ..p })
+                        .collect(),
+                },
+                other => other,
+            };
+            assert_eq!(strip(back), strip(op.clone()), "{change:#?}");
+        }
+    }
+
+    #[test]
+    fn changes_show_sizes_in_zfs_units_and_depend_on_their_parent() {
+        let op = Op::CreateDataset {
+            name: "tank/a/b".into(),
+            properties: BTreeMap::from([("recordsize".into(), "65536".into())]),
+        };
+        let c = to_change(&op, "/state");
+        assert_eq!(c.address.to_string(), "storage.dataset:tank/a/b");
+        assert_eq!(c.fields[0].after.as_deref(), Some("64K"));
+        assert_eq!(c.depends_on, [Address::new("storage", "dataset", "tank/a")]);
+        let kept = to_change(
+            &Op::Keep {
+                kind: Kind::Dataset,
+                name: "tank/x".into(),
+                reason: "kept".into(),
+            },
+            "/state",
+        );
+        assert_eq!(kept.action, Action::Keep);
+        assert!(!kept.is_pending());
+    }
+}
