@@ -241,9 +241,9 @@ pub fn validate(dialect: &Dialect, name: &str, value: &str) -> Result<(), String
             let max = dialect.max_recordsize();
             if !bytes.is_power_of_two() || bytes < 512 || bytes > max {
                 return Err(format!(
-                    "`{name}` = {value:?} is not a power of two from 512 to {} on {}",
-                    Size(max),
-                    dialect.describe()
+                    "`{name}` = {value:?} is out of range: {} takes a power of two from 512 to {}",
+                    dialect.describe(),
+                    Size(max)
                 ));
             }
         }
