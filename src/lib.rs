@@ -14,3 +14,5 @@ pub mod host;
 pub mod inference;
 pub mod plan;
 pub mod profile;
+#[cfg(target_os = "linux")]
+pub mod storage;

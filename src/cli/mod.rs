@@ -15,6 +15,8 @@ mod rollback;
 mod schema;
 mod serve;
 mod show;
+#[cfg(target_os = "linux")]
+mod snapshot;
 mod validate;
 
 use std::path::PathBuf;
@@ -99,6 +101,8 @@ pub enum Command {
     #[command(subcommand)]
     Model(model::Command),
     Completions(completions::Args),
+    #[cfg(target_os = "linux")]
+    Snapshot(snapshot::Args),
 }
 
 /// What a command hands back: the process exit status.
@@ -117,6 +121,8 @@ fn dispatch(command: Command, out: &Output) -> CmdResult {
         Command::Serve(a) => serve::run(a, out),
         Command::Model(c) => model::run(c, out),
         Command::Completions(a) => completions::run(a, out),
+        #[cfg(target_os = "linux")]
+        Command::Snapshot(a) => snapshot::run(a, out),
     }
 }
 

@@ -49,7 +49,11 @@ use crate::plan::{Address, Change};
 /// Every domain this build manages, in the order their changes run when no dependency
 /// says otherwise. Adding a domain is one line here.
 pub fn registry() -> Vec<Box<dyn AnyDomain>> {
-    vec![erase(crate::files::Files)]
+    vec![
+        erase(crate::files::Files),
+        #[cfg(target_os = "linux")]
+        erase(crate::storage::Storage),
+    ]
 }
 
 /// Top-level profile sections the engine itself handles (not a domain's).

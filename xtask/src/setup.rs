@@ -13,7 +13,29 @@ const PACKAGES: &[(&str, &str)] = &[
         "bindgen reads llama.cpp's headers through libclang",
     ),
     ("pkg-config", "finds system libraries for -sys crates"),
+    (
+        "zfs-fuse",
+        "real ZFS pools on file vdevs for the storage domain, its tests and the demo",
+    ),
+    (
+        "util-linux",
+        "blkid probes a vdev before a pool is created on it",
+    ),
+    (
+        "e2fsprogs",
+        "mkfs.ext4: the storage tests refuse a vdev holding ext4",
+    ),
+    (
+        "libzfslinux-dev",
+        "libzetta links libzfs_core, libnvpair and libzfs (Debian contrib)",
+    ),
 ];
+
+/// Packages that live in Debian's contrib component, off on a fresh machine.
+const CONTRIB: &[&str] = &["libzfslinux-dev"];
+
+/// Where the zfs-fuse daemon writes its pid when setup starts it.
+const ZFS_FUSE_PIDFILE: &str = "/run/zfs-fuse.pid";
 
 pub fn run() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
@@ -23,7 +45,7 @@ pub fn run() -> Result<()> {
         .collect();
     if missing.is_empty() {
         eprintln!("setup: all {} system packages present", PACKAGES.len());
-        return Ok(());
+        return start_zfs();
     }
     if !is_root() {
         bail!(
@@ -32,12 +54,139 @@ pub fn run() -> Result<()> {
             missing.join(" ")
         );
     }
+    if missing.iter().any(|m| CONTRIB.contains(m)) {
+        enable_contrib()?;
+    }
     eprintln!("setup: installing {}", missing.join(", "));
     apt(&["update", "-q"])?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend(&missing);
     apt(&args)?;
+    start_zfs()
+}
+
+/// Add `contrib` to the machine's existing Debian entries (deb822 `Components:` lines in
+/// /etc/apt/sources.list.d/*.sources, or legacy `deb` lines in /etc/apt/sources.list).
+/// Only entries that already carry `main` are touched; no mirror address is ever written.
+fn enable_contrib() -> Result<()> {
+    let mut changed = Vec::new();
+    let dir = std::path::Path::new("/etc/apt/sources.list.d");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sources"))
+    {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if let Some(new) = add_contrib_deb822(&text) {
+            std::fs::write(path, new)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            changed.push(path.display().to_string());
+        }
+    }
+    let legacy = std::path::Path::new("/etc/apt/sources.list");
+    if let Ok(text) = std::fs::read_to_string(legacy)
+        && let Some(new) = add_contrib_legacy(&text)
+    {
+        std::fs::write(legacy, new)
+            .with_context(|| format!("cannot write {}", legacy.display()))?;
+        changed.push(legacy.display().to_string());
+    }
+    if changed.is_empty() {
+        eprintln!("setup: Debian's contrib component is already enabled");
+    } else {
+        eprintln!(
+            "setup: enabled Debian's contrib component in {}",
+            changed.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// `Components: main` -> `Components: main contrib`; `None` when nothing changes.
+fn add_contrib_deb822(text: &str) -> Option<String> {
+    let mut changed = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| match line.strip_prefix("Components:") {
+            Some(rest) => {
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                if words.contains(&"main") && !words.contains(&"contrib") {
+                    changed = true;
+                    format!("{line} contrib")
+                } else {
+                    line.to_string()
+                }
+            }
+            None => line.to_string(),
+        })
+        .collect();
+    changed.then(|| lines.join("\n") + if text.ends_with('\n') { "\n" } else { "" })
+}
+
+/// `deb URI SUITE main` -> `deb URI SUITE main contrib`; `None` when nothing changes.
+fn add_contrib_legacy(text: &str) -> Option<String> {
+    let mut changed = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let is_entry = matches!(words.first(), Some(&"deb") | Some(&"deb-src"));
+            if is_entry && words.contains(&"main") && !words.contains(&"contrib") {
+                changed = true;
+                format!("{line} contrib")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    changed.then(|| lines.join("\n") + if text.ends_with('\n') { "\n" } else { "" })
+}
+
+/// Whether ZFS answers (`zpool list` exits 0, "no pools available" included).
+fn zfs_answers() -> bool {
+    Command::new("zpool")
+        .args(["list", "-H"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Start the zfs-fuse daemon when no ZFS answers; it keeps running after setup.
+fn start_zfs() -> Result<()> {
+    if zfs_answers() {
+        eprintln!("setup: ZFS answers");
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "no ZFS answers and starting the zfs-fuse daemon needs root: run `cargo xtask setup` as root"
+        );
+    }
+    eprintln!(
+        "setup: starting the zfs-fuse daemon (zfs-fuse -p {ZFS_FUSE_PIDFILE} --no-kstat-mount)"
+    );
+    let status = Command::new("zfs-fuse")
+        .args(["-p", ZFS_FUSE_PIDFILE, "--no-kstat-mount"])
+        .status()
+        .context("cannot run zfs-fuse (is the zfs-fuse package installed?)")?;
+    if !status.success() {
+        bail!(
+            "zfs-fuse -p {ZFS_FUSE_PIDFILE} --no-kstat-mount failed ({status}); is /dev/fuse present?"
+        );
+    }
+    // The daemon forks and opens its socket shortly after.
+    for _ in 0..50 {
+        if zfs_answers() {
+            eprintln!("setup: ZFS answers (zfs-fuse)");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bail!("started zfs-fuse, but `zpool list` still does not answer after 5 s")
 }
 
 fn installed(package: &str) -> bool {
@@ -69,4 +218,22 @@ fn apt(args: &[&str]) -> Result<()> {
         bail!("apt-get {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contrib_is_added_to_debian_entries_only_once() {
+        let deb822 = "Types: deb\nURIs: http://deb.example/debian\nSuites: bookworm\nComponents: main\n\nTypes: deb\nComponents: main contrib\n";
+        let new = add_contrib_deb822(deb822).unwrap();
+        assert_eq!(new.matches("contrib").count(), 2);
+        assert!(new.contains("Components: main contrib\n\n"));
+        assert_eq!(add_contrib_deb822(&new), None, "idempotent");
+        let legacy = "# comment main\ndeb http://deb.example/debian bookworm main\n";
+        let new = add_contrib_legacy(legacy).unwrap();
+        assert!(new.ends_with("bookworm main contrib\n") && new.starts_with("# comment main\n"));
+        assert_eq!(add_contrib_legacy(&new), None);
+    }
 }

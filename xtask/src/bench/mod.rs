@@ -4,6 +4,7 @@
 mod engine;
 mod inference;
 mod models;
+mod storage;
 
 use anyhow::{Result, bail};
 
@@ -14,11 +15,13 @@ pub fn run(args: &[String]) -> Result<()> {
         "engine" => engine::run(rest),
         "inference" => inference::run(rest),
         "models" => models::run(rest),
+        "storage" => storage::run(rest),
         "all" => {
             engine::run(rest)?;
+            storage::run(rest)?;
             inference::run(rest)?;
             models::run(rest)
         }
-        other => bail!("unknown benchmark {other:?}: engine, inference, models or all"),
+        other => bail!("unknown benchmark {other:?}: engine, storage, inference, models or all"),
     }
 }

@@ -1,0 +1,733 @@
+//! The storage domain's face to the engine: [`Storage`] implements [`Domain`], turning
+//! [`Op`]s into plan [`Change`]s and plan changes back into ops at apply time.
+//!
+//! A change carries what people review (property names, before -> after in ZFS's units,
+//! every dataset and snapshot a destroy takes); the values apply writes come from the
+//! desired state the plan was made with, so a saved plan applies exactly what it showed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{
+    ApplyContext, DiffOptions, Domain, HealthResult, LedgerTx, Owned, PlanContext,
+};
+use crate::host::Host;
+use crate::host::fs::Root;
+use crate::plan::{Action, Address, Change, FieldChange};
+
+use super::desired::{self, Desired};
+use super::dialect::{self, Dialect};
+use super::diff::{self, Kind, Op, PropChange};
+use super::exec::{self, Exec};
+use super::health;
+use super::observe::{self, Observed};
+use super::props::{self, OWNER_PROPERTY};
+use super::topology::{self, Relocate};
+
+/// The storage domain.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Storage;
+
+/// Where sovereign's state lives under a root; its path is the ownership marker's value.
+const STATE_DIR: &str = "/var/lib/sovereign";
+
+/// The ownership marker's value for a root: the absolute path of its state directory.
+pub fn owner_for(root: &Root) -> String {
+    root.join(STATE_DIR).to_string_lossy().into_owned()
+}
+
+/// What the profile asks of storage, checked against the running ZFS.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageDesired {
+    /// The declared section as written (what the saved-plan digest pins).
+    pub section: Option<crate::profile::Storage>,
+    /// The ownership marker's value for this state.
+    pub owner: String,
+    /// `--root`, for relocating file vdevs and mountpoints.
+    pub root: Option<PathBuf>,
+    /// The dialect the section was checked against; `None` without a section.
+    pub dialect: Option<Dialect>,
+    /// The checked, normalized desired state.
+    #[serde(skip)]
+    pub desired: Desired,
+}
+
+/// One ledger entry: a pool, dataset or zvol sovereign created or adopted (the ZFS marker
+/// is the authority; the ledger lets a profile without `[storage]` still find them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// "pool", "dataset" or "zvol".
+    pub kind: String,
+}
+
+fn relocate_of(root: &Root) -> Relocate {
+    Relocate {
+        root: (root.path() != Path::new("/")).then(|| root.path().to_path_buf()),
+    }
+}
+
+/// The observation request for a desired state.
+fn request(d: &Desired) -> observe::Request {
+    observe::Request {
+        pools: d.pools.keys().cloned().collect(),
+        pool_properties: d
+            .pools
+            .values()
+            .flat_map(|p| p.properties.keys().cloned())
+            .collect(),
+        devices: d
+            .pools
+            .iter()
+            .map(|(n, p)| (n.clone(), topology::devices(&p.layout)))
+            .collect(),
+        properties: d
+            .pools
+            .values()
+            .flat_map(|p| p.filesystem.keys())
+            .chain(d.datasets.values().flat_map(|ds| ds.properties.keys()))
+            .chain(d.zvols.values().flat_map(|z| z.properties.keys()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect(),
+    }
+}
+
+impl Domain for Storage {
+    type Desired = StorageDesired;
+    type Observed = Option<Observed>;
+    type Entry = Entry;
+
+    const NAME: &'static str = "storage";
+    const SECTIONS: &'static [&'static str] = &["storage"];
+
+    fn desired(&self, cx: &PlanContext<'_>) -> Result<StorageDesired> {
+        let section = cx.profile.profile.storage.clone().filter(|s| {
+            !(s.pools.is_empty()
+                && s.datasets.is_empty()
+                && s.zvols.is_empty()
+                && s.snapshot_policies.is_empty())
+        });
+        let relocate = relocate_of(cx.root);
+        let mut out = StorageDesired {
+            section: section.clone(),
+            owner: owner_for(cx.root),
+            root: relocate.root.clone(),
+            dialect: None,
+            desired: Desired::default(),
+        };
+        if let Some(section) = &section {
+            let d = dialect::detect(cx.host)
+                .map_err(|e| anyhow!("the profile declares [storage], but {e}"))?;
+            out.desired = desired::desired(section, &d, &relocate, None).map_err(|p| {
+                anyhow!(
+                    "{}: invalid storage section:\n{p}",
+                    cx.profile.path.display()
+                )
+            })?;
+            out.dialect = Some(d);
+        }
+        Ok(out)
+    }
+
+    fn observe(
+        &self,
+        cx: &PlanContext<'_>,
+        desired: &StorageDesired,
+        owned: &Owned<Entry>,
+    ) -> Result<Option<Observed>> {
+        let dialect = match (&desired.dialect, owned.is_empty()) {
+            (Some(d), _) => d.clone(),
+            (None, true) => return Ok(None),
+            (None, false) => dialect::detect(cx.host)
+                .map_err(|e| anyhow!("sovereign owns storage from an earlier apply, but {e}"))?,
+        };
+        let observed = observe::observe(cx.host, &dialect, &request(&desired.desired))?;
+        // Problems only the machine reveals are plan-time errors, raised here because
+        // diff itself cannot fail.
+        let opts = diff::Options {
+            owner: desired.owner.clone(),
+            allow_destroy: false,
+        };
+        diff::diff(&desired.desired, &observed, &opts).map_err(|p| {
+            anyhow!(
+                "{}: storage cannot be planned:\n{p}",
+                cx.profile.path.display()
+            )
+        })?;
+        Ok(Some(observed))
+    }
+
+    fn digests(&self, observed: &Option<Observed>) -> BTreeMap<Address, String> {
+        let Some(o) = observed else {
+            return BTreeMap::new();
+        };
+        let mut out = BTreeMap::new();
+        for (name, pool) in &o.pools {
+            let text = format!(
+                "{}|{:?}|{}",
+                pool.health,
+                pool.properties,
+                pool.layout
+                    .as_deref()
+                    .map(topology::describe)
+                    .unwrap_or_default()
+            );
+            out.insert(
+                Address::new("storage", "pool", name),
+                hex::encode(Sha256::digest(text)),
+            );
+        }
+        for (name, ds) in &o.datasets {
+            let (base, kind) = match name.split_once('@') {
+                Some((b, _)) => (b, "snapshot"),
+                None => (name.as_str(), ds.kind()),
+            };
+            let stable: Vec<String> = ds
+                .props
+                .iter()
+                .filter(|(k, _)| !props::is_volatile(k))
+                .map(|(k, v)| format!("{k}={}{}", v.value, if v.local { "L" } else { "" }))
+                .collect();
+            let text = format!("{name}|{kind}|{}", stable.join(","));
+            let address = if base.contains('/') {
+                Address::new(
+                    "storage",
+                    if ds.kind() == "volume" {
+                        "zvol"
+                    } else {
+                        "dataset"
+                    },
+                    base,
+                )
+            } else {
+                Address::new("storage", "pool", base)
+            };
+            let entry = out.entry(address).or_insert_with(String::new);
+            *entry = hex::encode(Sha256::digest(format!("{entry}{text}")));
+        }
+        out
+    }
+
+    fn diff(
+        &self,
+        desired: &StorageDesired,
+        observed: &Option<Observed>,
+        _owned: &Owned<Entry>,
+        options: &DiffOptions,
+    ) -> Vec<Change> {
+        let Some(o) = observed else {
+            return Vec::new();
+        };
+        let opts = diff::Options {
+            owner: desired.owner.clone(),
+            allow_destroy: options.allow_destroy,
+        };
+        diff::ops(&desired.desired, o, &opts)
+            .into_iter()
+            .map(|op| to_change(&op, &desired.owner))
+            .collect()
+    }
+
+    fn apply(
+        &self,
+        cx: &ApplyContext<'_>,
+        desired: &StorageDesired,
+        change: &Change,
+        ledger: &mut LedgerTx<'_, Entry>,
+    ) -> Result<()> {
+        let dialect = match &desired.dialect {
+            Some(d) => d.clone(),
+            None => dialect::detect(cx.host).map_err(|e| anyhow!("{e}"))?,
+        };
+        let op = to_op(&desired.desired, change)?;
+        let key = change.address.to_string();
+        let exec = Exec {
+            host: cx.host,
+            dialect: &dialect,
+            owner: &desired.owner,
+            generation: current_generation(cx.state_dir),
+        };
+        match &op {
+            Op::CreatePool { .. }
+            | Op::CreateDataset { .. }
+            | Op::CreateZvol { .. }
+            | Op::Adopt { .. } => {
+                ledger.record(
+                    &key,
+                    Entry {
+                        kind: op.kind().word().into(),
+                    },
+                )?;
+                exec.apply(&op)
+            }
+            Op::Destroy { .. } => {
+                exec.apply(&op)?;
+                ledger.forget(&key)
+            }
+            _ => exec.apply(&op),
+        }
+        .with_context(|| format!("{}", change.address))
+    }
+
+    fn health(&self, cx: &ApplyContext<'_>, desired: &StorageDesired) -> Vec<HealthResult> {
+        health::check(cx.host, &desired.desired)
+    }
+}
+
+/// The generation the running apply records: the highest one in the state's
+/// generations folder (the engine writes its record before running any step).
+fn current_generation(state_dir: &Path) -> u64 {
+    let Some(gens) = state_dir
+        .parent()
+        .and_then(Path::parent)
+        .map(|s| s.join("generations"))
+    else {
+        return 0;
+    };
+    std::fs::read_dir(gens)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn address(kind: Kind, name: &str) -> Address {
+    Address::new("storage", kind.word(), name)
+}
+
+fn parent_address(name: &str) -> Option<Address> {
+    let (parent, _) = name.rsplit_once('/')?;
+    Some(if parent.contains('/') {
+        address(Kind::Dataset, parent)
+    } else {
+        address(Kind::Pool, parent)
+    })
+}
+
+fn prop_fields(set: &[PropChange], prefix: &str) -> Vec<FieldChange> {
+    set.iter()
+        .map(|p| {
+            FieldChange::new(
+                &format!("{prefix}{}", p.name),
+                p.before.as_deref().map(|b| props::display(&p.name, b)),
+                Some(props::display(&p.name, &p.after)),
+            )
+        })
+        .collect()
+}
+
+fn new_fields(map: &BTreeMap<String, String>, prefix: &str) -> Vec<FieldChange> {
+    map.iter()
+        .map(|(k, v)| FieldChange::new(&format!("{prefix}{k}"), None, Some(props::display(k, v))))
+        .collect()
+}
+
+/// An op as a plan change.
+pub fn to_change(op: &Op, owner: &str) -> Change {
+    let addr = address(op.kind(), op.name());
+    let marker = || FieldChange::new(OWNER_PROPERTY, None, Some(owner.to_string()));
+    let mut change = match op {
+        Op::CreatePool {
+            layout,
+            ashift,
+            properties,
+            filesystem,
+            force,
+            ..
+        } => {
+            let mut c = Change::new(addr, Action::Create).field(FieldChange::new(
+                "vdevs",
+                None,
+                Some(topology::describe(layout)),
+            ));
+            if let Some(a) = ashift {
+                c = c.field(FieldChange::new("ashift", None, Some(a.to_string())));
+            }
+            c.fields.extend(new_fields(properties, "pool."));
+            c.fields.extend(new_fields(filesystem, ""));
+            c = c.field(marker());
+            if *force {
+                c.flags.destructive = true;
+                c = c.reason("force = true: whatever the devices hold is overwritten");
+            }
+            c
+        }
+        Op::CreateDataset { properties, .. } => {
+            let mut c = Change::new(addr, Action::Create);
+            c.fields.extend(new_fields(properties, ""));
+            c.field(marker())
+        }
+        Op::CreateZvol {
+            size,
+            volblocksize,
+            properties,
+            ..
+        } => {
+            let mut c = Change::new(addr, Action::Create).field(FieldChange::new(
+                "volsize",
+                None,
+                Some(props::display("volsize", &size.to_string())),
+            ));
+            if let Some(b) = volblocksize {
+                c = c.field(FieldChange::new(
+                    "volblocksize",
+                    None,
+                    Some(props::display("volblocksize", &b.to_string())),
+                ));
+            }
+            c.fields.extend(new_fields(properties, ""));
+            c.field(marker())
+        }
+        Op::Update {
+            set,
+            pool_set,
+            name,
+            ..
+        } => {
+            let mut c = Change::new(addr, Action::Update);
+            c.fields.extend(prop_fields(set, ""));
+            c.fields.extend(prop_fields(pool_set, "pool."));
+            if !set.is_empty() {
+                c = c.reason(format!(
+                    "{name} is snapshotted first (@sovereign-pre-<generation>)"
+                ));
+            }
+            c
+        }
+        Op::Adopt {
+            set,
+            pool_set,
+            name,
+            ..
+        } => {
+            let mut c = Change::new(addr, Action::Adopt);
+            c.fields.extend(prop_fields(set, ""));
+            c.fields.extend(prop_fields(pool_set, "pool."));
+            c.field(marker())
+                .reason(format!("{name} exists and sovereign did not create it: it is snapshotted, then marked as managed"))
+        }
+        Op::Keep { reason, .. } => Change::new(addr, Action::Keep).reason(reason.clone()),
+        Op::Destroy { subtree, .. } => {
+            let mut c = Change::new(addr, Action::Delete);
+            for item in subtree {
+                let what = if item.contains('@') {
+                    "snapshot"
+                } else {
+                    "dataset"
+                };
+                c = c.field(FieldChange::new(item, Some(what.into()), None));
+            }
+            c.flags.destructive = true;
+            c.reason(format!(
+                "destroys {} datasets and snapshots (--allow-destroy)",
+                subtree.len()
+            ))
+        }
+    };
+    if matches!(op, Op::CreateDataset { .. } | Op::CreateZvol { .. }) {
+        change.depends_on.extend(parent_address(op.name()));
+    }
+    change
+}
+
+/// A plan change back into the op it was made from; the values come from `desired`.
+pub fn to_op(desired: &Desired, change: &Change) -> Result<Op> {
+    let name = change.address.name.clone();
+    let kind = match change.address.kind.as_str() {
+        "pool" => Kind::Pool,
+        "dataset" => Kind::Dataset,
+        "zvol" => Kind::Zvol,
+        other => bail!("storage has no resource kind {other:?}"),
+    };
+    let missing = || {
+        anyhow!(
+            "{} is not in the profile this plan was made from",
+            change.address
+        )
+    };
+    // The values to write for the fields a change names.
+    let wanted = |field: &str| -> Result<(bool, String)> {
+        let (pool_prop, prop) = match field.strip_prefix("pool.") {
+            Some(p) => (true, p),
+            None => (false, field),
+        };
+        let value = match kind {
+            Kind::Pool => {
+                let p = desired.pools.get(&name).ok_or_else(missing)?;
+                if pool_prop {
+                    p.properties.get(prop)
+                } else {
+                    p.filesystem.get(prop)
+                }
+                .cloned()
+            }
+            Kind::Dataset => desired
+                .datasets
+                .get(&name)
+                .ok_or_else(missing)?
+                .properties
+                .get(prop)
+                .cloned(),
+            Kind::Zvol => {
+                let z = desired.zvols.get(&name).ok_or_else(missing)?;
+                if prop == "volsize" {
+                    Some(z.size.to_string())
+                } else {
+                    z.properties.get(prop).cloned()
+                }
+            }
+        };
+        Ok((
+            pool_prop,
+            value.ok_or_else(|| {
+                anyhow!(
+                    "{}: property {field} is not in the profile this plan was made from",
+                    change.address
+                )
+            })?,
+        ))
+    };
+    let sets = || -> Result<(Vec<PropChange>, Vec<PropChange>)> {
+        let mut set = Vec::new();
+        let mut pool_set = Vec::new();
+        for f in change.fields.iter().filter(|f| f.name != OWNER_PROPERTY) {
+            let (is_pool, after) = wanted(&f.name)?;
+            let pc = PropChange {
+                name: f.name.trim_start_matches("pool.").to_string(),
+                before: f.before.clone(),
+                after,
+            };
+            if is_pool {
+                pool_set.push(pc)
+            } else {
+                set.push(pc)
+            }
+        }
+        Ok((set, pool_set))
+    };
+    Ok(match (change.action, kind) {
+        (Action::Create, Kind::Pool) => {
+            let p = desired.pools.get(&name).ok_or_else(missing)?;
+            Op::CreatePool {
+                name,
+                layout: p.layout.clone(),
+                ashift: p.ashift,
+                properties: p.properties.clone(),
+                filesystem: p.filesystem.clone(),
+                force: p.force,
+            }
+        }
+        (Action::Create, Kind::Dataset) => Op::CreateDataset {
+            properties: desired
+                .datasets
+                .get(&name)
+                .ok_or_else(missing)?
+                .properties
+                .clone(),
+            name,
+        },
+        (Action::Create, Kind::Zvol) => {
+            let z = desired.zvols.get(&name).ok_or_else(missing)?;
+            Op::CreateZvol {
+                name,
+                size: z.size,
+                volblocksize: z.volblocksize,
+                properties: z.properties.clone(),
+            }
+        }
+        (Action::Update, _) => {
+            let (set, pool_set) = sets()?;
+            Op::Update {
+                kind,
+                name,
+                set,
+                pool_set,
+            }
+        }
+        (Action::Adopt, _) => {
+            let (set, pool_set) = sets()?;
+            Op::Adopt {
+                kind,
+                name,
+                set,
+                pool_set,
+            }
+        }
+        (Action::Delete, _) => Op::Destroy {
+            kind,
+            name,
+            subtree: change.fields.iter().map(|f| f.name.clone()).collect(),
+        },
+        (Action::Keep | Action::NotApplicable, _) => Op::Keep {
+            kind,
+            name,
+            reason: change.reason.clone().unwrap_or_default(),
+        },
+        (Action::Replace, _) => bail!("{}: storage never replaces a resource", change.address),
+    })
+}
+
+/// The pre-apply snapshot name of a generation (re-exported for tests and docs).
+pub fn pre_snapshot_name(generation: u64) -> String {
+    exec::pre_snapshot_name(generation)
+}
+
+/// Ask ZFS which dialect answers; a convenience for callers holding a host.
+pub fn detect(host: &dyn Host) -> Result<Dialect> {
+    dialect::detect(host).map_err(|e| anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::desired::{DesiredDataset, DesiredPool};
+    use libzetta::zpool::CreateVdevRequest;
+
+    fn desired() -> Desired {
+        let mut d = Desired::default();
+        d.pools.insert(
+            "tank".into(),
+            DesiredPool {
+                layout: vec![CreateVdevRequest::SingleDisk("/img".into())],
+                ashift: Some(12),
+                properties: BTreeMap::from([("autoexpand".into(), "on".into())]),
+                filesystem: BTreeMap::from([("compression".into(), "on".into())]),
+                force: false,
+            },
+        );
+        d.datasets.insert(
+            "tank/a".into(),
+            DesiredDataset {
+                properties: BTreeMap::from([("recordsize".into(), "65536".into())]),
+                ..DesiredDataset::default()
+            },
+        );
+        d
+    }
+
+    #[test]
+    fn a_change_turns_back_into_the_op_it_came_from() {
+        let d = desired();
+        let ops = [
+            Op::CreatePool {
+                name: "tank".into(),
+                layout: d.pools["tank"].layout.clone(),
+                ashift: Some(12),
+                properties: d.pools["tank"].properties.clone(),
+                filesystem: d.pools["tank"].filesystem.clone(),
+                force: false,
+            },
+            Op::CreateDataset {
+                name: "tank/a".into(),
+                properties: d.datasets["tank/a"].properties.clone(),
+            },
+            Op::Update {
+                kind: Kind::Dataset,
+                name: "tank/a".into(),
+                set: vec![PropChange {
+                    name: "recordsize".into(),
+                    before: Some("131072".into()),
+                    after: "65536".into(),
+                }],
+                pool_set: vec![],
+            },
+            Op::Adopt {
+                kind: Kind::Pool,
+                name: "tank".into(),
+                set: vec![PropChange {
+                    name: "compression".into(),
+                    before: Some("off".into()),
+                    after: "on".into(),
+                }],
+                pool_set: vec![PropChange {
+                    name: "autoexpand".into(),
+                    before: Some("off".into()),
+                    after: "on".into(),
+                }],
+            },
+            Op::Destroy {
+                kind: Kind::Dataset,
+                name: "tank/old".into(),
+                subtree: vec!["tank/old@s".into(), "tank/old".into()],
+            },
+        ];
+        for op in ops {
+            let change = to_change(&op, "/state");
+            let back = to_op(&d, &change).unwrap();
+            // Displayed before-values are for people; the op carries what apply writes.
+            let strip = |o: Op| match o {
+                Op::Update {
+                    kind,
+                    name,
+                    set,
+                    pool_set,
+                } => Op::Update {
+                    kind,
+                    name,
+                    set: set
+                        .into_iter()
+                        .map(|p| PropChange { before: None, ..p })
+                        .collect(),
+                    pool_set: pool_set
+                        .into_iter()
+                        .map(|p| PropChange { before: None, ..p })
+                        .collect(),
+                },
+                Op::Adopt {
+                    kind,
+                    name,
+                    set,
+                    pool_set,
+                } => Op::Adopt {
+                    kind,
+                    name,
+                    set: set
+                        .into_iter()
+                        .map(|p| PropChange { before: None, ..p })
+                        .collect(),
+                    pool_set: pool_set
+                        .into_iter()
+                        .map(|p| PropChange { before: None, ..p })
+                        .collect(),
+                },
+                other => other,
+            };
+            assert_eq!(strip(back), strip(op.clone()), "{change:#?}");
+        }
+    }
+
+    #[test]
+    fn changes_show_sizes_in_zfs_units_and_depend_on_their_parent() {
+        let op = Op::CreateDataset {
+            name: "tank/a/b".into(),
+            properties: BTreeMap::from([("recordsize".into(), "65536".into())]),
+        };
+        let c = to_change(&op, "/state");
+        assert_eq!(c.address.to_string(), "storage.dataset:tank/a/b");
+        assert_eq!(c.fields[0].after.as_deref(), Some("64K"));
+        assert_eq!(c.depends_on, [Address::new("storage", "dataset", "tank/a")]);
+        let kept = to_change(
+            &Op::Keep {
+                kind: Kind::Dataset,
+                name: "tank/x".into(),
+                reason: "kept".into(),
+            },
+            "/state",
+        );
+        assert_eq!(kept.action, Action::Keep);
+        assert!(!kept.is_pending());
+    }
+}
