@@ -220,6 +220,7 @@ pub fn execute(
             root: &session.root,
             host,
             state_dir: &dir,
+            generation: number,
         };
         report.health.extend(d.health(&cx, dp));
     }
@@ -411,6 +412,7 @@ fn run_steps(
                     root: &session.root,
                     host,
                     state_dir: &dir,
+                    generation: journal.generation(),
                 };
                 let mut sink = JournalSink {
                     journal: &mut *journal,

@@ -44,6 +44,9 @@ pub struct Journal {
     file: File,
     /// Its path, for messages.
     path: PathBuf,
+    /// The generation this journal records; domains name their artefacts after it
+    /// (storage's `@sovereign-pre-<generation>` snapshots).
+    generation: u64,
 }
 
 impl Journal {
@@ -56,11 +59,20 @@ impl Journal {
             .open(&path)
             .with_context(|| format!("cannot open the journal {}", path.display()))?;
         crate::host::fs::sync_dir(&state.journal_dir())?;
-        Ok(Journal { file, path })
+        Ok(Journal {
+            file,
+            path,
+            generation,
+        })
+    }
+
+    /// The generation this journal records.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Reopen an existing journal to close it.
-    fn reopen(path: &Path) -> anyhow::Result<Journal> {
+    fn reopen(path: &Path, generation: u64) -> anyhow::Result<Journal> {
         let file = OpenOptions::new()
             .append(true)
             .open(path)
@@ -68,6 +80,7 @@ impl Journal {
         Ok(Journal {
             file,
             path: path.to_path_buf(),
+            generation,
         })
     }
 
@@ -171,7 +184,7 @@ impl Unfinished {
 
     /// Close the journal: its ledger writes are in `state.json` now.
     pub fn close(&self) -> anyhow::Result<()> {
-        let mut j = Journal::reopen(&self.path)?;
+        let mut j = Journal::reopen(&self.path, self.interrupted.generation)?;
         j.append(
             &Record::End {
                 outcome: "failed (interrupted; recovered by a later apply)".into(),

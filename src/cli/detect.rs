@@ -44,6 +44,9 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         Some(path) => Some(expected_archetype(path)?),
         None => None,
     };
+    // The ZFS dialect is software on the real machine: reported only when detecting it,
+    // never beside a fixture tree's facts.
+    let from_machine = args.facts_from.is_none();
     let source = args.facts_from.map_or(Source::Machine, Source::Fixture);
     let facts = hardware::detect_in(&RealHost, &source).map_err(report)?;
     let verdict = expect
@@ -61,9 +64,17 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
                 "matches": result.is_ok(),
             });
         }
+        #[cfg(target_os = "linux")]
+        if from_machine {
+            value["zfs"] = crate::storage::dialect_facts(&RealHost);
+        }
         out.json(&value)?;
     } else {
         out.say(hardware::render::summary(&facts));
+        #[cfg(target_os = "linux")]
+        if from_machine {
+            out.say(crate::storage::dialect_line(&RealHost));
+        }
     }
 
     match verdict {

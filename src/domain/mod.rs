@@ -87,6 +87,8 @@ pub struct ApplyContext<'a> {
     pub host: &'a dyn Host,
     /// `<state>/domains/<name>/`: the domain's own storage (backups of taken-over files).
     pub state_dir: &'a Path,
+    /// The generation this apply records (storage names its pre-apply snapshots after it).
+    pub generation: u64,
 }
 
 /// The outcome of one health check.

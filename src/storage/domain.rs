@@ -250,7 +250,7 @@ impl Domain for Storage {
             host: cx.host,
             dialect: &dialect,
             owner: &desired.owner,
-            generation: current_generation(cx.state_dir),
+            generation: cx.generation,
         };
         match &op {
             Op::CreatePool { .. }
@@ -277,31 +277,6 @@ impl Domain for Storage {
     fn health(&self, cx: &ApplyContext<'_>, desired: &StorageDesired) -> Vec<HealthResult> {
         health::check(cx.host, &desired.desired)
     }
-}
-
-/// The generation the running apply records: the highest one in the state's
-/// generations folder (the engine writes its record before running any step).
-fn current_generation(state_dir: &Path) -> u64 {
-    let Some(gens) = state_dir
-        .parent()
-        .and_then(Path::parent)
-        .map(|s| s.join("generations"))
-    else {
-        return 0;
-    };
-    std::fs::read_dir(gens)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".json")?
-                .parse::<u64>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 fn address(kind: Kind, name: &str) -> Address {

@@ -160,16 +160,13 @@ impl World {
         allow_destroy: bool,
     ) -> anyhow::Result<Vec<Change>> {
         let mut plan = self.plan(profile, allow_destroy)?;
-        // The engine records the generation before it runs any step.
-        let gens = self.state_dir().join("generations");
-        std::fs::create_dir_all(&gens).unwrap();
-        std::fs::write(gens.join(format!("{}.json", self.generation)), "{}").unwrap();
         let domain_dir = self.state_dir().join("domains/storage");
         let root = self.root();
         let cx = ApplyContext {
             root: &root,
             host: &RealHost,
             state_dir: &domain_dir,
+            generation: self.generation,
         };
         let pending: Vec<Change> = plan
             .changes
@@ -194,6 +191,7 @@ impl World {
             root: &root,
             host: &RealHost,
             state_dir: &domain_dir,
+            generation: self.generation,
         };
         self.domain.health(&cx, &plan)
     }
