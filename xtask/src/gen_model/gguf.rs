@@ -98,9 +98,37 @@ pub const IM_END: u32 = IM_START + 1;
 /// Words whose prefixes become merged pieces (SentencePiece merges only into pieces that
 /// exist, so every prefix of a word is in the vocabulary too).
 const WORDS: &[&str] = &[
-    "the", "and", "of", "to", "in", "is", "it", "that", "for", "on", "with", "as", "was",
-    "model", "hello", "world", "server", "token", "stream", "local", "machine", "sovereign",
-    "reply", "text", "data", "time", "light", "stone", "river", "green", "quiet",
+    "the",
+    "and",
+    "of",
+    "to",
+    "in",
+    "is",
+    "it",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "was",
+    "model",
+    "hello",
+    "world",
+    "server",
+    "token",
+    "stream",
+    "local",
+    "machine",
+    "sovereign",
+    "reply",
+    "text",
+    "data",
+    "time",
+    "light",
+    "stone",
+    "river",
+    "green",
+    "quiet",
 ];
 
 /// One vocabulary entry.
@@ -112,19 +140,47 @@ struct Token {
 
 fn vocabulary() -> Vec<Token> {
     let mut v = vec![
-        Token { text: "<unk>".into(), score: 0.0, kind: TYPE_UNKNOWN },
-        Token { text: "<s>".into(), score: 0.0, kind: TYPE_CONTROL },
-        Token { text: "</s>".into(), score: 0.0, kind: TYPE_CONTROL },
+        Token {
+            text: "<unk>".into(),
+            score: 0.0,
+            kind: TYPE_UNKNOWN,
+        },
+        Token {
+            text: "<s>".into(),
+            score: 0.0,
+            kind: TYPE_CONTROL,
+        },
+        Token {
+            text: "</s>".into(),
+            score: 0.0,
+            kind: TYPE_CONTROL,
+        },
     ];
     for b in 0..=255u32 {
-        v.push(Token { text: format!("<0x{b:02X}>"), score: 0.0, kind: TYPE_BYTE });
+        v.push(Token {
+            text: format!("<0x{b:02X}>"),
+            score: 0.0,
+            kind: TYPE_BYTE,
+        });
     }
-    v.push(Token { text: "<|im_start|>".into(), score: 0.0, kind: TYPE_CONTROL });
-    v.push(Token { text: "<|im_end|>".into(), score: 0.0, kind: TYPE_CONTROL });
+    v.push(Token {
+        text: "<|im_start|>".into(),
+        score: 0.0,
+        kind: TYPE_CONTROL,
+    });
+    v.push(Token {
+        text: "<|im_end|>".into(),
+        score: 0.0,
+        kind: TYPE_CONTROL,
+    });
     let mut pieces: Vec<String> = Vec::new();
     // Single printable characters as pieces, so text mostly avoids the byte fallback.
     for c in (b' '..=b'~').map(char::from) {
-        let piece = if c == ' ' { "\u{2581}".to_string() } else { c.to_string() };
+        let piece = if c == ' ' {
+            "\u{2581}".to_string()
+        } else {
+            c.to_string()
+        };
         pieces.push(piece);
     }
     for w in WORDS {
@@ -141,7 +197,11 @@ fn vocabulary() -> Vec<Token> {
         if seen.insert(p.clone()) {
             // Longer pieces score higher so the tokenizer prefers them.
             let score = -100.0 + p.chars().count() as f32;
-            v.push(Token { text: p, score, kind: TYPE_NORMAL });
+            v.push(Token {
+                text: p,
+                score,
+                kind: TYPE_NORMAL,
+            });
         }
     }
     v
@@ -273,13 +333,23 @@ fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
     ];
     for b in 0..spec.block_count {
         let mut add = |suffix: &str, dims: Vec<u64>, dtype: DType, fill: Fill| {
-            t.push(TensorPlan { name: format!("blk.{b}.{suffix}.weight"), dims, dtype, fill })
+            t.push(TensorPlan {
+                name: format!("blk.{b}.{suffix}.weight"),
+                dims,
+                dtype,
+                fill,
+            })
         };
         add("attn_norm", vec![e], DType::F32, Fill::Ones);
         add("attn_q", vec![e, e], DType::F16, Fill::Random(scale(e)));
         add("attn_k", vec![e, kv], DType::F16, Fill::Random(scale(e)));
         add("attn_v", vec![e, kv], DType::F16, Fill::Random(scale(e)));
-        add("attn_output", vec![e, e], DType::F16, Fill::Random(scale(e)));
+        add(
+            "attn_output",
+            vec![e, e],
+            DType::F16,
+            Fill::Random(scale(e)),
+        );
         add("ffn_norm", vec![e], DType::F32, Fill::Ones);
         add("ffn_gate", vec![e, ff], DType::F16, Fill::Random(scale(e)));
         add("ffn_up", vec![e, ff], DType::F16, Fill::Random(scale(e)));
@@ -367,7 +437,10 @@ impl<W: Write> Writer<W> {
 /// Number of parameters the spec produces.
 pub fn parameter_count(spec: &ModelSpec) -> u64 {
     let n_vocab = vocabulary().len() as u64;
-    tensors(spec, n_vocab).iter().map(TensorPlan::elements).sum()
+    tensors(spec, n_vocab)
+        .iter()
+        .map(TensorPlan::elements)
+        .sum()
 }
 
 /// Write the model as GGUF v3 to `out`.
@@ -384,17 +457,32 @@ pub fn write_model<W: Write>(spec: &ModelSpec, out: W) -> io::Result<()> {
         ("llama.context_length", Value::U32(spec.context_length)),
         ("llama.embedding_length", Value::U32(spec.embedding_length)),
         ("llama.block_count", Value::U32(spec.block_count)),
-        ("llama.feed_forward_length", Value::U32(spec.feed_forward_length)),
+        (
+            "llama.feed_forward_length",
+            Value::U32(spec.feed_forward_length),
+        ),
         ("llama.attention.head_count", Value::U32(spec.head_count)),
-        ("llama.attention.head_count_kv", Value::U32(spec.head_count_kv)),
+        (
+            "llama.attention.head_count_kv",
+            Value::U32(spec.head_count_kv),
+        ),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
         ("llama.rope.dimension_count", Value::U32(spec.head_dim())),
         ("llama.rope.freq_base", Value::F32(10000.0)),
         ("llama.vocab_size", Value::U32(n_vocab as u32)),
         ("tokenizer.ggml.model", Value::Str("llama".into())),
-        ("tokenizer.ggml.tokens", Value::StrArray(vocab.iter().map(|t| t.text.clone()).collect())),
-        ("tokenizer.ggml.scores", Value::F32Array(vocab.iter().map(|t| t.score).collect())),
-        ("tokenizer.ggml.token_type", Value::I32Array(vocab.iter().map(|t| t.kind).collect())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::StrArray(vocab.iter().map(|t| t.text.clone()).collect()),
+        ),
+        (
+            "tokenizer.ggml.scores",
+            Value::F32Array(vocab.iter().map(|t| t.score).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::I32Array(vocab.iter().map(|t| t.kind).collect()),
+        ),
         ("tokenizer.ggml.bos_token_id", Value::U32(BOS)),
         ("tokenizer.ggml.eos_token_id", Value::U32(EOS)),
         ("tokenizer.ggml.unknown_token_id", Value::U32(UNK)),
@@ -406,7 +494,10 @@ pub fn write_model<W: Write>(spec: &ModelSpec, out: W) -> io::Result<()> {
         kvs.push(("tokenizer.chat_template", Value::Str(t.clone())));
     }
 
-    let mut w = Writer { out: io::BufWriter::new(out), written: 0 };
+    let mut w = Writer {
+        out: io::BufWriter::new(out),
+        written: 0,
+    };
     w.bytes(b"GGUF")?;
     w.u32(3)?;
     w.u64(plans.len() as u64)?;
@@ -443,7 +534,11 @@ pub fn write_model<W: Write>(spec: &ModelSpec, out: W) -> io::Result<()> {
                 Fill::Output(s) => {
                     let id = (i / row) as u32;
                     let r = rng.next_signed() * s;
-                    if may_emit(&vocab[id as usize], id) { r } else { 0.0 }
+                    if may_emit(&vocab[id as usize], id) {
+                        r
+                    } else {
+                        0.0
+                    }
                 }
             };
             match p.dtype {
@@ -482,7 +577,11 @@ mod tests {
         write_model(&ModelSpec::tiny(7), &mut a).unwrap();
         write_model(&ModelSpec::tiny(7), &mut b).unwrap();
         assert_eq!(a, b);
-        assert!(a.len() > 1_000_000 && a.len() < 3_000_000, "tiny is {} bytes", a.len());
+        assert!(
+            a.len() > 1_000_000 && a.len() < 3_000_000,
+            "tiny is {} bytes",
+            a.len()
+        );
         let mut c = Vec::new();
         write_model(&ModelSpec::tiny(8), &mut c).unwrap();
         assert_ne!(a, c);

@@ -18,13 +18,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut seed = 42u64;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{a} needs a value\n\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{a} needs a value\n\n{USAGE}"))
+        };
         match a.as_str() {
             "--preset" => preset = Some(value()?.clone()),
             "--out" => out = Some(PathBuf::from(value()?)),
             "--seed" => {
                 let v = value()?;
-                seed = v.parse().with_context(|| format!("--seed {v:?} is not a number"))?;
+                seed = v
+                    .parse()
+                    .with_context(|| format!("--seed {v:?} is not a number"))?;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -51,7 +56,8 @@ pub fn run(args: &[String]) -> Result<()> {
 /// Write atomically: a temp file beside the target, renamed into place.
 pub fn write(spec: &gguf::ModelSpec, out: &std::path::Path) -> Result<()> {
     let tmp = out.with_extension("gguf.partial");
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     gguf::write_model(spec, file).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
     Ok(())
