@@ -1,5 +1,7 @@
 //! The HTTP API against real llama.cpp and the generated tiny model: chat and completions,
 //! streaming, determinism, concurrency, stop strings, and every rejection in OpenAI's shape.
+// Needs llama.cpp: built only with the `engine` feature (the default).
+#![cfg(feature = "engine")]
 
 mod inference_support;
 

@@ -1,6 +1,8 @@
 //! `sovereign serve` as a process: the loopback rule, the key file's permissions, the key
 //! kept out of logs, and SIGTERM with a request in flight.
 #![allow(clippy::disallowed_methods)]
+// Needs llama.cpp: built only with the `engine` feature (the default).
+#![cfg(feature = "engine")]
 
 mod inference_support;
 

@@ -1,5 +1,7 @@
 //! `sovereign model quantize` through llama.cpp: the output is smaller, loads, and serves.
 #![allow(clippy::disallowed_methods)]
+// Needs llama.cpp: built only with the `engine` feature (the default).
+#![cfg(feature = "engine")]
 
 mod inference_support;
 

@@ -1,5 +1,7 @@
 //! Admission and slots against real llama.cpp: a full queue answers 429, and a client that
 //! hangs up mid-stream frees its slot at once (the generation does not run to its end).
+// Needs llama.cpp: built only with the `engine` feature (the default).
+#![cfg(feature = "engine")]
 
 mod inference_support;
 

@@ -1,5 +1,7 @@
 //! Chat templates from the model file run in a sandbox: a template that loops forever or
 //! tries to read a file fails that request only, and the daemon keeps serving.
+// Needs llama.cpp: built only with the `engine` feature (the default).
+#![cfg(feature = "engine")]
 
 mod inference_support;
 

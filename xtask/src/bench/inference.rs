@@ -197,20 +197,19 @@ fn stream(port: u16) -> Result<Stream> {
     let mut last = start;
     let (mut prompt_tokens, mut completion_tokens) = (0usize, 0usize);
     while r.read_line(&mut line)? > 0 {
-        if let Some(data) = line.trim_end().strip_prefix("data: ") {
-            if data != "[DONE]" {
-                let v: serde_json::Value = serde_json::from_str(data)?;
-                if v["choices"][0]["text"]
-                    .as_str()
-                    .is_some_and(|t| !t.is_empty())
-                {
-                    first.get_or_insert_with(Instant::now);
-                    last = Instant::now();
-                }
-                if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                    prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0) as usize;
-                    completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0) as usize;
-                }
+        let data = line.trim_end().strip_prefix("data: ");
+        if let Some(data) = data.filter(|d| *d != "[DONE]") {
+            let v: serde_json::Value = serde_json::from_str(data)?;
+            if v["choices"][0]["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+            {
+                first.get_or_insert_with(Instant::now);
+                last = Instant::now();
+            }
+            if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0) as usize;
+                completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0) as usize;
             }
         }
         line.clear();
