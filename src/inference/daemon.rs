@@ -1,13 +1,8 @@
 //! Starting the daemon: the API key (file or environment, never argv), the loopback rule,
 //! the engines, and serving until SIGTERM or Ctrl-C.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use super::metrics::Metrics;
-use super::server::{ApiKey, DEFAULT_BODY_LIMIT, ServerState};
 
 /// Everything `sovereign serve` decides before starting.
 #[derive(Debug, Clone)]
@@ -95,6 +90,11 @@ pub fn physical_cores() -> usize {
 /// Load the engines and serve until SIGTERM or Ctrl-C; in-flight requests finish first.
 #[cfg(feature = "engine")]
 pub fn serve(opts: DaemonOptions) -> Result<(), String> {
+    use super::metrics::Metrics;
+    use super::server::{ApiKey, DEFAULT_BODY_LIMIT, ServerState};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
     check_listen(&opts.listen, opts.api_key.is_some())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
