@@ -207,10 +207,11 @@ fn run_engine(
     let mut sched: Scheduler<SlotJob> = Scheduler::new(cfg.slots, cfg.queue, cfg.batch, cfg.ctx);
     let mut batch = LlamaBatch::new(cfg.batch, 1);
     let mut gone = false;
+    let mut shown = Shown::default();
     loop {
         // Intake: block only when there is nothing to decode.
         if sched.is_idle() {
-            metrics_gauges(metrics, &sched);
+            metrics_gauges(metrics, &sched, &mut shown);
             match jobs.recv() {
                 Ok(j) => submit(&mut sched, j),
                 Err(_) => break,
@@ -237,7 +238,7 @@ fn run_engine(
                 j.sampler = Some(sampler_for(&j.job.req.sampling, n_vocab));
             }
         }
-        metrics_gauges(metrics, &sched);
+        metrics_gauges(metrics, &sched, &mut shown);
         let chunks = sched.next_step();
         if chunks.is_empty() {
             if gone && sched.is_idle() {
@@ -342,7 +343,7 @@ fn run_engine(
             .events
             .try_send(Event::Failed("the daemon is shutting down".into()));
     }
-    metrics_gauges(metrics, &sched);
+    metrics_gauges(metrics, &sched, &mut shown);
     Ok(())
 }
 
@@ -408,11 +409,23 @@ fn clear_slot(lctx: &mut LlamaContext<'_>, slot: usize) {
     }
 }
 
-fn metrics_gauges<J>(metrics: &Metrics, sched: &Scheduler<J>) {
+/// This engine's share of the gauges, so the engines of several models add up.
+#[derive(Default)]
+struct Shown {
+    /// Busy slots last added to the gauge.
+    busy: u64,
+    /// Queued requests last added to the gauge.
+    queued: u64,
+}
+
+fn metrics_gauges<J>(metrics: &Metrics, sched: &Scheduler<J>, shown: &mut Shown) {
+    let (busy, queued) = (sched.busy() as u64, sched.queued() as u64);
+    // Wrapping arithmetic adds a negative difference to the shared counter.
     metrics
         .busy_slots
-        .store(sched.busy() as u64, Ordering::Relaxed);
+        .fetch_add(busy.wrapping_sub(shown.busy), Ordering::Relaxed);
     metrics
         .queue_depth
-        .store(sched.queued() as u64, Ordering::Relaxed);
+        .fetch_add(queued.wrapping_sub(shown.queued), Ordering::Relaxed);
+    *shown = Shown { busy, queued };
 }

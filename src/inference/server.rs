@@ -314,11 +314,17 @@ async fn collect_response(
 
 /// State of one SSE stream between chunks.
 struct StreamState {
+    /// Events from the engine; dropping it (client gone) frees the slot.
     rx: mpsc::Receiver<Event>,
+    /// Chat or completion chunk shapes.
     endpoint: Endpoint,
+    /// The same id on every chunk.
     id: String,
+    /// The model name echoed on every chunk.
     model: String,
+    /// Creation time echoed on every chunk.
     created: u64,
+    /// Send a usage chunk before `[DONE]`.
     include_usage: bool,
     /// The chat role chunk has been sent.
     sent_role: bool,

@@ -69,13 +69,20 @@ pub struct ParsedRequest {
 /// A request ready for the engine: tokens, budget and sampling.
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
+    /// The served model's name.
     pub model: String,
+    /// Came from /v1/chat/completions.
     pub chat: bool,
+    /// The formatted, tokenized prompt (never empty).
     pub prompt_tokens: Vec<i32>,
+    /// Generation budget; prompt plus this fit one slot's context.
     pub max_tokens: usize,
     pub sampling: Sampling,
+    /// Stop strings (1 to 8, each 1 to 256 bytes).
     pub stop: Vec<String>,
+    /// Answer as server-sent events.
     pub stream: bool,
+    /// Send a usage chunk at the end of the stream.
     pub include_usage: bool,
 }
 
