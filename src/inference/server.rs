@@ -420,3 +420,85 @@ fn stream_response(
     });
     Sse::new(stream).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::job::ModelState;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A handle whose engine never finishes loading (no engine thread: a stand-in).
+    fn loading_handle() -> (EngineHandle, tokio::sync::watch::Sender<ModelState>) {
+        let (state_tx, state) = tokio::sync::watch::channel(ModelState::Loading);
+        let (jobs, _rx) = std::sync::mpsc::sync_channel(1);
+        let h = EngineHandle {
+            jobs,
+            permits: Arc::new(tokio::sync::Semaphore::new(1)),
+            state,
+            slots: 1,
+        };
+        (h, state_tx)
+    }
+
+    async fn get(addr: std::net::SocketAddr, req: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn health_is_503_while_loading_and_requests_are_refused() {
+        let (h, state_tx) = loading_handle();
+        let state = Arc::new(ServerState {
+            models: [("m".to_string(), h)].into_iter().collect(),
+            api_key: Some(ApiKey::new("k")),
+            metrics: Arc::new(Metrics::default()),
+            body_limit: DEFAULT_BODY_LIMIT,
+            log_requests: false,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        let health = get(
+            addr,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+        assert!(health.contains("\"loading\""), "{health}");
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let chat = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let r = get(addr, &chat).await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(r.contains("still loading"), "{r}");
+        state_tx.send_replace(ModelState::Failed("broken file".into()));
+        let health = get(
+            addr,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            health.starts_with("HTTP/1.1 503") && health.contains("broken file"),
+            "{health}"
+        );
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn key_comparison_accepts_only_the_key() {
+        let k = ApiKey::new("secret");
+        assert!(k.matches("secret"));
+        assert!(!k.matches("secret "));
+        assert!(!k.matches(""));
+        assert_eq!(format!("{k:?}"), "ApiKey(<redacted>)");
+    }
+}
