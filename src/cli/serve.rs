@@ -1,15 +1,163 @@
 //! `sovereign serve`: Run the inference daemon in the foreground.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use super::{CmdResult, Output};
+use crate::inference::daemon::{self, DaemonOptions};
+
+const EXAMPLES: &str = "\
+Examples:
+  sovereign serve --model tiny=/models/tiny.gguf
+  sovereign serve --listen 0.0.0.0:8080 --api-key-file /etc/sovereign/api-key \\
+      --model qwen=/models/qwen2.5-7b-q4_k_m.gguf --slots 4 --ctx 8192
+  SOVEREIGN_API_KEY=... sovereign serve --model a=/m/a.gguf --model b=/m/b.gguf
+
+The API key comes from a file (mode 600) or SOVEREIGN_API_KEY, never from argv.
+Listening beyond loopback requires a key. SIGTERM stops accepting, lets in-flight
+requests finish, and exits 0.";
 
 /// Run the inference daemon in the foreground.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// File holding the API key (must not be readable by group or others).
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// A model to serve, as NAME=PATH to a GGUF file (repeatable).
+    #[arg(long = "model", value_name = "NAME=PATH", value_parser = parse_model, required = true)]
+    pub models: Vec<(String, PathBuf)>,
+    /// Sequences decoded together (continuous batching).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub slots: u16,
+    /// Context length of each slot, in tokens.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub ctx: u32,
+    /// CPU threads (default: physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Layers to offload to the GPU: a number or `auto` (all the build supports).
+    #[arg(long, default_value = "auto", value_name = "N|auto", value_parser = parse_gpu_layers)]
+    pub gpu_layers: GpuLayers,
+    /// Lock the model weights in RAM.
+    #[arg(long)]
+    pub mlock: bool,
+    /// Read the model into memory instead of mapping it.
+    #[arg(long)]
+    pub no_mmap: bool,
+    /// Benchmark baseline: instead of serving, run a plain llama.cpp loop on the first
+    /// model (PROMPT prompt tokens, GEN generated) and print its figures as JSON.
+    #[arg(long, hide = true, value_name = "PROMPT:GEN")]
+    pub raw_bench: Option<String>,
 }
 
-pub fn run(_args: Args, _out: &Output) -> CmdResult {
-    super::not_yet("serve")
+/// `--gpu-layers`.
+#[derive(Debug, Clone, Copy)]
+pub enum GpuLayers {
+    Auto,
+    Count(u32),
+}
+
+fn parse_gpu_layers(s: &str) -> Result<GpuLayers, String> {
+    if s == "auto" {
+        return Ok(GpuLayers::Auto);
+    }
+    s.parse()
+        .map(GpuLayers::Count)
+        .map_err(|_| format!("{s:?} is neither a number of layers nor `auto`"))
+}
+
+fn parse_model(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=PATH"))?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        return Err(format!(
+            "model name {name:?} must be letters, digits, - _ . or :"
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("{s:?} has no path after ="));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+pub fn run(args: Args, out: &Output) -> CmdResult {
+    if let Some(spec) = &args.raw_bench {
+        return raw_bench(spec, &args, out);
+    }
+    let api_key = match (&args.api_key_file, std::env::var("SOVEREIGN_API_KEY")) {
+        (Some(file), _) => Some(daemon::read_key_file(file).map_err(|e| miette::miette!("{e}"))?),
+        (None, Ok(env)) => Some(
+            daemon::non_empty_key(&env, "SOVEREIGN_API_KEY").map_err(|e| miette::miette!("{e}"))?,
+        ),
+        (None, Err(_)) => None,
+    };
+    let mut names = std::collections::HashSet::new();
+    if let Some((dup, _)) = args.models.iter().find(|(n, _)| !names.insert(n.clone())) {
+        return Err(miette::miette!("--model {dup} is given twice"));
+    }
+    daemon::check_listen(&args.listen, api_key.is_some()).map_err(|e| miette::miette!("{e}"))?;
+    let opts = DaemonOptions {
+        listen: args.listen,
+        api_key,
+        models: args.models,
+        slots: usize::from(args.slots),
+        ctx: args.ctx as usize,
+        threads: args.threads.unwrap_or_else(daemon::physical_cores),
+        gpu_layers: match args.gpu_layers {
+            GpuLayers::Auto => None,
+            GpuLayers::Count(n) => Some(n),
+        },
+        mlock: args.mlock,
+        mmap: !args.no_mmap,
+    };
+    serve(opts, out)
+}
+
+#[cfg(feature = "engine")]
+fn raw_bench(spec: &str, args: &Args, out: &Output) -> CmdResult {
+    let parse = |s: Option<&str>| s.and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0);
+    let mut it = spec.split(':');
+    let (Some(prompt), Some(generate)) = (parse(it.next()), parse(it.next())) else {
+        return Err(miette::miette!("--raw-bench {spec:?} is not PROMPT:GEN"));
+    };
+    let (_, path) = &args.models[0];
+    let threads = args.threads.unwrap_or_else(daemon::physical_cores);
+    let figures =
+        crate::inference::rawbench::run(path, threads, args.ctx as usize, prompt, generate)
+            .map_err(|e| miette::miette!("{e}"))?;
+    out.json(&figures)?;
+    Ok(super::exit::OK)
+}
+
+#[cfg(not(feature = "engine"))]
+fn raw_bench(_spec: &str, _args: &Args, _out: &Output) -> CmdResult {
+    serve_unavailable()
+}
+
+#[cfg(feature = "engine")]
+fn serve(opts: DaemonOptions, _out: &Output) -> CmdResult {
+    daemon::serve(opts).map_err(|e| miette::miette!("{e}"))?;
+    Ok(super::exit::OK)
+}
+
+#[cfg(not(feature = "engine"))]
+fn serve(_opts: DaemonOptions, _out: &Output) -> CmdResult {
+    serve_unavailable()
+}
+
+#[cfg(not(feature = "engine"))]
+fn serve_unavailable() -> CmdResult {
+    Err(miette::miette!(
+        help = "rebuild with the default `engine` feature",
+        "this sovereign was built without the llama.cpp engine"
+    ))
 }

@@ -1,7 +1,276 @@
-//! The inference benchmark.
+//! `cargo xtask bench inference`: the raw llama.cpp loop against the daemon, one stream and
+//! four concurrent streams, on the generated `bench` model in F16 and Q4_0, with the
+//! machine's memory bandwidth measured in the same run. Prints a Markdown table for
+//! BENCHMARKS.md.
 
-use anyhow::{Result, bail};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, gen_model, project_root, run_step};
+
+/// Threads given to llama.cpp everywhere (the fixed setting).
+const THREADS: &str = "2";
+/// Prompt and generation lengths of every run.
+const PROMPT: usize = 128;
+const GEN: usize = 64;
+const KEY: &str = "bench-key";
 
 pub fn run(_args: &[String]) -> Result<()> {
-    bail!("the inference benchmark is not written yet")
+    let root = project_root();
+    let mut build = cargo();
+    build.args(["build", "--release", "--bin", "sovereign"]);
+    run_step(build)?;
+    let bin = root.join("target/release/sovereign");
+    let dir = root.join("target/bench-models");
+    std::fs::create_dir_all(&dir)?;
+    let f16 = dir.join("bench-f16.gguf");
+    if !f16.exists() {
+        eprintln!("==> generating the bench model (about 250M parameters)");
+        gen_model::write(&gen_model::gguf::ModelSpec::bench(42), &f16)?;
+    }
+    let q4 = dir.join("bench-q4_0.gguf");
+    if !q4.exists() {
+        let mut q = Command::new(&bin);
+        q.args(["model", "quantize", "--type", "q4_0"])
+            .arg(&f16)
+            .arg(&q4);
+        run_step(q)?;
+    }
+    let bandwidth = memory_bandwidth();
+    eprintln!(
+        "memory bandwidth (copy, best of 5): {:.1} GB/s",
+        bandwidth / 1e9
+    );
+    let mut rows = Vec::new();
+    for (label, path) in [("F16", &f16), ("Q4_0", &q4)] {
+        rows.push(measure(&bin, label, path, bandwidth)?);
+    }
+    println!("\n{}", table(&rows, bandwidth));
+    Ok(())
+}
+
+struct Row {
+    label: String,
+    model_bytes: u64,
+    raw_prompt_tps: f64,
+    raw_gen_tps: f64,
+    raw_prompt_ms: f64,
+    one: Stream,
+    four_gen_tps: f64,
+}
+
+/// What one HTTP stream measured.
+#[derive(Clone, Copy, Default)]
+struct Stream {
+    ttft_ms: f64,
+    prompt_tps: f64,
+    gen_tps: f64,
+    tokens: usize,
+}
+
+fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row> {
+    eprintln!("==> {label}: raw engine loop");
+    let out = Command::new(bin)
+        .args([
+            "serve",
+            "--threads",
+            THREADS,
+            "--ctx",
+            "1024",
+            "--raw-bench",
+            &format!("{PROMPT}:{GEN}"),
+            "--model",
+        ])
+        .arg(format!("m={}", model.display()))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the raw engine loop")?;
+    if !out.status.success() {
+        bail!("the raw engine loop failed");
+    }
+    let raw: serde_json::Value = serde_json::from_slice(&out.stdout).context("raw figures")?;
+    let f = |k: &str| raw[k].as_f64().unwrap_or(0.0);
+
+    eprintln!("==> {label}: daemon");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut daemon = Daemon(
+        Command::new(bin)
+            .env("SOVEREIGN_API_KEY", KEY)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--slots",
+                "4",
+                "--ctx",
+                "1024",
+                "--threads",
+                THREADS,
+                "--model",
+            ])
+            .arg(format!("m={}", model.display()))
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_healthy(port, &mut daemon.0)?;
+    // Warm-up (page the weights in), then one stream, then four at once.
+    stream(port)?;
+    let one = stream(port)?;
+    let start = Instant::now();
+    let four: Vec<Stream> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| stream(port))).collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("stream thread"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let wall = start.elapsed().as_secs_f64();
+    let total: usize = four.iter().map(|s| s.tokens).sum();
+    let slowest_ttft = four.iter().map(|s| s.ttft_ms).fold(0.0, f64::max) / 1e3;
+    let four_gen_tps = total as f64 / (wall - slowest_ttft).max(1e-9);
+    Ok(Row {
+        label: label.into(),
+        model_bytes: raw["model_bytes"].as_u64().unwrap_or(0),
+        raw_prompt_tps: f("prompt_tps"),
+        raw_gen_tps: f("gen_tps"),
+        raw_prompt_ms: f("prompt_ms"),
+        one,
+        four_gen_tps,
+    })
+}
+
+/// Kills the daemon when the benchmark ends, whatever happened.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_healthy(port: u16, child: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait()? {
+            bail!("the daemon exited early ({st})");
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut r = String::new();
+            let _ = s.read_to_string(&mut r);
+            if r.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the daemon did not become healthy in 300 s")
+}
+
+/// One streamed completion of GEN tokens after a PROMPT-token prompt; token counts come
+/// from the usage chunk.
+fn stream(port: u16) -> Result<Stream> {
+    let prompt =
+        "the quiet river and the green stone hold the light of the local machine ".repeat(PROMPT);
+    let body = serde_json::json!({
+        "model": "m", "prompt": prompt_prefix(&prompt), "max_tokens": GEN, "temperature": 0,
+        "stream": true, "stream_options": {"include_usage": true}
+    })
+    .to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let start = Instant::now();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    let mut first = None;
+    let mut last = start;
+    let (mut prompt_tokens, mut completion_tokens) = (0usize, 0usize);
+    while r.read_line(&mut line)? > 0 {
+        let data = line.trim_end().strip_prefix("data: ");
+        if let Some(data) = data.filter(|d| *d != "[DONE]") {
+            let v: serde_json::Value = serde_json::from_str(data)?;
+            if v["choices"][0]["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+            {
+                first.get_or_insert_with(Instant::now);
+                last = Instant::now();
+            }
+            if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0) as usize;
+                completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0) as usize;
+            }
+        }
+        line.clear();
+    }
+    let first = first.context("the stream produced no text")?;
+    let ttft = first.duration_since(start).as_secs_f64();
+    let gen_s = last.duration_since(first).as_secs_f64();
+    Ok(Stream {
+        ttft_ms: ttft * 1e3,
+        prompt_tps: prompt_tokens as f64 / ttft,
+        gen_tps: completion_tokens.saturating_sub(1) as f64 / gen_s.max(1e-9),
+        tokens: completion_tokens,
+    })
+}
+
+/// The prompt text, cut so it tokenizes to about PROMPT tokens (each word is a piece).
+fn prompt_prefix(text: &str) -> String {
+    text.split(' ')
+        .take(PROMPT - 1)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Best-of-5 copy bandwidth over a 256 MiB buffer (read + write bytes per second).
+fn memory_bandwidth() -> f64 {
+    let n = 256 << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&dst);
+            (2 * n) as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn table(rows: &[Row], bandwidth: f64) -> String {
+    let mut t = String::from(
+        "| model | weights | engine prompt tok/s | engine gen tok/s | gen / (bandwidth / weights) | 1 stream prompt tok/s | 1 stream gen tok/s | TTFT ms (engine prompt ms) | 4 streams gen tok/s | server/engine gen | server/engine prompt | 4 streams / 1 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let ceiling = bandwidth / r.model_bytes.max(1) as f64;
+        t.push_str(&format!(
+            "| {} | {:.0} MB | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0} ({:.0}) | {:.2} | {:.3} | {:.3} | {:.2} |\n",
+            r.label,
+            r.model_bytes as f64 / 1e6,
+            r.raw_prompt_tps,
+            r.raw_gen_tps,
+            r.raw_gen_tps / ceiling,
+            r.one.prompt_tps,
+            r.one.gen_tps,
+            r.one.ttft_ms,
+            r.raw_prompt_ms,
+            r.four_gen_tps,
+            r.one.gen_tps / r.raw_gen_tps,
+            r.one.prompt_tps / r.raw_prompt_tps,
+            r.four_gen_tps / r.one.gen_tps,
+        ));
+    }
+    t.push_str(&format!("\nMemory bandwidth (copy) measured in the same run: {:.1} GB/s; threads: {THREADS}; prompt {PROMPT} tokens, {GEN} generated.\n", bandwidth / 1e9));
+    t
 }

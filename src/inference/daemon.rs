@@ -1,0 +1,202 @@
+//! Starting the daemon: the API key (file or environment, never argv), the loopback rule,
+//! the engines, and serving until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything `sovereign serve` decides before starting.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub listen: SocketAddr,
+    /// The key, already read and trimmed; `None` only on loopback.
+    pub api_key: Option<String>,
+    /// Served models: name and GGUF path.
+    pub models: Vec<(String, PathBuf)>,
+    pub slots: usize,
+    pub ctx: usize,
+    pub threads: usize,
+    /// `None`: offload every layer the build can.
+    pub gpu_layers: Option<u32>,
+    pub mlock: bool,
+    pub mmap: bool,
+}
+
+/// Read the key file, refusing one that group or others can read.
+pub fn read_key_file(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the API key file {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "the API key file {} has mode {mode:03o}, readable by others; run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the API key file {}: {e}", path.display()))?;
+    non_empty_key(&text, &path.display().to_string())
+}
+
+/// Trim surrounding whitespace and the final newline; an empty key is an error.
+pub fn non_empty_key(raw: &str, origin: &str) -> Result<String, String> {
+    let key = raw.trim();
+    if key.is_empty() {
+        return Err(format!("the API key from {origin} is empty"));
+    }
+    Ok(key.to_string())
+}
+
+/// Refuse to expose the API beyond this machine without a key.
+pub fn check_listen(listen: &SocketAddr, has_key: bool) -> Result<(), String> {
+    if !listen.ip().is_loopback() && !has_key {
+        return Err(format!(
+            "refusing to listen on {listen} without an API key: it is reachable from other machines; give --api-key-file FILE or SOVEREIGN_API_KEY, or listen on 127.0.0.1"
+        ));
+    }
+    Ok(())
+}
+
+/// Physical CPU cores (hyperthreads share execution units, so llama.cpp gains nothing
+/// from them); falls back to the logical count.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::HashSet::new();
+    let mut phys = "";
+    for line in info.lines() {
+        if let Some(v) = line.strip_prefix("physical id") {
+            phys = v.trim_start_matches([' ', '\t', ':']);
+        } else if let Some(v) = line.strip_prefix("core id") {
+            cores.insert((
+                phys.to_string(),
+                v.trim_start_matches([' ', '\t', ':']).to_string(),
+            ));
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
+}
+
+/// Load the engines and serve until SIGTERM or Ctrl-C; in-flight requests finish first.
+#[cfg(feature = "engine")]
+pub fn serve(opts: DaemonOptions) -> Result<(), String> {
+    use super::metrics::Metrics;
+    use super::server::{ApiKey, DEFAULT_BODY_LIMIT, ServerState};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    check_listen(&opts.listen, opts.api_key.is_some())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+        let metrics = Arc::new(Metrics::default());
+        let mut models = BTreeMap::new();
+        for (name, path) in &opts.models {
+            if !path.is_file() {
+                return Err(format!("--model {name}={}: no such file", path.display()));
+            }
+            let cfg = super::engine::EngineConfig {
+                path: path.clone(),
+                slots: opts.slots,
+                ctx: opts.ctx,
+                queue: opts.slots * 4,
+                threads: opts.threads,
+                gpu_layers: opts.gpu_layers,
+                mlock: opts.mlock,
+                mmap: opts.mmap,
+                batch: 512.max(opts.slots),
+            };
+            let handle = super::engine::spawn(name, cfg, metrics.clone())
+                .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+            models.insert(name.clone(), handle);
+        }
+        let state = Arc::new(ServerState {
+            models,
+            api_key: opts.api_key.as_deref().map(ApiKey::new),
+            metrics,
+            body_limit: DEFAULT_BODY_LIMIT,
+            log_requests: true,
+        });
+        eprintln!(
+            "sovereign serve: listening on http://{} ({} model(s), {} slots of {} tokens)",
+            opts.listen,
+            opts.models.len(),
+            opts.slots,
+            opts.ctx
+        );
+        super::server::run(listener, state, shutdown_signal())
+            .await
+            .map_err(|e| format!("server error: {e}"))?;
+        eprintln!("sovereign serve: stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_loopback_needs_a_key() {
+        assert!(
+            check_listen(&"0.0.0.0:8080".parse().unwrap(), false)
+                .unwrap_err()
+                .contains("without an API key")
+        );
+        assert!(check_listen(&"0.0.0.0:8080".parse().unwrap(), true).is_ok());
+        assert!(check_listen(&"127.0.0.1:8080".parse().unwrap(), false).is_ok());
+        assert!(check_listen(&"[::1]:8080".parse().unwrap(), false).is_ok());
+    }
+
+    #[test]
+    fn key_file_must_be_private_and_is_trimmed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "  s3cret \n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_key_file(&p).unwrap_err();
+        assert!(e.contains("644") && e.contains("chmod 600"), "{e}");
+        assert!(!e.contains("s3cret"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_key_file(&p).unwrap(), "s3cret");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(read_key_file(&p).is_err());
+    }
+}

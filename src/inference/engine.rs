@@ -1,0 +1,431 @@
+//! The engine thread: owns one llama.cpp model and context, drives the [`Scheduler`] and
+//! decodes every active slot together in one batch per step (continuous batching).
+//!
+//! **Invariant:** only this thread touches the context; handlers reach it through the
+//! bounded job channel and hear back through each job's bounded event channel.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::{Semaphore, watch};
+
+use super::job::{EngineHandle, Event, FinishReason, Job, ModelInfo, ModelState, Tokenize};
+use super::metrics::Metrics;
+use super::scheduler::{AfterToken, Refused, Scheduler};
+use super::template::ChatTemplate;
+use super::text::{StopFilter, StopScan, Utf8Stream};
+use super::validate::Sampling;
+
+/// How to load and run one model.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// Sequences decoded together.
+    pub slots: usize,
+    /// Context length of each slot.
+    pub ctx: usize,
+    /// Requests that may wait for a slot beyond the busy ones.
+    pub queue: usize,
+    /// CPU threads for decoding and prompt processing.
+    pub threads: usize,
+    /// Layers offloaded to a GPU; `None` offloads all that the build supports.
+    pub gpu_layers: Option<u32>,
+    /// Lock the weights in RAM.
+    pub mlock: bool,
+    /// Map the file instead of reading it (shares pages with the page cache).
+    pub mmap: bool,
+    /// Tokens per decode step (llama.cpp's n_batch).
+    pub batch: usize,
+}
+
+/// llama.cpp's backend initializes once per process; every engine shares it.
+pub fn backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The model's tokenizer for handlers (the model is `Sync`).
+struct ModelTokenizer(Arc<LlamaModel>);
+
+impl Tokenize for ModelTokenizer {
+    fn tokenize(&self, text: &str, special: bool) -> Vec<i32> {
+        let vocab = self.0.vocab();
+        vocab
+            .tokenize(text.as_bytes(), vocab.should_add_bos(), special)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+}
+
+/// Start an engine thread for one model; it publishes readiness on the handle's watch.
+pub fn spawn(
+    name: &str,
+    cfg: EngineConfig,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<EngineHandle> {
+    let (state_tx, state_rx) = watch::channel(ModelState::Loading);
+    let capacity = cfg.slots + cfg.queue;
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(capacity);
+    let slots = cfg.slots;
+    let label = name.to_string();
+    std::thread::Builder::new()
+        .name(format!("engine-{name}"))
+        .spawn(move || {
+            if let Err(why) = run_engine(&label, cfg, jobs_rx, &state_tx, &metrics) {
+                tracing::error!(model = %label, "engine stopped: {why}");
+                state_tx.send_replace(ModelState::Failed(why));
+            }
+        })?;
+    Ok(EngineHandle {
+        jobs: jobs_tx,
+        permits: Arc::new(Semaphore::new(capacity)),
+        state: state_rx,
+        slots,
+    })
+}
+
+/// A job in a slot, with the per-sequence state the engine keeps.
+struct SlotJob {
+    job: Job,
+    /// The sampler chain, built at admission (it carries penalty and RNG state).
+    sampler: Option<LlamaSampler>,
+    /// Bytes of pieces not yet forming whole characters.
+    utf8: Utf8Stream,
+    /// Stop strings across token boundaries.
+    stop: StopFilter,
+    /// When the last token was produced, for per-token latency.
+    last_token: Option<Instant>,
+}
+
+fn sampler_for(s: &Sampling, n_vocab: i32) -> LlamaSampler {
+    let mut chain = Vec::new();
+    if s.presence_penalty != 0.0 || s.frequency_penalty != 0.0 {
+        chain.push(LlamaSampler::penalties(
+            n_vocab,
+            64,
+            1.0,
+            s.frequency_penalty,
+            s.presence_penalty,
+        ));
+    }
+    if s.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if s.top_k > 0 {
+            chain.push(LlamaSampler::top_k(s.top_k));
+        }
+        if s.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(s.top_p, 1));
+        }
+        if s.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(s.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(s.temperature));
+        // llama.cpp draws a random seed for u32::MAX.
+        chain.push(LlamaSampler::dist(s.seed.unwrap_or(u32::MAX)));
+    }
+    LlamaSampler::chain_simple(chain)
+}
+
+fn run_engine(
+    name: &str,
+    cfg: EngineConfig,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    state: &watch::Sender<ModelState>,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let backend = backend()?;
+    let gpu_layers = cfg.gpu_layers.unwrap_or(if backend.supports_gpu_offload() {
+        u32::MAX
+    } else {
+        0
+    });
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(gpu_layers)
+        .with_use_mlock(cfg.mlock)
+        .with_use_mmap(cfg.mmap);
+    let model = Arc::new(
+        LlamaModel::load_from_file(backend, &cfg.path, &params)
+            .map_err(|e| format!("cannot load {}: {e}", cfg.path.display()))?,
+    );
+    let total_ctx =
+        u32::try_from(cfg.slots * cfg.ctx).map_err(|_| "slots x ctx is too large".to_string())?;
+    let threads = i32::try_from(cfg.threads.max(1)).unwrap_or(1);
+    let ctx_params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(total_ctx))
+        .with_n_seq_max(cfg.slots as u32)
+        .with_n_batch(cfg.batch as u32)
+        .with_n_ubatch(cfg.batch as u32)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        .with_kv_unified(false);
+    let mut lctx = model
+        .new_context(backend, ctx_params)
+        .map_err(|e| format!("cannot create a context: {e}"))?;
+    let template = model.meta_val_str("tokenizer.chat_template").ok();
+    let vocab = model.vocab();
+    let piece = |t: LlamaToken| vocab.token_to_piece(t, false, None);
+    let bos = String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned();
+    let eos = String::from_utf8_lossy(&vocab.token_to_piece(vocab.eos(), true, None)).into_owned();
+    let info = ModelInfo {
+        tokenizer: Box::new(ModelTokenizer(model.clone())),
+        template: ChatTemplate::new(template, bos, eos),
+        ctx: cfg.ctx,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    state.send_replace(ModelState::Ready(Arc::new(info)));
+    tracing::info!(
+        model = name,
+        slots = cfg.slots,
+        ctx = cfg.ctx,
+        threads,
+        "model ready"
+    );
+
+    let n_vocab = model.n_vocab();
+    let mut sched: Scheduler<SlotJob> = Scheduler::new(cfg.slots, cfg.queue, cfg.batch, cfg.ctx);
+    let mut batch = LlamaBatch::new(cfg.batch, 1);
+    let mut gone = false;
+    let mut shown = Shown::default();
+    loop {
+        // Intake: block only when there is nothing to decode.
+        if sched.is_idle() {
+            metrics_gauges(metrics, &sched, &mut shown);
+            match jobs.recv() {
+                Ok(j) => submit(&mut sched, j),
+                Err(_) => break,
+            }
+        }
+        loop {
+            match jobs.try_recv() {
+                Ok(j) => submit(&mut sched, j),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        for (slot, _job) in sched.reap(|j| j.job.abandoned()) {
+            if slot != usize::MAX {
+                clear_slot(&mut lctx, slot);
+            }
+        }
+        let (filled, _dropped) = sched.admit(|j| j.job.abandoned());
+        for slot in filled {
+            if let Some(j) = sched.job_mut(slot) {
+                j.sampler = Some(sampler_for(&j.job.req.sampling, n_vocab));
+            }
+        }
+        metrics_gauges(metrics, &sched, &mut shown);
+        let chunks = sched.next_step();
+        if chunks.is_empty() {
+            if gone && sched.is_idle() {
+                break;
+            }
+            continue;
+        }
+        batch.clear();
+        for c in &chunks {
+            let last = c.tokens.len() - 1;
+            for (i, t) in c.tokens.iter().enumerate() {
+                batch
+                    .add(
+                        LlamaToken(*t),
+                        (c.pos + i) as i32,
+                        &[c.slot as i32],
+                        c.logits && i == last,
+                    )
+                    .map_err(|e| format!("batch overflow: {e}"))?;
+            }
+        }
+        if let Err(e) = lctx.decode(&mut batch) {
+            tracing::error!(model = name, "decode failed: {e}");
+            for c in &chunks {
+                if let Some(j) = sched.release(c.slot) {
+                    let _closed = j
+                        .job
+                        .events
+                        .try_send(Event::Failed(format!("decode failed: {e}")));
+                }
+                clear_slot(&mut lctx, c.slot);
+            }
+            continue;
+        }
+        let mut idx = 0i32;
+        for c in &chunks {
+            idx += c.tokens.len() as i32;
+            if c.prefill {
+                metrics
+                    .prompt_tokens
+                    .fetch_add(c.tokens.len() as u64, Ordering::Relaxed);
+            }
+            if !c.logits {
+                continue;
+            }
+            let Some(j) = sched.job_mut(c.slot) else {
+                continue;
+            };
+            let Some(sampler) = j.sampler.as_mut() else {
+                continue;
+            };
+            // `sample` also accepts the token into the chain (penalties, RNG): no second accept.
+            let token = sampler.sample(&lctx, idx - 1);
+            let now = Instant::now();
+            match j.last_token {
+                None => metrics
+                    .ttft
+                    .observe(now.duration_since(j.job.received).as_secs_f64()),
+                Some(t) => metrics
+                    .token_latency
+                    .observe(now.duration_since(t).as_secs_f64()),
+            }
+            j.last_token = Some(now);
+            metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
+            let after = sched.on_token(c.slot, token.0);
+            let j = sched.job_mut(c.slot).expect("slot still held");
+            let finish = if vocab.is_eog(token) {
+                flush(j, None);
+                Some(FinishReason::Stop)
+            } else {
+                let text = j.utf8.push(&piece(token));
+                match j.stop.push(&text) {
+                    StopScan::Continue(t) => {
+                        send_text(j, t);
+                        (after == AfterToken::Length).then(|| {
+                            flush(j, None);
+                            FinishReason::Length
+                        })
+                    }
+                    StopScan::Stopped(t) => {
+                        flush(j, Some(t));
+                        Some(FinishReason::Stop)
+                    }
+                }
+            };
+            if let Some(reason) = finish {
+                let (prompt_tokens, completion_tokens) = sched.counts(c.slot).unwrap_or((0, 0));
+                if let Some(j) = sched.release(c.slot) {
+                    let _closed = j.job.events.try_send(Event::Done {
+                        reason,
+                        prompt_tokens,
+                        completion_tokens,
+                    });
+                }
+                clear_slot(&mut lctx, c.slot);
+            }
+        }
+    }
+    for j in sched.drain_all() {
+        let _closed = j
+            .job
+            .events
+            .try_send(Event::Failed("the daemon is shutting down".into()));
+    }
+    metrics_gauges(metrics, &sched, &mut shown);
+    Ok(())
+}
+
+fn submit(sched: &mut Scheduler<SlotJob>, job: Job) {
+    let prompt = job.req.prompt_tokens.clone();
+    let max = job.req.max_tokens;
+    let stop = StopFilter::new(job.req.stop.clone());
+    let sj = SlotJob {
+        job,
+        sampler: None,
+        utf8: Utf8Stream::default(),
+        stop,
+        last_token: None,
+    };
+    if let Err((why, sj)) = sched.submit(prompt, max, sj) {
+        let msg = match why {
+            Refused::QueueFull => "the queue is full".to_string(),
+            Refused::TooLong {
+                prompt,
+                max_tokens,
+                ctx,
+            } => {
+                format!("prompt {prompt} + max_tokens {max_tokens} exceed the slot context {ctx}")
+            }
+            Refused::EmptyPrompt => "the prompt is empty".into(),
+        };
+        let _closed = sj.job.events.try_send(Event::Failed(msg));
+    }
+}
+
+/// Send text, dropping empty pieces. A full or closed channel means the client is gone;
+/// the slot is reaped before the next step.
+fn send_text(j: &SlotJob, text: String) {
+    if !text.is_empty() {
+        let _closed = j.job.events.try_send(Event::Text(text));
+    }
+}
+
+/// End of generation: release held-back text (or `stopped`, the text before a stop
+/// string) and any incomplete character as U+FFFD.
+fn flush(j: &mut SlotJob, stopped: Option<String>) {
+    let text = match stopped {
+        Some(t) => t,
+        None => {
+            let tail = j.utf8.finish();
+            let mut t = match j.stop.push(&tail) {
+                StopScan::Continue(t) => t,
+                StopScan::Stopped(t) => {
+                    send_text(j, t);
+                    return;
+                }
+            };
+            t.push_str(&j.stop.finish());
+            t
+        }
+    };
+    send_text(j, text);
+}
+
+fn clear_slot(lctx: &mut LlamaContext<'_>, slot: usize) {
+    if let Err(e) = lctx.clear_kv_cache_seq(Some(slot as u32), None, None) {
+        tracing::warn!("cannot clear slot {slot}: {e}");
+    }
+}
+
+/// This engine's share of the gauges, so the engines of several models add up.
+#[derive(Default)]
+struct Shown {
+    /// Busy slots last added to the gauge.
+    busy: u64,
+    /// Queued requests last added to the gauge.
+    queued: u64,
+}
+
+fn metrics_gauges<J>(metrics: &Metrics, sched: &Scheduler<J>, shown: &mut Shown) {
+    let (busy, queued) = (sched.busy() as u64, sched.queued() as u64);
+    // Wrapping arithmetic adds a negative difference to the shared counter.
+    metrics
+        .busy_slots
+        .fetch_add(busy.wrapping_sub(shown.busy), Ordering::Relaxed);
+    metrics
+        .queue_depth
+        .fetch_add(queued.wrapping_sub(shown.queued), Ordering::Relaxed);
+    *shown = Shown { busy, queued };
+}

@@ -1,0 +1,176 @@
+//! The one table from API failures to HTTP status codes and OpenAI's error shape
+//! (`{"error": {"message", "type", "param", "code"}}`).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Every way a request can be refused or fail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// The body is not JSON, or a field has the wrong type or an out-of-range value.
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
+    /// A parameter the daemon does not support (never silently ignored).
+    Unsupported { param: String, message: String },
+    /// Prompt plus max_tokens exceed one slot's context.
+    ContextOverflow {
+        prompt: usize,
+        max_tokens: usize,
+        ctx: usize,
+    },
+    /// Missing or wrong API key.
+    Unauthorized,
+    /// No model by that name.
+    UnknownModel(String),
+    /// No such route.
+    NotFound,
+    /// The body exceeds the limit.
+    TooLarge { limit: usize },
+    /// Slots and queue are full.
+    QueueFull,
+    /// The model is still loading, failed to load, or the daemon is shutting down.
+    NotReady(String),
+    /// The model's chat template failed for this conversation.
+    Template(String),
+    /// The engine failed while generating.
+    Engine(String),
+}
+
+impl ApiError {
+    pub fn bad(param: &str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. }
+            | ApiError::Unsupported { .. }
+            | ApiError::ContextOverflow { .. }
+            | ApiError::Template(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::UnknownModel(_) | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `{"error": {...}}` object.
+    pub fn body(&self) -> serde_json::Value {
+        let (message, kind, param, code): (String, &str, Option<&str>, Option<&str>) = match self {
+            ApiError::BadRequest { message, param } => (
+                message.clone(),
+                "invalid_request_error",
+                param.as_deref(),
+                None,
+            ),
+            ApiError::Unsupported { param, message } => (
+                message.clone(),
+                "invalid_request_error",
+                Some(param.as_str()),
+                Some("unsupported_parameter"),
+            ),
+            ApiError::ContextOverflow {
+                prompt,
+                max_tokens,
+                ctx,
+            } => (
+                format!(
+                    "the prompt has {prompt} tokens and max_tokens is {max_tokens}, {} in all, but a slot's context holds {ctx} tokens; shorten the prompt or lower max_tokens",
+                    prompt + max_tokens
+                ),
+                "invalid_request_error",
+                Some("max_tokens"),
+                Some("context_length_exceeded"),
+            ),
+            ApiError::Unauthorized => (
+                "missing or wrong API key: send `Authorization: Bearer <key>`".into(),
+                "authentication_error",
+                None,
+                Some("invalid_api_key"),
+            ),
+            ApiError::UnknownModel(m) => (
+                format!("the model {m:?} does not exist; GET /v1/models lists the served models"),
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
+            ApiError::NotFound => (
+                "no such route".into(),
+                "invalid_request_error",
+                None,
+                Some("not_found"),
+            ),
+            ApiError::TooLarge { limit } => (
+                format!("the request body exceeds {limit} bytes"),
+                "invalid_request_error",
+                None,
+                Some("request_too_large"),
+            ),
+            ApiError::QueueFull => (
+                "every slot is busy and the queue is full; retry later".into(),
+                "rate_limit_error",
+                None,
+                Some("queue_full"),
+            ),
+            ApiError::NotReady(why) => (why.clone(), "server_error", None, Some("not_ready")),
+            ApiError::Template(why) => (
+                why.clone(),
+                "invalid_request_error",
+                Some("messages"),
+                Some("chat_template_error"),
+            ),
+            ApiError::Engine(why) => (why.clone(), "server_error", None, None),
+        };
+        json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_overflow_gives_both_numbers() {
+        let e = ApiError::ContextOverflow {
+            prompt: 4000,
+            max_tokens: 200,
+            ctx: 4096,
+        };
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let msg = e.body()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("4000") && msg.contains("200") && msg.contains("4096"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn every_error_has_openai_shape() {
+        for e in [
+            ApiError::Unauthorized,
+            ApiError::QueueFull,
+            ApiError::NotFound,
+            ApiError::bad("x", "y"),
+        ] {
+            let b = e.body();
+            let o = b["error"].as_object().unwrap();
+            for k in ["message", "type", "param", "code"] {
+                assert!(o.contains_key(k), "{k} missing in {b}");
+            }
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The OpenAI-compatible HTTP API on axum: routes, Bearer auth, body limits, one log line
+//! per request, and [`run`], which serves a listener until a shutdown future resolves.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use super::job::{EngineHandle, Event, FinishReason, ModelState};
+use super::metrics::Metrics;
+use super::validate::{Endpoint, ParsedRequest, Prompt, ValidRequest, parse};
+
+/// Largest request body accepted by default (413 beyond).
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+
+/// An API key, kept only as its digest so comparisons take the same time for any input.
+#[derive(Clone)]
+pub struct ApiKey([u8; 32]);
+
+impl ApiKey {
+    pub fn new(key: &str) -> Self {
+        ApiKey(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// Constant-time comparison of digests: no early exit on the first differing byte.
+    fn matches(&self, offered: &str) -> bool {
+        let d: [u8; 32] = Sha256::digest(offered.as_bytes()).into();
+        let diff = self
+            .0
+            .iter()
+            .zip(d.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Everything the handlers share.
+pub struct ServerState {
+    /// Served models by name.
+    pub models: BTreeMap<String, EngineHandle>,
+    /// Required Bearer key; `None` only on loopback (the CLI enforces that).
+    pub api_key: Option<ApiKey>,
+    /// Exported on /metrics.
+    pub metrics: Arc<Metrics>,
+    /// Largest request body.
+    pub body_limit: usize,
+    /// Write one access line per request to stderr (the daemon does; tests need not).
+    pub log_requests: bool,
+}
+
+type AppState = Arc<ServerState>;
+
+/// The router, for tests that want it without a listener.
+pub fn router(state: AppState) -> Router {
+    let limit = state.body_limit;
+    let authed = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(authed)
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves; then stop accepting and let in-flight requests finish.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn log_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    state.metrics.request(status);
+    if state.log_requests {
+        // Never the headers: the Authorization header carries the key.
+        eprintln!(
+            "{} {method} {path} {status} {}ms",
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            start.elapsed().as_millis()
+        );
+    }
+    resp
+}
+
+async fn auth(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = &state.api_key {
+        let offered = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !offered.is_some_and(|o| key.matches(o)) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let mut loading = Vec::new();
+    let mut failed = Vec::new();
+    for (name, h) in &state.models {
+        match &*h.state.borrow() {
+            ModelState::Ready(_) => {}
+            ModelState::Loading => loading.push(name.clone()),
+            ModelState::Failed(why) => failed.push(json!({"model": name, "error": why})),
+        }
+    }
+    if loading.is_empty() && failed.is_empty() {
+        (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+    } else {
+        let status = if failed.is_empty() {
+            "loading"
+        } else {
+            "failed"
+        };
+        let body = json!({"status": status, "loading": loading, "failed": failed});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn models(State(state): State<AppState>) -> Response {
+    let data: Vec<Value> = state
+        .models
+        .iter()
+        .map(|(name, h)| {
+            let created = h.info().map_or(0, |i| i.created);
+            json!({"id": name, "object": "model", "created": created, "owned_by": "sovereign"})
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The body as JSON, with the framework's rejections replaced by OpenAI-shaped ones.
+fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge { limit }
+        } else {
+            ApiError::BadRequest {
+                message: format!("cannot read the body: {r}"),
+                param: None,
+            }
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+        message: format!("the body is not valid JSON: {e}"),
+        param: None,
+    })
+}
+
+async fn chat(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    handle(state, Endpoint::Chat, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, Endpoint::Completion, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Body → ParsedRequest → (model) → ValidRequest → engine → response.
+async fn handle(
+    state: AppState,
+    endpoint: Endpoint,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let value = json_body(body, state.body_limit)?;
+    let parsed = parse(endpoint, &value)?;
+    let engine = state
+        .models
+        .get(&parsed.model)
+        .ok_or_else(|| ApiError::UnknownModel(parsed.model.clone()))?;
+    let info = engine.info()?;
+    let valid = tokenize(parsed, &info)?;
+    let stream = valid.stream;
+    let include_usage = valid.include_usage;
+    let model = valid.model.clone();
+    let rx = engine.submit(valid)?;
+    let id = response_id(endpoint);
+    if stream {
+        Ok(stream_response(rx, endpoint, id, model, include_usage))
+    } else {
+        collect_response(rx, endpoint, id, model).await
+    }
+}
+
+fn tokenize(parsed: ParsedRequest, info: &super::job::ModelInfo) -> Result<ValidRequest, ApiError> {
+    let tokens = match &parsed.prompt {
+        Prompt::Chat(messages) => {
+            let text = info
+                .template
+                .render(messages)
+                .map_err(|e| ApiError::Template(e.to_string()))?;
+            info.tokenizer.tokenize(&text, true)
+        }
+        Prompt::Text(text) => info.tokenizer.tokenize(text, false),
+    };
+    parsed.into_valid(tokens, info.ctx)
+}
+
+fn response_id(endpoint: Endpoint) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let prefix = match endpoint {
+        Endpoint::Chat => "chatcmpl",
+        Endpoint::Completion => "cmpl",
+    };
+    format!("{prefix}-{t:x}{n:x}")
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+async fn collect_response(
+    mut rx: mpsc::Receiver<Event>,
+    endpoint: Endpoint,
+    id: String,
+    model: String,
+) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    loop {
+        match rx.recv().await {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Done {
+                reason,
+                prompt_tokens,
+                completion_tokens,
+            }) => {
+                let choice = match endpoint {
+                    Endpoint::Chat => {
+                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason.as_str()})
+                    }
+                    Endpoint::Completion => {
+                        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason.as_str()})
+                    }
+                };
+                let object = match endpoint {
+                    Endpoint::Chat => "chat.completion",
+                    Endpoint::Completion => "text_completion",
+                };
+                let body = json!({"id": id, "object": object, "created": now_secs(), "model": model, "choices": [choice], "usage": usage(prompt_tokens, completion_tokens)});
+                return Ok(axum::Json(body).into_response());
+            }
+            Some(Event::Failed(why)) => return Err(ApiError::Engine(why)),
+            None => return Err(ApiError::Engine("the engine dropped the request".into())),
+        }
+    }
+}
+
+/// State of one SSE stream between chunks.
+struct StreamState {
+    /// Events from the engine; dropping it (client gone) frees the slot.
+    rx: mpsc::Receiver<Event>,
+    /// Chat or completion chunk shapes.
+    endpoint: Endpoint,
+    /// The same id on every chunk.
+    id: String,
+    /// The model name echoed on every chunk.
+    model: String,
+    /// Creation time echoed on every chunk.
+    created: u64,
+    /// Send a usage chunk before `[DONE]`.
+    include_usage: bool,
+    /// The chat role chunk has been sent.
+    sent_role: bool,
+    /// Events still to send before ending (usage chunk, [DONE]).
+    tail: std::collections::VecDeque<SseEvent>,
+    /// The stream has ended.
+    over: bool,
+}
+
+impl StreamState {
+    fn chunk(&self, delta: Value, finish: Option<FinishReason>) -> SseEvent {
+        let finish = finish.map(FinishReason::as_str);
+        let (object, choice) = match self.endpoint {
+            Endpoint::Chat => (
+                "chat.completion.chunk",
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}),
+            ),
+            Endpoint::Completion => (
+                "text_completion",
+                json!({"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")), "logprobs": null, "finish_reason": finish}),
+            ),
+        };
+        let body = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice]});
+        SseEvent::default().data(body.to_string())
+    }
+}
+
+fn stream_response(
+    rx: mpsc::Receiver<Event>,
+    endpoint: Endpoint,
+    id: String,
+    model: String,
+    include_usage: bool,
+) -> Response {
+    let st = StreamState {
+        rx,
+        endpoint,
+        id,
+        model,
+        created: now_secs(),
+        include_usage,
+        sent_role: false,
+        tail: Default::default(),
+        over: false,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        if let Some(ev) = st.tail.pop_front() {
+            return Some((Ok::<_, Infallible>(ev), st));
+        }
+        if st.over {
+            return None;
+        }
+        if st.endpoint == Endpoint::Chat && !st.sent_role {
+            st.sent_role = true;
+            let ev = st.chunk(json!({"role": "assistant", "content": ""}), None);
+            return Some((Ok(ev), st));
+        }
+        let ev = match st.rx.recv().await {
+            Some(Event::Text(t)) => st.chunk(json!({"content": t}), None),
+            Some(Event::Done {
+                reason,
+                prompt_tokens,
+                completion_tokens,
+            }) => {
+                let ev = st.chunk(json!({}), Some(reason));
+                if st.include_usage {
+                    let object = if st.endpoint == Endpoint::Chat {
+                        "chat.completion.chunk"
+                    } else {
+                        "text_completion"
+                    };
+                    let u = json!({"id": st.id, "object": object, "created": st.created, "model": st.model, "choices": [], "usage": usage(prompt_tokens, completion_tokens)});
+                    st.tail.push_back(SseEvent::default().data(u.to_string()));
+                }
+                st.tail.push_back(SseEvent::default().data("[DONE]"));
+                st.over = true;
+                ev
+            }
+            Some(Event::Failed(why)) => {
+                st.over = true;
+                SseEvent::default().data(ApiError::Engine(why).body().to_string())
+            }
+            None => {
+                st.over = true;
+                SseEvent::default().data(
+                    ApiError::Engine("the engine dropped the request".into())
+                        .body()
+                        .to_string(),
+                )
+            }
+        };
+        Some((Ok(ev), st))
+    });
+    Sse::new(stream).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::job::ModelState;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A handle whose engine never finishes loading (no engine thread: a stand-in).
+    fn loading_handle() -> (EngineHandle, tokio::sync::watch::Sender<ModelState>) {
+        let (state_tx, state) = tokio::sync::watch::channel(ModelState::Loading);
+        let (jobs, _rx) = std::sync::mpsc::sync_channel(1);
+        let h = EngineHandle {
+            jobs,
+            permits: Arc::new(tokio::sync::Semaphore::new(1)),
+            state,
+            slots: 1,
+        };
+        (h, state_tx)
+    }
+
+    async fn get(addr: std::net::SocketAddr, req: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn health_is_503_while_loading_and_requests_are_refused() {
+        let (h, state_tx) = loading_handle();
+        let state = Arc::new(ServerState {
+            models: [("m".to_string(), h)].into_iter().collect(),
+            api_key: Some(ApiKey::new("k")),
+            metrics: Arc::new(Metrics::default()),
+            body_limit: DEFAULT_BODY_LIMIT,
+            log_requests: false,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        let health = get(
+            addr,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+        assert!(health.contains("\"loading\""), "{health}");
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let chat = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let r = get(addr, &chat).await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(r.contains("still loading"), "{r}");
+        state_tx.send_replace(ModelState::Failed("broken file".into()));
+        let health = get(
+            addr,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            health.starts_with("HTTP/1.1 503") && health.contains("broken file"),
+            "{health}"
+        );
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn key_comparison_accepts_only_the_key() {
+        let k = ApiKey::new("secret");
+        assert!(k.matches("secret"));
+        assert!(!k.matches("secret "));
+        assert!(!k.matches(""));
+        assert_eq!(format!("{k:?}"), "ApiKey(<redacted>)");
+    }
+}

@@ -1,0 +1,595 @@
+//! A std-only GGUF v3 writer for generated llama-architecture models with random F16 weights.
+//!
+//! Shared by `cargo xtask gen-model` and the inference tests (which include this file with
+//! `#[path]`), so neither links llama.cpp to make a model. Everything is deterministic from
+//! the seed: the same preset and seed give the same bytes.
+#![allow(dead_code)]
+
+use std::io::{self, Write};
+
+/// GGUF's default alignment for tensor data; llama.cpp reads `general.alignment` if present.
+const ALIGNMENT: u64 = 32;
+
+/// The shape and tokenizer of a generated model.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Name written to `general.name`.
+    pub name: String,
+    /// Training context length advertised to llama.cpp.
+    pub context_length: u32,
+    /// Hidden size.
+    pub embedding_length: u32,
+    /// Number of transformer blocks.
+    pub block_count: u32,
+    /// Hidden size of the SwiGLU feed-forward network.
+    pub feed_forward_length: u32,
+    /// Attention heads for queries.
+    pub head_count: u32,
+    /// Attention heads for keys and values (grouped-query attention when smaller).
+    pub head_count_kv: u32,
+    /// The Jinja chat template stored as `tokenizer.chat_template`; `None` writes none.
+    pub chat_template: Option<String>,
+    /// Seed of the weight generator.
+    pub seed: u64,
+}
+
+/// The ChatML template every generated model carries unless told otherwise.
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+impl ModelSpec {
+    /// A 1-3 MB model for tests.
+    pub fn tiny(seed: u64) -> Self {
+        ModelSpec {
+            name: "sovereign-tiny".into(),
+            context_length: 4096,
+            embedding_length: 128,
+            block_count: 4,
+            feed_forward_length: 384,
+            head_count: 4,
+            head_count_kv: 2,
+            chat_template: Some(CHATML_TEMPLATE.into()),
+            seed,
+        }
+    }
+
+    /// A model of about 250M parameters for the benchmark.
+    pub fn bench(seed: u64) -> Self {
+        ModelSpec {
+            name: "sovereign-bench".into(),
+            context_length: 4096,
+            embedding_length: 1024,
+            block_count: 20,
+            feed_forward_length: 3072,
+            head_count: 16,
+            head_count_kv: 8,
+            chat_template: Some(CHATML_TEMPLATE.into()),
+            seed,
+        }
+    }
+
+    /// A preset by name (`tiny` or `bench`).
+    pub fn preset(name: &str, seed: u64) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny(seed)),
+            "bench" => Some(Self::bench(seed)),
+            _ => None,
+        }
+    }
+
+    fn head_dim(&self) -> u32 {
+        self.embedding_length / self.head_count
+    }
+}
+
+/// Token types as llama.cpp numbers them.
+const TYPE_NORMAL: i32 = 1;
+const TYPE_UNKNOWN: i32 = 2;
+const TYPE_CONTROL: i32 = 3;
+const TYPE_BYTE: i32 = 6;
+
+/// Fixed token ids of the generated vocabulary.
+pub const UNK: u32 = 0;
+pub const BOS: u32 = 1;
+pub const EOS: u32 = 2;
+pub const FIRST_BYTE: u32 = 3;
+pub const IM_START: u32 = FIRST_BYTE + 256;
+pub const IM_END: u32 = IM_START + 1;
+
+/// Words whose prefixes become merged pieces (SentencePiece merges only into pieces that
+/// exist, so every prefix of a word is in the vocabulary too).
+const WORDS: &[&str] = &[
+    "the",
+    "and",
+    "of",
+    "to",
+    "in",
+    "is",
+    "it",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "was",
+    "model",
+    "hello",
+    "world",
+    "server",
+    "token",
+    "stream",
+    "local",
+    "machine",
+    "sovereign",
+    "reply",
+    "text",
+    "data",
+    "time",
+    "light",
+    "stone",
+    "river",
+    "green",
+    "quiet",
+];
+
+/// One vocabulary entry.
+struct Token {
+    text: String,
+    score: f32,
+    kind: i32,
+}
+
+fn vocabulary() -> Vec<Token> {
+    let mut v = vec![
+        Token {
+            text: "<unk>".into(),
+            score: 0.0,
+            kind: TYPE_UNKNOWN,
+        },
+        Token {
+            text: "<s>".into(),
+            score: 0.0,
+            kind: TYPE_CONTROL,
+        },
+        Token {
+            text: "</s>".into(),
+            score: 0.0,
+            kind: TYPE_CONTROL,
+        },
+    ];
+    for b in 0..=255u32 {
+        v.push(Token {
+            text: format!("<0x{b:02X}>"),
+            score: 0.0,
+            kind: TYPE_BYTE,
+        });
+    }
+    v.push(Token {
+        text: "<|im_start|>".into(),
+        score: 0.0,
+        kind: TYPE_CONTROL,
+    });
+    v.push(Token {
+        text: "<|im_end|>".into(),
+        score: 0.0,
+        kind: TYPE_CONTROL,
+    });
+    let mut pieces: Vec<String> = Vec::new();
+    // Single printable characters as pieces, so text mostly avoids the byte fallback.
+    for c in (b' '..=b'~').map(char::from) {
+        let piece = if c == ' ' {
+            "\u{2581}".to_string()
+        } else {
+            c.to_string()
+        };
+        pieces.push(piece);
+    }
+    for w in WORDS {
+        let spaced = format!("\u{2581}{w}");
+        for word in [w.to_string(), spaced] {
+            let chars: Vec<char> = word.chars().collect();
+            for end in 2..=chars.len() {
+                pieces.push(chars[..end].iter().collect());
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in pieces {
+        if seen.insert(p.clone()) {
+            // Longer pieces score higher so the tokenizer prefers them.
+            let score = -100.0 + p.chars().count() as f32;
+            v.push(Token {
+                text: p,
+                score,
+                kind: TYPE_NORMAL,
+            });
+        }
+    }
+    v
+}
+
+/// Whether greedy decoding may pick this token: printable text and the end tokens.
+fn may_emit(t: &Token, id: u32) -> bool {
+    match t.kind {
+        TYPE_NORMAL => true,
+        TYPE_BYTE => false,
+        _ => id == EOS || id == IM_END,
+    }
+}
+
+/// splitmix64: a tiny, well-mixed, seedable generator.
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn next_signed(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// IEEE half from single precision, round to nearest even (values here are small and finite).
+pub fn f16_bits(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32;
+    let mant = bits & 0x7f_ffff;
+    let e = exp - 127 + 15;
+    if exp == 0xff {
+        return sign | 0x7c00 | if mant != 0 { 0x200 } else { 0 };
+    }
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = mant | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = m >> shift;
+        let rem = m & ((1 << shift) - 1);
+        let halfway = 1 << (shift - 1);
+        let round = rem > halfway || (rem == halfway && half & 1 == 1);
+        return sign | (half + round as u32) as u16;
+    }
+    let half = ((e as u32) << 10) | (mant >> 13);
+    let rem = mant & 0x1fff;
+    let round = rem > 0x1000 || (rem == 0x1000 && half & 1 == 1);
+    sign | (half + round as u32) as u16
+}
+
+/// Element types written by this generator.
+#[derive(Clone, Copy)]
+enum DType {
+    F32,
+    F16,
+}
+
+/// How a tensor's values are made.
+enum Fill {
+    /// All ones (RMS norm weights).
+    Ones,
+    /// Uniform random in [-scale, scale].
+    Random(f32),
+    /// Rows of the output projection: random for tokens greedy decoding may emit, zero
+    /// otherwise, so generated text stays printable.
+    Output(f32),
+}
+
+struct TensorPlan {
+    name: String,
+    /// Dimensions innermost first, as GGUF stores them.
+    dims: Vec<u64>,
+    dtype: DType,
+    fill: Fill,
+}
+
+impl TensorPlan {
+    fn elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+    fn bytes(&self) -> u64 {
+        self.elements()
+            * match self.dtype {
+                DType::F32 => 4,
+                DType::F16 => 2,
+            }
+    }
+}
+
+fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
+    let e = spec.embedding_length as u64;
+    let ff = spec.feed_forward_length as u64;
+    let kv = (spec.head_dim() * spec.head_count_kv) as u64;
+    let scale = |n_in: u64| 1.0 / (n_in as f32).sqrt();
+    let mut t = vec![
+        TensorPlan {
+            name: "token_embd.weight".into(),
+            dims: vec![e, n_vocab],
+            dtype: DType::F16,
+            fill: Fill::Random(1.0),
+        },
+        TensorPlan {
+            name: "output_norm.weight".into(),
+            dims: vec![e],
+            dtype: DType::F32,
+            fill: Fill::Ones,
+        },
+        TensorPlan {
+            name: "output.weight".into(),
+            dims: vec![e, n_vocab],
+            dtype: DType::F16,
+            fill: Fill::Output(scale(e) * 4.0),
+        },
+    ];
+    for b in 0..spec.block_count {
+        let mut add = |suffix: &str, dims: Vec<u64>, dtype: DType, fill: Fill| {
+            t.push(TensorPlan {
+                name: format!("blk.{b}.{suffix}.weight"),
+                dims,
+                dtype,
+                fill,
+            })
+        };
+        add("attn_norm", vec![e], DType::F32, Fill::Ones);
+        add("attn_q", vec![e, e], DType::F16, Fill::Random(scale(e)));
+        add("attn_k", vec![e, kv], DType::F16, Fill::Random(scale(e)));
+        add("attn_v", vec![e, kv], DType::F16, Fill::Random(scale(e)));
+        add(
+            "attn_output",
+            vec![e, e],
+            DType::F16,
+            Fill::Random(scale(e)),
+        );
+        add("ffn_norm", vec![e], DType::F32, Fill::Ones);
+        add("ffn_gate", vec![e, ff], DType::F16, Fill::Random(scale(e)));
+        add("ffn_up", vec![e, ff], DType::F16, Fill::Random(scale(e)));
+        add("ffn_down", vec![ff, e], DType::F16, Fill::Random(scale(ff)));
+    }
+    t
+}
+
+/// Metadata values.
+enum Value {
+    U32(u32),
+    F32(f32),
+    Bool(bool),
+    Str(String),
+    StrArray(Vec<String>),
+    F32Array(Vec<f32>),
+    I32Array(Vec<i32>),
+}
+
+struct Writer<W: Write> {
+    out: W,
+    written: u64,
+}
+
+impl<W: Write> Writer<W> {
+    fn bytes(&mut self, b: &[u8]) -> io::Result<()> {
+        self.written += b.len() as u64;
+        self.out.write_all(b)
+    }
+    fn u32(&mut self, v: u32) -> io::Result<()> {
+        self.bytes(&v.to_le_bytes())
+    }
+    fn u64(&mut self, v: u64) -> io::Result<()> {
+        self.bytes(&v.to_le_bytes())
+    }
+    fn string(&mut self, s: &str) -> io::Result<()> {
+        self.u64(s.len() as u64)?;
+        self.bytes(s.as_bytes())
+    }
+    fn pad(&mut self) -> io::Result<()> {
+        let n = (ALIGNMENT - self.written % ALIGNMENT) % ALIGNMENT;
+        self.bytes(&vec![0u8; n as usize])
+    }
+    fn kv(&mut self, key: &str, value: &Value) -> io::Result<()> {
+        self.string(key)?;
+        match value {
+            Value::U32(v) => {
+                self.u32(4)?;
+                self.u32(*v)
+            }
+            Value::F32(v) => {
+                self.u32(6)?;
+                self.bytes(&v.to_le_bytes())
+            }
+            Value::Bool(v) => {
+                self.u32(7)?;
+                self.bytes(&[*v as u8])
+            }
+            Value::Str(s) => {
+                self.u32(8)?;
+                self.string(s)
+            }
+            Value::StrArray(items) => {
+                self.u32(9)?;
+                self.u32(8)?;
+                self.u64(items.len() as u64)?;
+                items.iter().try_for_each(|s| self.string(s))
+            }
+            Value::F32Array(items) => {
+                self.u32(9)?;
+                self.u32(6)?;
+                self.u64(items.len() as u64)?;
+                items.iter().try_for_each(|v| self.bytes(&v.to_le_bytes()))
+            }
+            Value::I32Array(items) => {
+                self.u32(9)?;
+                self.u32(5)?;
+                self.u64(items.len() as u64)?;
+                items.iter().try_for_each(|v| self.bytes(&v.to_le_bytes()))
+            }
+        }
+    }
+}
+
+/// Number of parameters the spec produces.
+pub fn parameter_count(spec: &ModelSpec) -> u64 {
+    let n_vocab = vocabulary().len() as u64;
+    tensors(spec, n_vocab)
+        .iter()
+        .map(TensorPlan::elements)
+        .sum()
+}
+
+/// Write the model as GGUF v3 to `out`.
+pub fn write_model<W: Write>(spec: &ModelSpec, out: W) -> io::Result<()> {
+    let vocab = vocabulary();
+    let n_vocab = vocab.len() as u64;
+    let plans = tensors(spec, n_vocab);
+    let mut kvs: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::Str("llama".into())),
+        ("general.name", Value::Str(spec.name.clone())),
+        ("general.alignment", Value::U32(ALIGNMENT as u32)),
+        // 1 = MOSTLY_F16
+        ("general.file_type", Value::U32(1)),
+        ("llama.context_length", Value::U32(spec.context_length)),
+        ("llama.embedding_length", Value::U32(spec.embedding_length)),
+        ("llama.block_count", Value::U32(spec.block_count)),
+        (
+            "llama.feed_forward_length",
+            Value::U32(spec.feed_forward_length),
+        ),
+        ("llama.attention.head_count", Value::U32(spec.head_count)),
+        (
+            "llama.attention.head_count_kv",
+            Value::U32(spec.head_count_kv),
+        ),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("llama.rope.dimension_count", Value::U32(spec.head_dim())),
+        ("llama.rope.freq_base", Value::F32(10000.0)),
+        ("llama.vocab_size", Value::U32(n_vocab as u32)),
+        ("tokenizer.ggml.model", Value::Str("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::StrArray(vocab.iter().map(|t| t.text.clone()).collect()),
+        ),
+        (
+            "tokenizer.ggml.scores",
+            Value::F32Array(vocab.iter().map(|t| t.score).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::I32Array(vocab.iter().map(|t| t.kind).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id", Value::U32(BOS)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(EOS)),
+        ("tokenizer.ggml.unknown_token_id", Value::U32(UNK)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+        ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
+        ("tokenizer.ggml.add_space_prefix", Value::Bool(false)),
+    ];
+    if let Some(t) = &spec.chat_template {
+        kvs.push(("tokenizer.chat_template", Value::Str(t.clone())));
+    }
+
+    let mut w = Writer {
+        out: io::BufWriter::new(out),
+        written: 0,
+    };
+    w.bytes(b"GGUF")?;
+    w.u32(3)?;
+    w.u64(plans.len() as u64)?;
+    w.u64(kvs.len() as u64)?;
+    for (k, v) in &kvs {
+        w.kv(k, v)?;
+    }
+    let mut offset = 0u64;
+    for p in &plans {
+        w.string(&p.name)?;
+        w.u32(p.dims.len() as u32)?;
+        for d in &p.dims {
+            w.u64(*d)?;
+        }
+        w.u32(match p.dtype {
+            DType::F32 => 0,
+            DType::F16 => 1,
+        })?;
+        w.u64(offset)?;
+        offset += p.bytes().div_ceil(ALIGNMENT) * ALIGNMENT;
+    }
+    w.pad()?;
+
+    let mut rng = SplitMix64::new(spec.seed);
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    for p in &plans {
+        buf.clear();
+        let row = p.dims[0] as usize;
+        let n = p.elements() as usize;
+        for i in 0..n {
+            let v = match p.fill {
+                Fill::Ones => 1.0,
+                Fill::Random(s) => rng.next_signed() * s,
+                Fill::Output(s) => {
+                    let id = (i / row) as u32;
+                    let r = rng.next_signed() * s;
+                    if may_emit(&vocab[id as usize], id) {
+                        r
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            match p.dtype {
+                DType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
+                DType::F16 => buf.extend_from_slice(&f16_bits(v).to_le_bytes()),
+            }
+            if buf.len() >= 1 << 20 {
+                w.bytes(&buf)?;
+                buf.clear();
+            }
+        }
+        w.bytes(&buf)?;
+        w.pad()?;
+    }
+    w.out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_conversion_matches_known_values() {
+        assert_eq!(f16_bits(1.0), 0x3c00);
+        assert_eq!(f16_bits(-2.0), 0xc000);
+        assert_eq!(f16_bits(0.5), 0x3800);
+        assert_eq!(f16_bits(0.0), 0);
+        assert_eq!(f16_bits(65504.0), 0x7bff);
+        assert_eq!(f16_bits(1e-8), 0);
+    }
+
+    #[test]
+    fn same_seed_same_bytes_and_tiny_is_small() {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        write_model(&ModelSpec::tiny(7), &mut a).unwrap();
+        write_model(&ModelSpec::tiny(7), &mut b).unwrap();
+        assert_eq!(a, b);
+        assert!(
+            a.len() > 1_000_000 && a.len() < 3_000_000,
+            "tiny is {} bytes",
+            a.len()
+        );
+        let mut c = Vec::new();
+        write_model(&ModelSpec::tiny(8), &mut c).unwrap();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn bench_is_about_250m_parameters() {
+        let n = parameter_count(&ModelSpec::bench(1));
+        assert!((230_000_000..270_000_000).contains(&n), "{n}");
+    }
+}
