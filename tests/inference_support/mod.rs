@@ -122,6 +122,7 @@ pub fn start(opts: ServerOptions) -> TestServer {
         }
     }
     let state = Arc::new(ServerState {
+        catalog: None,
         models,
         api_key: opts.key.as_deref().map(ApiKey::new),
         metrics,
