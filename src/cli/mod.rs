@@ -150,10 +150,3 @@ pub fn report(err: anyhow::Error) -> miette::Report {
     }
     miette::miette!("{err:#}")
 }
-
-pub(crate) fn not_yet(what: &str) -> CmdResult {
-    Err(miette::miette!(
-        help = "this build of sovereign does not implement it yet",
-        "`sovereign {what}` is not available yet"
-    ))
-}
