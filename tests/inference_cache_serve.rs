@@ -176,3 +176,57 @@ fn serve_without_model_answers_for_cached_models_by_name() {
     assert_eq!(starts.len(), 1, "{log}");
     assert!(starts[0].contains("tiny"), "{log}");
 }
+
+#[test]
+fn preload_loads_at_start_and_refuses_a_model_not_in_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let cache = Cache::open(&root).unwrap();
+    pull(&cache, &tiny(), "tiny");
+    let serve = |preload: &str, port: u16| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sovereign"));
+        c.env_remove("SOVEREIGN_API_KEY")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "sovereign=info")
+            .arg("--root")
+            .arg(&root)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--slots", "1", "--ctx", "1024", "--threads", "2"])
+            .args(["--preload", preload]);
+        c
+    };
+    // A name that is not cached stops the daemon before it listens.
+    let out = serve("absent", free_port()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--preload absent"), "{err}");
+
+    let port = free_port();
+    let log = tmp.path().join("serve.log");
+    let child = serve("tiny", port)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(port, "GET", "/health", None).0 != 200 {
+        assert!(Instant::now() < deadline, "the daemon never became healthy");
+        assert!(server.0.try_wait().unwrap().is_none(), "the daemon exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Loaded before any request asked for it.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("starting the engine") && l.contains("tiny")),
+        "{text}"
+    );
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/completions",
+        Some(&json!({"model": "tiny", "prompt": "hello", "max_tokens": 4, "temperature": 0})),
+    );
+    assert_eq!(status, 200, "{body}");
+}
