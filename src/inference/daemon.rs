@@ -142,12 +142,10 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
                 };
                 let catalog = Arc::new(super::catalog::Catalog::new(cache, Box::new(start)));
                 for name in &opts.preload {
-                    catalog.engine(name).await.map_err(|e| {
-                        format!(
-                            "--preload {name}: {}",
-                            e.body()["error"]["message"].as_str().unwrap_or("refused")
-                        )
-                    })?;
+                    catalog
+                        .engine(name)
+                        .await
+                        .map_err(|e| format!("--preload {name}: {}", e.message()))?;
                 }
                 Some(catalog)
             }
