@@ -35,6 +35,41 @@ fn chat_non_streamed_has_text_usage_and_finish_reason() {
 }
 
 #[test]
+fn greedy_chat_ends_by_itself_with_the_same_text() {
+    let s = start(ServerOptions::default());
+    let ask = |max_tokens: u64| {
+        let r = s.post(
+            "/v1/chat/completions",
+            &chat_body("hello", json!({"max_tokens": max_tokens, "temperature": 0})),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        let text = v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let finish = v["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (text, finish)
+    };
+    let (text, finish) = ask(1000);
+    assert_eq!(finish, "stop", "{text:?}");
+    assert!(text.trim().chars().count() >= 10, "{text:?}");
+    // The text the model was built to write (xtask's generator designs the weights).
+    assert_eq!(text, inference_support::gguf::PATH_TEXT);
+    // The end token never shows in the text.
+    assert!(
+        !text.contains("<|im_end|>") && !text.contains("</s>"),
+        "{text:?}"
+    );
+    assert_eq!(ask(1000), (text, finish));
+    let (short, finish) = ask(3);
+    assert_eq!(finish, "length", "{short:?}");
+}
+
+#[test]
 fn chat_streamed_matches_non_streamed_and_ends_with_done_and_usage() {
     let s = start(ServerOptions::default());
     let params = json!({"max_tokens": 32, "temperature": 0});

@@ -8,15 +8,12 @@ mod inference_support;
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use inference_support::{ServerOptions, chat_body, start};
+use inference_support::{ServerOptions, chat_body, endless_completion, start};
 use serde_json::json;
 
 /// A request that would generate for a long time if nothing stopped it.
 fn long_stream() -> serde_json::Value {
-    chat_body(
-        "go on",
-        json!({"max_tokens": 3500, "temperature": 0, "stream": true}),
-    )
+    endless_completion(json!({"max_tokens": 3500, "stream": true}))
 }
 
 #[test]
@@ -27,8 +24,8 @@ fn queue_full_is_429_and_the_daemon_recovers() {
         ctx: 4096,
         ..Default::default()
     });
-    let (st1, r1) = s.open_stream("/v1/chat/completions", &long_stream());
-    let (st2, r2) = s.open_stream("/v1/chat/completions", &long_stream());
+    let (st1, r1) = s.open_stream("/v1/completions", &long_stream());
+    let (st2, r2) = s.open_stream("/v1/completions", &long_stream());
     assert_eq!((st1, st2), (200, 200));
     let r = s.post(
         "/v1/chat/completions",
@@ -62,7 +59,7 @@ fn disconnect_mid_stream_frees_the_slot() {
         ctx: 4096,
         ..Default::default()
     });
-    let (status, mut reader) = s.open_stream("/v1/chat/completions", &long_stream());
+    let (status, mut reader) = s.open_stream("/v1/completions", &long_stream());
     assert_eq!(status, 200);
     // Read until some generated text arrived, then hang up.
     let mut line = String::new();
@@ -70,7 +67,7 @@ fn disconnect_mid_stream_frees_the_slot() {
     while content_chunks < 3 {
         line.clear();
         reader.read_line(&mut line).unwrap();
-        if line.contains("\"content\":\"") && !line.contains("\"content\":\"\"") {
+        if line.contains("\"text\":\"") && !line.contains("\"text\":\"\"") {
             content_chunks += 1;
         }
     }

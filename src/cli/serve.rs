@@ -8,13 +8,18 @@ use crate::inference::daemon::{self, DaemonOptions};
 
 const EXAMPLES: &str = "\
 Examples:
+  sovereign serve                      # every model in the cache, each loaded on first use
+  sovereign serve --preload qwen       # ... with qwen loaded at start
   sovereign serve --model tiny=/models/tiny.gguf
   sovereign serve --listen 0.0.0.0:8080 --api-key-file /etc/sovereign/api-key \\
       --model qwen=/models/qwen2.5-7b-q4_k_m.gguf --slots 4 --ctx 8192
   SOVEREIGN_API_KEY=... sovereign serve --model a=/m/a.gguf --model b=/m/b.gguf
 
 The API key comes from a file (mode 600) or SOVEREIGN_API_KEY, never from argv.
-Listening beyond loopback requires a key. SIGTERM stops accepting, lets in-flight
+Listening beyond loopback requires a key. With no --model, serve answers for every
+model in the cache (under --root) by name; before a model is loaded its blob's size and
+recorded hash are checked, and a corrupt one is refused with 503 (run `sovereign model
+verify`, then pull it again). SIGTERM stops accepting, lets in-flight
 requests finish, and exits 0.";
 
 /// Run the inference daemon in the foreground.
@@ -27,9 +32,14 @@ pub struct Args {
     /// File holding the API key (must not be readable by group or others).
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
-    /// A model to serve, as NAME=PATH to a GGUF file (repeatable).
-    #[arg(long = "model", value_name = "NAME=PATH", value_parser = parse_model, required = true)]
+    /// A model to serve, as NAME=PATH to a GGUF file (repeatable). Without any, serve the
+    /// model cache.
+    #[arg(long = "model", value_name = "NAME=PATH", value_parser = parse_model)]
     pub models: Vec<(String, PathBuf)>,
+    /// A cached model to load at start instead of on its first request (repeatable; only
+    /// without --model).
+    #[arg(long, value_name = "NAME", conflicts_with = "models")]
+    pub preload: Vec<String>,
     /// Sequences decoded together (continuous batching).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub slots: u16,
@@ -108,6 +118,11 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     let opts = DaemonOptions {
         listen: args.listen,
         api_key,
+        cache_root: args
+            .models
+            .is_empty()
+            .then(|| out.root.clone().unwrap_or_else(|| PathBuf::from("/"))),
+        preload: args.preload,
         models: args.models,
         slots: usize::from(args.slots),
         ctx: args.ctx as usize,
@@ -129,7 +144,9 @@ fn raw_bench(spec: &str, args: &Args, out: &Output) -> CmdResult {
     let (Some(prompt), Some(generate)) = (parse(it.next()), parse(it.next())) else {
         return Err(miette::miette!("--raw-bench {spec:?} is not PROMPT:GEN"));
     };
-    let (_, path) = &args.models[0];
+    let Some((_, path)) = args.models.first() else {
+        return Err(miette::miette!("--raw-bench needs --model NAME=PATH"));
+    };
     let threads = args.threads.unwrap_or_else(daemon::physical_cores);
     let figures =
         crate::inference::rawbench::run(path, threads, args.ctx as usize, prompt, generate)

@@ -12,6 +12,10 @@ pub struct DaemonOptions {
     pub api_key: Option<String>,
     /// Served models: name and GGUF path.
     pub models: Vec<(String, PathBuf)>,
+    /// With no `models`: serve the model cache under this root, each model loaded on use.
+    pub cache_root: Option<PathBuf>,
+    /// Cached models to load at start rather than on their first request.
+    pub preload: Vec<String>,
     pub slots: usize,
     pub ctx: usize,
     pub threads: usize,
@@ -106,13 +110,10 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
         let metrics = Arc::new(Metrics::default());
-        let mut models = BTreeMap::new();
-        for (name, path) in &opts.models {
-            if !path.is_file() {
-                return Err(format!("--model {name}={}: no such file", path.display()));
-            }
-            let cfg = super::engine::EngineConfig {
-                path: path.clone(),
+        let config = {
+            let opts = opts.clone();
+            move |path: PathBuf| super::engine::EngineConfig {
+                path,
                 slots: opts.slots,
                 ctx: opts.ctx,
                 queue: opts.slots * 4,
@@ -121,24 +122,50 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
                 mlock: opts.mlock,
                 mmap: opts.mmap,
                 batch: 512.max(opts.slots),
-            };
-            let handle = super::engine::spawn(name, cfg, metrics.clone())
+            }
+        };
+        let mut models = BTreeMap::new();
+        for (name, path) in &opts.models {
+            if !path.is_file() {
+                return Err(format!("--model {name}={}: no such file", path.display()));
+            }
+            let handle = super::engine::spawn(name, config(path.clone()), metrics.clone())
                 .map_err(|e| format!("cannot start the engine thread: {e}"))?;
             models.insert(name.clone(), handle);
         }
+        let catalog = match &opts.cache_root {
+            Some(root) => {
+                let cache = super::cache::Cache::open(root).map_err(|e| format!("{e:#}"))?;
+                let engine_metrics = metrics.clone();
+                let start = move |name: &str, path: PathBuf| {
+                    super::engine::spawn(name, config(path), engine_metrics.clone())
+                };
+                let catalog = Arc::new(super::catalog::Catalog::new(cache, Box::new(start)));
+                for name in &opts.preload {
+                    catalog
+                        .engine(name)
+                        .await
+                        .map_err(|e| format!("--preload {name}: {}", e.message()))?;
+                }
+                Some(catalog)
+            }
+            None => None,
+        };
+        let served = match &catalog {
+            Some(c) => format!("the model cache, {} model(s)", c.names().len()),
+            None => format!("{} model(s)", opts.models.len()),
+        };
         let state = Arc::new(ServerState {
             models,
+            catalog,
             api_key: opts.api_key.as_deref().map(ApiKey::new),
             metrics,
             body_limit: DEFAULT_BODY_LIMIT,
             log_requests: true,
         });
         eprintln!(
-            "sovereign serve: listening on http://{} ({} model(s), {} slots of {} tokens)",
-            opts.listen,
-            opts.models.len(),
-            opts.slots,
-            opts.ctx
+            "sovereign serve: listening on http://{} ({served}, {} slots of {} tokens)",
+            opts.listen, opts.slots, opts.ctx
         );
         super::server::run(listener, state, shutdown_signal())
             .await

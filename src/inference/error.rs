@@ -62,6 +62,14 @@ impl ApiError {
         }
     }
 
+    /// The human message alone, as the body carries it.
+    pub fn message(&self) -> String {
+        self.body()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// OpenAI's `{"error": {...}}` object.
     pub fn body(&self) -> serde_json::Value {
         let (message, kind, param, code): (String, &str, Option<&str>, Option<&str>) = match self {

@@ -7,6 +7,7 @@
 //! [`error`] is the one table from failures to HTTP statuses.
 
 pub mod cache;
+pub mod catalog;
 pub mod daemon;
 #[cfg(feature = "engine")]
 pub mod engine;

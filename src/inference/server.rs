@@ -56,8 +56,10 @@ impl std::fmt::Debug for ApiKey {
 
 /// Everything the handlers share.
 pub struct ServerState {
-    /// Served models by name.
+    /// Served models by name, started with the daemon.
     pub models: BTreeMap<String, EngineHandle>,
+    /// The cache's models, started on first use (`serve` with no `--model`).
+    pub catalog: Option<Arc<super::catalog::Catalog>>,
     /// Required Bearer key; `None` only on loopback (the CLI enforces that).
     pub api_key: Option<ApiKey>,
     /// Exported on /metrics.
@@ -139,7 +141,12 @@ async fn auth(
 async fn health(State(state): State<AppState>) -> Response {
     let mut loading = Vec::new();
     let mut failed = Vec::new();
-    for (name, h) in &state.models {
+    let lazy = state
+        .catalog
+        .as_ref()
+        .map(|c| c.started())
+        .unwrap_or_default();
+    for (name, h) in state.models.iter().chain(lazy.iter().map(|(n, h)| (n, h))) {
         match &*h.state.borrow() {
             ModelState::Ready(_) => {}
             ModelState::Loading => loading.push(name.clone()),
@@ -168,11 +175,29 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn models(State(state): State<AppState>) -> Response {
-    let data: Vec<Value> = state
+    let mut created: BTreeMap<String, u64> = state
         .models
         .iter()
-        .map(|(name, h)| {
-            let created = h.info().map_or(0, |i| i.created);
+        .map(|(name, h)| (name.clone(), h.info().map_or(0, |i| i.created)))
+        .collect();
+    if let Some(catalog) = &state.catalog {
+        let started: BTreeMap<String, EngineHandle> = catalog.started().into_iter().collect();
+        let names = tokio::task::spawn_blocking({
+            let catalog = catalog.clone();
+            move || catalog.names()
+        })
+        .await
+        .unwrap_or_default();
+        for name in names {
+            let at = started
+                .get(&name)
+                .map_or(0, |h| h.info().map_or(0, |i| i.created));
+            created.entry(name).or_insert(at);
+        }
+    }
+    let data: Vec<Value> = created
+        .iter()
+        .map(|(name, created)| {
             json!({"id": name, "object": "model", "created": created, "owned_by": "sovereign"})
         })
         .collect();
@@ -220,10 +245,17 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let value = json_body(body, state.body_limit)?;
     let parsed = parse(endpoint, &value)?;
-    let engine = state
-        .models
-        .get(&parsed.model)
-        .ok_or_else(|| ApiError::UnknownModel(parsed.model.clone()))?;
+    let engine = match (state.models.get(&parsed.model), &state.catalog) {
+        (Some(engine), _) => engine.clone(),
+        (None, Some(catalog)) => {
+            let engine = catalog.engine(&parsed.model).await?;
+            // A model loaded on first use: this request waits for the load, not a retry.
+            let mut ready = engine.state.clone();
+            let _ = ready.wait_for(|s| !matches!(s, ModelState::Loading)).await;
+            engine
+        }
+        (None, None) => return Err(ApiError::UnknownModel(parsed.model.clone())),
+    };
     let info = engine.info()?;
     let valid = tokenize(parsed, &info)?;
     let stream = valid.stream;
@@ -453,6 +485,7 @@ mod tests {
         let (h, state_tx) = loading_handle();
         let state = Arc::new(ServerState {
             models: [("m".to_string(), h)].into_iter().collect(),
+            catalog: None,
             api_key: Some(ApiKey::new("k")),
             metrics: Arc::new(Metrics::default()),
             body_limit: DEFAULT_BODY_LIMIT,

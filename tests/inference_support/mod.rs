@@ -122,6 +122,7 @@ pub fn start(opts: ServerOptions) -> TestServer {
         }
     }
     let state = Arc::new(ServerState {
+        catalog: None,
         models,
         api_key: opts.key.as_deref().map(ApiKey::new),
         metrics,
@@ -336,6 +337,17 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// A chat body for the tiny model.
+/// A completion request that keeps its slot busy until `max_tokens`: the tiny model's greedy
+/// decoding follows a fixed path to an end token from any prompt, except one ending with
+/// `gguf::LOOP_TRIGGER` ("~"), after which it cycles `^|~` for ever.
+pub fn endless_completion(extra: Value) -> Value {
+    let mut b = serde_json::json!({"model": "tiny", "prompt": format!("go on {}", gguf::LOOP_TRIGGER), "temperature": 0});
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    b
+}
+
 pub fn chat_body(content: &str, extra: Value) -> Value {
     let mut b =
         serde_json::json!({"model": "tiny", "messages": [{"role": "user", "content": content}]});

@@ -31,6 +31,9 @@ pub struct ModelSpec {
     pub chat_template: Option<String>,
     /// Seed of the weight generator.
     pub seed: u64,
+    /// Whether the weights follow the designed greedy path (see [`PATH`]) instead of being
+    /// random: greedy decoding then writes fixed text and stops by itself.
+    pub greedy_path: bool,
 }
 
 /// The ChatML template every generated model carries unless told otherwise.
@@ -49,6 +52,7 @@ impl ModelSpec {
             head_count_kv: 2,
             chat_template: Some(CHATML_TEMPLATE.into()),
             seed,
+            greedy_path: true,
         }
     }
 
@@ -64,6 +68,8 @@ impl ModelSpec {
             head_count_kv: 8,
             chat_template: Some(CHATML_TEMPLATE.into()),
             seed,
+            // The benchmark times a fixed number of generated tokens, so it must not stop.
+            greedy_path: false,
         }
     }
 
@@ -283,6 +289,10 @@ enum Fill {
     /// Rows of the output projection: random for tokens greedy decoding may emit, zero
     /// otherwise, so generated text stays printable.
     Output(f32),
+    /// All zeros (block outputs of a greedy-path model, making the blocks transparent).
+    Zero,
+    /// Precomputed values in file order.
+    Table(Vec<f32>),
 }
 
 struct TensorPlan {
@@ -311,12 +321,26 @@ fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
     let ff = spec.feed_forward_length as u64;
     let kv = (spec.head_dim() * spec.head_count_kv) as u64;
     let scale = |n_in: u64| 1.0 / (n_in as f32).sqrt();
+    let (embd_fill, output_fill) = if spec.greedy_path {
+        let d = design(spec, &vocabulary());
+        (Fill::Table(d.embedding), Fill::Table(d.output))
+    } else {
+        (Fill::Random(1.0), Fill::Output(scale(e) * 4.0))
+    };
+    // Zero block outputs leave the residual stream equal to the current token's embedding.
+    let block_out = |n_in: u64| {
+        if spec.greedy_path {
+            Fill::Zero
+        } else {
+            Fill::Random(scale(n_in))
+        }
+    };
     let mut t = vec![
         TensorPlan {
             name: "token_embd.weight".into(),
             dims: vec![e, n_vocab],
             dtype: DType::F16,
-            fill: Fill::Random(1.0),
+            fill: embd_fill,
         },
         TensorPlan {
             name: "output_norm.weight".into(),
@@ -328,7 +352,7 @@ fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
             name: "output.weight".into(),
             dims: vec![e, n_vocab],
             dtype: DType::F16,
-            fill: Fill::Output(scale(e) * 4.0),
+            fill: output_fill,
         },
     ];
     for b in 0..spec.block_count {
@@ -344,18 +368,122 @@ fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
         add("attn_q", vec![e, e], DType::F16, Fill::Random(scale(e)));
         add("attn_k", vec![e, kv], DType::F16, Fill::Random(scale(e)));
         add("attn_v", vec![e, kv], DType::F16, Fill::Random(scale(e)));
-        add(
-            "attn_output",
-            vec![e, e],
-            DType::F16,
-            Fill::Random(scale(e)),
-        );
+        add("attn_output", vec![e, e], DType::F16, block_out(e));
         add("ffn_norm", vec![e], DType::F32, Fill::Ones);
         add("ffn_gate", vec![e, ff], DType::F16, Fill::Random(scale(e)));
         add("ffn_up", vec![e, ff], DType::F16, Fill::Random(scale(e)));
-        add("ffn_down", vec![ff, e], DType::F16, Fill::Random(scale(ff)));
+        add("ffn_down", vec![ff, e], DType::F16, block_out(ff));
     }
     t
+}
+
+/// The text greedy decoding writes, one vocabulary piece each (all distinct, so each has one
+/// successor); the piece after the last is `<|im_end|>`, an end-of-generation token.
+pub const PATH: &[&str] = &[
+    "hello",
+    ",",
+    "\u{2581}world",
+    "!",
+    "\u{2581}the",
+    "\u{2581}sovereign",
+    "\u{2581}server",
+    "\u{2581}is",
+    "\u{2581}local",
+    ":",
+    "\u{2581}a",
+    "\u{2581}quiet",
+    "\u{2581}machine",
+    "\u{2581}with",
+    "\u{2581}green",
+    "\u{2581}light",
+    "\u{2581}on",
+    "\u{2581}stone",
+    "\u{2581}and",
+    "\u{2581}river",
+    "\u{2581}data",
+    "\u{2581}in",
+    "\u{2581}time",
+    ";",
+    "\u{2581}reply",
+    "\u{2581}text",
+    "\u{2581}stream",
+    "\u{2581}token",
+    "\u{2581}model",
+    ".",
+];
+
+/// The text greedy decoding writes after a chat prompt (or any prompt ending off the path).
+pub const PATH_TEXT: &str = "hello, world! the sovereign server is local: a quiet machine with green light on stone and river data in time; reply text stream token model.";
+
+/// A cycle of pieces greedy decoding never leaves once in it: a completion prompt ending with
+/// [`LOOP_TRIGGER`] generates `^|~^|~...` until `max_tokens`, for tests that need a busy slot.
+const LOOP: &[&str] = &["~", "^", "|"];
+
+/// The prompt ending that makes greedy decoding loop forever (see [`LOOP`]).
+pub const LOOP_TRIGGER: &str = "~";
+
+/// Embedding and output matrices of a greedy-path model, row-major by token.
+struct Design {
+    embedding: Vec<f32>,
+    output: Vec<f32>,
+}
+
+/// With transparent blocks the final hidden state is the RMS-normed embedding of the current
+/// token, so the next token is the output row with the largest dot product with it. Tokens
+/// on the path or loop ("leaders") get random embeddings in the first three quarters of the
+/// coordinates; every other token gets one shared direction `c` in the last quarter. The
+/// output row of a leader's successor is the leader's unit embedding, the row of the first
+/// path piece is `c`'s unit vector, every other row is zero: the designed successor scores
+/// `sqrt(e)` while any other scores the cosine of two random vectors times that.
+fn design(spec: &ModelSpec, vocab: &[Token]) -> Design {
+    let e = spec.embedding_length as usize;
+    let split = e - e / 4;
+    let id = |text: &str| -> usize {
+        vocab
+            .iter()
+            .position(|t| t.text == text)
+            .unwrap_or_else(|| panic!("piece {text:?} is not in the vocabulary"))
+    };
+    let path: Vec<usize> = PATH.iter().map(|p| id(p)).collect();
+    let cycle: Vec<usize> = LOOP.iter().map(|p| id(p)).collect();
+    let mut successor: Vec<(usize, usize)> = path
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .chain(std::iter::once((path[path.len() - 1], IM_END as usize)))
+        .collect();
+    successor.extend((0..cycle.len()).map(|i| (cycle[i], cycle[(i + 1) % cycle.len()])));
+
+    let mut rng = SplitMix64::new(spec.seed ^ 0x9a7e_d5ee_d000_0001);
+    let n = vocab.len();
+    let mut embedding = vec![0f32; n * e];
+    let c: Vec<f32> = (split..e)
+        .map(|_| {
+            let v = rng.next_signed();
+            0.5 * v.signum() + 0.5 * v
+        })
+        .collect();
+    let leaders: std::collections::HashSet<usize> = successor.iter().map(|(l, _)| *l).collect();
+    for t in 0..n {
+        let row = &mut embedding[t * e..(t + 1) * e];
+        if leaders.contains(&t) {
+            row[..split].iter_mut().for_each(|x| *x = rng.next_signed());
+        } else {
+            // A little noise keeps the rows distinct without moving the argmax.
+            row.iter_mut().for_each(|x| *x = 0.02 * rng.next_signed());
+            row[split..].iter_mut().zip(&c).for_each(|(x, c)| *x += c);
+        }
+    }
+    let unit = |v: &[f32]| -> Vec<f32> {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / norm).collect()
+    };
+    let mut output = vec![0f32; n * e];
+    for (leader, next) in &successor {
+        let u = unit(&embedding[leader * e..leader * e + split]);
+        output[next * e..next * e + split].copy_from_slice(&u);
+    }
+    output[path[0] * e + split..(path[0] + 1) * e].copy_from_slice(&unit(&c));
+    Design { embedding, output }
 }
 
 /// Metadata values.
@@ -528,10 +656,13 @@ pub fn write_model<W: Write>(spec: &ModelSpec, out: W) -> io::Result<()> {
         let row = p.dims[0] as usize;
         let n = p.elements() as usize;
         for i in 0..n {
-            let v = match p.fill {
+            let v = match &p.fill {
                 Fill::Ones => 1.0,
+                Fill::Zero => 0.0,
+                Fill::Table(values) => values[i],
                 Fill::Random(s) => rng.next_signed() * s,
                 Fill::Output(s) => {
+                    let s = *s;
                     let id = (i / row) as u32;
                     let r = rng.next_signed() * s;
                     if may_emit(&vocab[id as usize], id) {
@@ -585,6 +716,47 @@ mod tests {
         let mut c = Vec::new();
         write_model(&ModelSpec::tiny(8), &mut c).unwrap();
         assert_ne!(a, c);
+    }
+
+    /// Greedy decoding over the design in plain arithmetic (the blocks are transparent):
+    /// from any off-path token the argmax walks the whole path and ends on `<|im_end|>`.
+    #[test]
+    fn designed_greedy_path_ends_with_im_end() {
+        let spec = ModelSpec::tiny(42);
+        let vocab = vocabulary();
+        let d = design(&spec, &vocab);
+        let e = spec.embedding_length as usize;
+        let next = |t: usize| -> usize {
+            let x = &d.embedding[t * e..(t + 1) * e];
+            (0..vocab.len())
+                .max_by(|&a, &b| {
+                    let dot = |r: usize| -> f32 {
+                        d.output[r * e..(r + 1) * e]
+                            .iter()
+                            .zip(x)
+                            .map(|(w, v)| w * v)
+                            .sum()
+                    };
+                    dot(a).total_cmp(&dot(b))
+                })
+                .unwrap()
+        };
+        for start in [BOS as usize, IM_START as usize, FIRST_BYTE as usize + 10] {
+            let mut t = start;
+            let mut text = String::new();
+            for _ in 0..PATH.len() {
+                t = next(t);
+                text.push_str(&vocab[t].text);
+            }
+            assert_eq!(text.replace('\u{2581}', " "), PATH_TEXT);
+            assert_eq!(next(t), IM_END as usize);
+        }
+        let tilde = vocab.iter().position(|t| t.text == LOOP_TRIGGER).unwrap();
+        let mut t = tilde;
+        for _ in 0..3 {
+            t = next(t);
+        }
+        assert_eq!(t, tilde, "the loop returns to its trigger");
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! `sovereign serve` with no `--model` serves the model cache under `--root`: a cached model
+//! answers by name once loaded on its first request, an unknown name is 404, and a blob
+//! corrupted after caching is refused with 503 without reaching llama.cpp.
+#![allow(clippy::disallowed_methods)]
+// Needs llama.cpp: built only with the `engine` feature (the default).
+#![cfg(feature = "engine")]
+
+mod inference_support;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use inference_support::{gguf, model_file, tiny};
+use serde_json::{Value, json};
+use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request with `Connection: close`; returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// Kills the server when the test ends, passed or not.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pull(cache: &Cache, source: &std::path::Path, name: &str) -> String {
+    cache
+        .pull(
+            &PullRequest {
+                source: source.to_str().unwrap().to_string(),
+                sha256: None,
+                name: Some(ModelName::parse(name).unwrap()),
+            },
+            &NoProgress,
+        )
+        .unwrap()
+        .sha256
+}
+
+#[test]
+fn serve_without_model_answers_for_cached_models_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let cache = Cache::open(&root).unwrap();
+    pull(&cache, &tiny(), "tiny");
+    // A different model (another seed), so its blob is its own.
+    let other = model_file("tiny-43.gguf", gguf::ModelSpec::tiny(43));
+    let broken_sha = pull(&cache, &other, "broken");
+    // Corrupt it after caching: one byte flipped and one appended.
+    let blob = cache.blob_path(&broken_sha);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    bytes.push(0);
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let port = free_port();
+    let log = tmp.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_sovereign"))
+        .env_remove("SOVEREIGN_API_KEY")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "sovereign=info")
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--slots",
+            "1",
+            "--ctx",
+            "1024",
+            "--threads",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Healthy with nothing loaded.
+    while http(port, "GET", "/health", None).0 != 200 {
+        assert!(Instant::now() < deadline, "the daemon never became healthy");
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "the daemon exited early: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (status, body) = http(port, "GET", "/v1/models", None);
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["broken", "tiny"]);
+
+    let chat = |model: &str| {
+        http(
+            port,
+            "POST",
+            "/v1/chat/completions",
+            Some(
+                &json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "temperature": 0}),
+            ),
+        )
+    };
+    let (status, body) = chat("tiny");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["model"], "tiny");
+    assert_eq!(v["choices"][0]["message"]["content"], gguf::PATH_TEXT);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(http(port, "GET", "/health", None).0, 200);
+
+    let (status, body) = chat("nope");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("nope"), "{body}");
+    let (status, body) = chat("../etc");
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = chat("broken");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("broken"), "{body}");
+    // Asked again: still refused (now as quarantined), and the good model still answers.
+    let (status, body) = chat("broken");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(chat("tiny").0, 200);
+
+    drop(server);
+    let log = std::fs::read_to_string(&log).unwrap();
+    let starts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("starting the engine"))
+        .collect();
+    // The good model's engine started once; the corrupt one's never did.
+    assert_eq!(starts.len(), 1, "{log}");
+    assert!(starts[0].contains("tiny"), "{log}");
+}
+
+#[test]
+fn preload_loads_at_start_and_refuses_a_model_not_in_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let cache = Cache::open(&root).unwrap();
+    pull(&cache, &tiny(), "tiny");
+    let serve = |preload: &str, port: u16| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sovereign"));
+        c.env_remove("SOVEREIGN_API_KEY")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "sovereign=info")
+            .arg("--root")
+            .arg(&root)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--slots", "1", "--ctx", "1024", "--threads", "2"])
+            .args(["--preload", preload]);
+        c
+    };
+    // A name that is not cached stops the daemon before it listens.
+    let out = serve("absent", free_port()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--preload absent"), "{err}");
+
+    let port = free_port();
+    let log = tmp.path().join("serve.log");
+    let child = serve("tiny", port)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(port, "GET", "/health", None).0 != 200 {
+        assert!(Instant::now() < deadline, "the daemon never became healthy");
+        assert!(server.0.try_wait().unwrap().is_none(), "the daemon exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Loaded before any request asked for it.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("starting the engine") && l.contains("tiny")),
+        "{text}"
+    );
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/completions",
+        Some(&json!({"model": "tiny", "prompt": "hello", "max_tokens": 4, "temperature": 0})),
+    );
+    assert_eq!(status, 200, "{body}");
+}
