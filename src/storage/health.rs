@@ -86,19 +86,7 @@ pub fn check(host: &dyn Host, desired: &Desired) -> Vec<HealthResult> {
     if present.is_empty() {
         return results;
     }
-    let mut argv: Vec<String> = [
-        "zfs",
-        "get",
-        "-H",
-        "-p",
-        "-o",
-        "name,property,value,source",
-        "type,mounted,mountpoint,canmount",
-        "-r",
-    ]
-    .map(String::from)
-    .to_vec();
-    argv.extend(present);
+    let argv = observe::zfs_get_argv("type,mounted,mountpoint,canmount", &present);
     let mut datasets = std::collections::BTreeMap::new();
     let problems: Vec<String> = match read(host, argv) {
         Ok(text) => {

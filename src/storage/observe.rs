@@ -210,37 +210,13 @@ pub fn observe(host: &dyn Host, dialect: &Dialect, req: &Request) -> Result<Obse
     let mut datasets = BTreeMap::new();
     let mut gone: Vec<String> = Vec::new();
     if !declared.is_empty() {
-        let mut argv: Vec<String> = [
-            "zfs",
-            "get",
-            "-H",
-            "-p",
-            "-o",
-            "name,property,value,source",
-            "all",
-            "-r",
-        ]
-        .map(String::from)
-        .to_vec();
-        argv.extend(declared.iter().cloned());
+        let argv = zfs_get_argv("all", &declared);
         let (text, vanished) = run_tolerating_vanished(host, argv)?;
         parse_zfs_get(&text, &mut datasets);
         gone.extend(vanished);
     }
     if !others.is_empty() {
-        let mut argv: Vec<String> = [
-            "zfs",
-            "get",
-            "-H",
-            "-p",
-            "-o",
-            "name,property,value,source",
-            "-r",
-            OWNER_PROPERTY,
-        ]
-        .map(String::from)
-        .to_vec();
-        argv.extend(others.iter().cloned());
+        let argv = zfs_get_argv(OWNER_PROPERTY, &others);
         let (text, vanished) = run_tolerating_vanished(host, argv)?;
         parse_zfs_get(&text, &mut datasets);
         gone.extend(vanished);
@@ -290,6 +266,25 @@ pub fn parse_pool_list(text: &str, columns: &[String]) -> BTreeMap<String, Obser
         pools.insert(name.to_string(), pool);
     }
     pools
+}
+
+/// `zfs get -H -p -o name,property,value,source PROPS -r NAMES...`: the one bulk read of
+/// dataset properties (both dialects take it; `-t` is OpenZFS-only, so it is not used).
+pub fn zfs_get_argv(props: &str, names: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "zfs",
+        "get",
+        "-H",
+        "-p",
+        "-o",
+        "name,property,value,source",
+        props,
+        "-r",
+    ]
+    .map(String::from)
+    .to_vec();
+    argv.extend(names.iter().cloned());
+    argv
 }
 
 /// `zfs get -H -p -o name,property,value,source`: one tab-separated line per property.
