@@ -68,34 +68,14 @@ struct Row {
 #[derive(Clone, Copy, Default)]
 struct Stream {
     ttft_ms: f64,
+    /// Prompt tokens the server counted: the raw loop is given exactly as many.
+    prompt_tokens: usize,
     prompt_tps: f64,
     gen_tps: f64,
     tokens: usize,
 }
 
 fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row> {
-    eprintln!("==> {label}: raw engine loop");
-    let out = Command::new(bin)
-        .args([
-            "serve",
-            "--threads",
-            THREADS,
-            "--ctx",
-            "1024",
-            "--raw-bench",
-            &format!("{PROMPT}:{GEN}"),
-            "--model",
-        ])
-        .arg(format!("m={}", model.display()))
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running the raw engine loop")?;
-    if !out.status.success() {
-        bail!("the raw engine loop failed");
-    }
-    let raw: serde_json::Value = serde_json::from_slice(&out.stdout).context("raw figures")?;
-    let f = |k: &str| raw[k].as_f64().unwrap_or(0.0);
-
     eprintln!("==> {label}: daemon");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -134,6 +114,32 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
     let total: usize = four.iter().map(|s| s.tokens).sum();
     let slowest_ttft = four.iter().map(|s| s.ttft_ms).fold(0.0, f64::max) / 1e3;
     let four_gen_tps = total as f64 / (wall - slowest_ttft).max(1e-9);
+    drop(daemon);
+
+    // The raw loop runs after the daemon so it processes exactly the prompt length the
+    // server counted (chat formatting and tokenization make it differ from PROMPT).
+    eprintln!("==> {label}: raw engine loop");
+    let out = Command::new(bin)
+        .args([
+            "serve",
+            "--threads",
+            THREADS,
+            "--ctx",
+            "1024",
+            "--raw-bench",
+            &format!("{}:{GEN}", one.prompt_tokens),
+            "--model",
+        ])
+        .arg(format!("m={}", model.display()))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the raw engine loop")?;
+    if !out.status.success() {
+        bail!("the raw engine loop failed");
+    }
+    let raw: serde_json::Value = serde_json::from_slice(&out.stdout).context("raw figures")?;
+    let f = |k: &str| raw[k].as_f64().unwrap_or(0.0);
+
     Ok(Row {
         label: label.into(),
         model_bytes: raw["model_bytes"].as_u64().unwrap_or(0),
@@ -219,6 +225,7 @@ fn stream(port: u16) -> Result<Stream> {
     let gen_s = last.duration_since(first).as_secs_f64();
     Ok(Stream {
         ttft_ms: ttft * 1e3,
+        prompt_tokens,
         prompt_tps: prompt_tokens as f64 / ttft,
         gen_tps: completion_tokens.saturating_sub(1) as f64 / gen_s.max(1e-9),
         tokens: completion_tokens,
