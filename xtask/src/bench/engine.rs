@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, project_root, run_step};
+use super::{median, ms};
+use crate::project_root;
 
 /// Runs of each quick measurement; the median is reported.
 const REPEATS: usize = 5;
@@ -34,19 +35,10 @@ pub fn run(args: &[String]) -> Result<()> {
             .collect::<Result<_>>()?,
         None => SIZES.to_vec(),
     };
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "--no-default-features",
-        "--bin",
-        "sovereign",
-    ]);
-    run_step(build)?;
+    let bin = super::sovereign_binary(false, false)?;
     let root = project_root();
-    let bin = root.join("target/release/sovereign");
     let work = root.join("target/bench-engine");
-    let start = median(|| time(Command::new(&bin).arg("--version")))?;
+    let start = median(REPEATS, || time(Command::new(&bin).arg("--version")))?;
     let mut rows = Vec::new();
     for &n in &sizes {
         let dir = work.join(n.to_string());
@@ -67,9 +59,9 @@ pub fn run(args: &[String]) -> Result<()> {
         };
         eprintln!("engine bench: {n} files");
         let apply_scratch = time(&mut sov(&["apply", "--yes"]))?;
-        let plan_noop = median(|| time(&mut sov(&["plan", "--detailed-exitcode"])))?;
-        let apply_noop = median(|| time(&mut sov(&["apply", "--yes"])))?;
-        let floor = median(|| floor(&dir.join("root/srv")))?;
+        let plan_noop = median(REPEATS, || time(&mut sov(&["plan", "--detailed-exitcode"])))?;
+        let apply_noop = median(REPEATS, || time(&mut sov(&["apply", "--yes"])))?;
+        let floor = median(REPEATS, || floor(&dir.join("root/srv")))?;
         rows.push(Row {
             files: n,
             apply_scratch,
@@ -124,16 +116,6 @@ fn floor(dir: &Path) -> Result<Duration> {
         .arg("floor")
         .arg(dir);
     time(&mut cmd)
-}
-
-fn median(mut f: impl FnMut() -> Result<Duration>) -> Result<Duration> {
-    let mut v = (0..REPEATS).map(|_| f()).collect::<Result<Vec<_>>>()?;
-    v.sort();
-    Ok(v[REPEATS / 2])
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
 fn render(rows: &[Row]) -> String {

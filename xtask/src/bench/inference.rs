@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, gen_model, project_root, run_step};
+use crate::{gen_model, project_root, run_step};
 
 /// Threads given to llama.cpp everywhere (the fixed setting).
 const THREADS: &str = "2";
@@ -22,10 +22,7 @@ const KEY: &str = "bench-key";
 
 pub fn run(_args: &[String]) -> Result<()> {
     let root = project_root();
-    let mut build = cargo();
-    build.args(["build", "--release", "--bin", "sovereign"]);
-    run_step(build)?;
-    let bin = root.join("target/release/sovereign");
+    let bin = super::sovereign_binary(false, true)?;
     let dir = root.join("target/bench-models");
     std::fs::create_dir_all(&dir)?;
     let f16 = dir.join("bench-f16.gguf");

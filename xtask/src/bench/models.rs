@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, project_root, run_step};
+use crate::project_root;
 
 /// The goal from the model cache's design: a pull within 1.3x of copy + hash.
 const GOAL: f64 = 1.3;
@@ -36,16 +36,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     std::fs::create_dir_all(&work)?;
 
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "--no-default-features",
-        "--bin",
-        "sovereign",
-    ]);
-    run_step(build)?;
-    let bin = root.join("target/release/sovereign");
+    let bin = super::sovereign_binary(false, false)?;
 
     let model = work.join("bench.gguf");
     let how = bench_model(&model, size_mb)?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, project_root, run_step};
+use super::{median, ms};
 
 /// Options of one benchmark run.
 struct Options {
@@ -108,18 +108,6 @@ fn time(cmd: &mut Command) -> Result<Duration> {
     Ok(took)
 }
 
-fn median(cmd: &mut dyn FnMut() -> Result<Duration>, runs: usize) -> Result<Duration> {
-    let mut v = (0..runs.max(1))
-        .map(|_| cmd())
-        .collect::<Result<Vec<_>>>()?;
-    v.sort();
-    Ok(v[v.len() / 2])
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
-}
-
 /// One size's figures.
 struct Row {
     n: usize,
@@ -153,15 +141,11 @@ fn measure(bin: &Path, n: usize, runs: usize) -> Result<Row> {
         c
     };
     let create = time(&mut sov(&["apply", "--yes"]))?;
-    let plan = median(
-        &mut || time(&mut sov(&["plan", "--detailed-exitcode"])),
-        runs,
-    )?;
-    let apply = median(&mut || time(&mut sov(&["apply", "--yes"])), runs)?;
-    let floor = median(
-        &mut || time(Command::new("zfs").args(["get", "-H", "-p", "all", "-r", &scratch.pool])),
-        runs,
-    )?;
+    let plan = median(runs, || time(&mut sov(&["plan", "--detailed-exitcode"])))?;
+    let apply = median(runs, || time(&mut sov(&["apply", "--yes"])))?;
+    let floor = median(runs, || {
+        time(Command::new("zfs").args(["get", "-H", "-p", "all", "-r", &scratch.pool]))
+    })?;
     drop(scratch);
     Ok(Row {
         n,
@@ -174,17 +158,8 @@ fn measure(bin: &Path, n: usize, runs: usize) -> Result<Row> {
 
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
-    let mut build = cargo();
-    build.args(["build", "--no-default-features", "--bin", "sovereign"]);
-    if !o.debug {
-        build.arg("--release");
-    }
-    run_step(build)?;
-    let bin = project_root()
-        .join("target")
-        .join(if o.debug { "debug" } else { "release" })
-        .join("sovereign");
-    let start = median(&mut || time(Command::new(&bin).arg("--version")), o.runs)?;
+    let bin = super::sovereign_binary(o.debug, false)?;
+    let start = median(o.runs, || time(Command::new(&bin).arg("--version")))?;
     let mut rows = Vec::new();
     for &n in &o.sizes {
         eprintln!("bench storage: {n} datasets");
