@@ -166,6 +166,7 @@ fn start_zfs() -> Result<()> {
             "no ZFS answers and starting the zfs-fuse daemon needs root: run `cargo xtask setup` as root"
         );
     }
+    clear_stale_pidfile()?;
     eprintln!(
         "setup: starting the zfs-fuse daemon (zfs-fuse -p {ZFS_FUSE_PIDFILE} --no-kstat-mount)"
     );
@@ -178,15 +179,65 @@ fn start_zfs() -> Result<()> {
             "zfs-fuse -p {ZFS_FUSE_PIDFILE} --no-kstat-mount failed ({status}); is /dev/fuse present?"
         );
     }
-    // The daemon forks and opens its socket shortly after.
+    if wait_for_zfs() {
+        return Ok(());
+    }
+    bail!("started zfs-fuse, but `zpool list` still does not answer after 5 s")
+}
+
+/// The daemon forks and opens its socket shortly after it starts.
+fn wait_for_zfs() -> bool {
     for _ in 0..50 {
         if zfs_answers() {
             eprintln!("setup: ZFS answers (zfs-fuse)");
-            return Ok(());
+            return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    bail!("started zfs-fuse, but `zpool list` still does not answer after 5 s")
+    false
+}
+
+/// `/proc/PID/stat` reads `PID (COMM) STATE ...`; a zombie (`Z`) or dead (`X`) daemon
+/// that left its pidfile behind counts as gone.
+fn is_live_zfs_fuse(stat: &str) -> bool {
+    let Some((head, tail)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+    let state = tail.trim_start().chars().next().unwrap_or('X');
+    comm == "zfs-fuse" && !matches!(state, 'Z' | 'X')
+}
+
+/// zfs-fuse refuses to start, silently and with exit 1, while its pidfile exists, even
+/// when the daemon that wrote it is long gone (killed with the session that started
+/// it, say). A pidfile naming no live zfs-fuse is removed; a live one is left alone.
+fn clear_stale_pidfile() -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(ZFS_FUSE_PIDFILE) else {
+        return Ok(());
+    };
+    let live = text
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .is_some_and(|stat| is_live_zfs_fuse(&stat));
+    if live && wait_for_zfs() {
+        return Ok(());
+    }
+    if live {
+        bail!(
+            "zfs-fuse is running (pid {}, {ZFS_FUSE_PIDFILE}) but `zpool list` does not answer; \
+             stop it (kill {}) and run `cargo xtask setup` again",
+            text.trim(),
+            text.trim()
+        );
+    }
+    eprintln!(
+        "setup: removing the stale {ZFS_FUSE_PIDFILE} (pid {} is no running zfs-fuse)",
+        text.trim()
+    );
+    std::fs::remove_file(ZFS_FUSE_PIDFILE)
+        .with_context(|| format!("cannot remove the stale {ZFS_FUSE_PIDFILE}"))
 }
 
 fn installed(package: &str) -> bool {
@@ -235,5 +286,13 @@ mod tests {
         let new = add_contrib_legacy(legacy).unwrap();
         assert!(new.ends_with("bookworm main contrib\n") && new.starts_with("# comment main\n"));
         assert_eq!(add_contrib_legacy(&new), None);
+    }
+
+    #[test]
+    fn only_a_running_zfs_fuse_keeps_its_pidfile() {
+        assert!(is_live_zfs_fuse("17404 (zfs-fuse) S 1 17403 17403 0 -1"));
+        assert!(!is_live_zfs_fuse("17247 (zfs-fuse) Z 1 17246 17246 0 -1"));
+        assert!(!is_live_zfs_fuse("17404 (bash) S 1 17403 17403 0 -1"));
+        assert!(!is_live_zfs_fuse("garbage"));
     }
 }
