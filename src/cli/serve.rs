@@ -59,8 +59,9 @@ pub struct Args {
     #[arg(long)]
     pub no_mmap: bool,
     /// Benchmark baseline: instead of serving, run a plain llama.cpp loop on the first
-    /// model (PROMPT prompt tokens, GEN generated) and print its figures as JSON.
-    #[arg(long, hide = true, value_name = "PROMPT:GEN")]
+    /// model (PROMPT prompt tokens, GEN generated in each of SEQUENCES sequences decoded
+    /// together, default 1) and print its figures as JSON.
+    #[arg(long, hide = true, value_name = "PROMPT:GEN[:SEQUENCES]")]
     pub raw_bench: Option<String>,
 }
 
@@ -142,15 +143,29 @@ fn raw_bench(spec: &str, args: &Args, out: &Output) -> CmdResult {
     let parse = |s: Option<&str>| s.and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0);
     let mut it = spec.split(':');
     let (Some(prompt), Some(generate)) = (parse(it.next()), parse(it.next())) else {
-        return Err(miette::miette!("--raw-bench {spec:?} is not PROMPT:GEN"));
+        return Err(miette::miette!(
+            "--raw-bench {spec:?} is not PROMPT:GEN[:SEQUENCES]"
+        ));
+    };
+    let sequences = match it.next() {
+        None => 1,
+        Some(s) => parse(Some(s)).ok_or_else(|| {
+            miette::miette!("--raw-bench {spec:?}: SEQUENCES must be a positive number")
+        })?,
     };
     let Some((_, path)) = args.models.first() else {
         return Err(miette::miette!("--raw-bench needs --model NAME=PATH"));
     };
     let threads = args.threads.unwrap_or_else(daemon::physical_cores);
-    let figures =
-        crate::inference::rawbench::run(path, threads, args.ctx as usize, prompt, generate)
-            .map_err(|e| miette::miette!("{e}"))?;
+    let figures = crate::inference::rawbench::run(
+        path,
+        threads,
+        args.ctx as usize,
+        prompt,
+        generate,
+        sequences,
+    )
+    .map_err(|e| miette::miette!("{e}"))?;
     out.json(&figures)?;
     Ok(super::exit::OK)
 }
