@@ -124,7 +124,7 @@ fn chat(bin: &Path, state_root: &Path) -> Result<String> {
     let unit = std::fs::read_to_string(&unit_path)
         .with_context(|| format!("apply did not render {}", unit_path.display()))?;
     let port = free_port()?;
-    let args = serve_args(&unit, bin, port)?;
+    let args = serve_args(&unit, bin, port, state_root)?;
     let log = state_root.join("var/log/sovereign-serve.log");
     std::fs::create_dir_all(log.parent().expect("the log has a folder"))?;
     let log_file =
@@ -147,6 +147,12 @@ fn chat(bin: &Path, state_root: &Path) -> Result<String> {
     let base = format!("127.0.0.1:{port}");
     let result = (|| {
         wait_ready(&base, &mut daemon, &log)?;
+        // What apply's health check asks where systemd runs the daemon.
+        let (status, models) = http(&base, "GET", "/v1/models", None)?;
+        if status != 200 || !models.contains("\"tiny\"") {
+            bail!("/v1/models answered {status} without the model \"tiny\": {models}");
+        }
+        eprintln!("demo: /v1/models lists \"tiny\", served from the cache");
         let body = r#"{"model":"tiny","messages":[{"role":"user","content":"Who serves you?"}],"max_tokens":48,"temperature":0}"#;
         eprintln!("==> POST http://{base}/v1/chat/completions {body}");
         let (status, reply) = http(&base, "POST", "/v1/chat/completions", Some(body))?;
@@ -171,7 +177,7 @@ fn chat(bin: &Path, state_root: &Path) -> Result<String> {
 /// The daemon's argv from the unit's ExecStart, listening on `port`. Options this build
 /// of `serve` does not know yet are left out and said so; the cache's models are served
 /// by name, the ones marked `preload` loaded at start.
-fn serve_args(unit: &str, bin: &Path, port: u16) -> Result<Vec<String>> {
+fn serve_args(unit: &str, bin: &Path, port: u16, state_root: &Path) -> Result<Vec<String>> {
     let exec = unit
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
@@ -204,21 +210,20 @@ fn serve_args(unit: &str, bin: &Path, port: u16) -> Result<Vec<String>> {
     }
     // Without --models, what the options file asks to preload is passed by name.
     if let Some(file) = preload_from_models_file {
-        let text = std::fs::read_to_string(
-            project_root()
-                .join(".demo/root")
-                .join(file.trim_start_matches('/')),
-        )
-        .with_context(|| format!("cannot read {file} under the demo root"))?;
+        let text = std::fs::read_to_string(state_root.join(file.trim_start_matches('/')))
+            .with_context(|| format!("cannot read {file} under the demo root"))?;
         let mut current = None;
         for line in text.lines() {
-            if let Some(name) = line.strip_prefix("[models.").and_then(|l| l.strip_suffix(']')) {
+            if let Some(name) = line
+                .strip_prefix("[models.")
+                .and_then(|l| l.strip_suffix(']'))
+            {
                 current = Some(name.trim_matches('"').to_string());
-            } else if line.trim() == "preload = true" {
-                if let Some(name) = &current {
-                    args.push("--preload".into());
-                    args.push(name.clone());
-                }
+            } else if line.trim() == "preload = true"
+                && let Some(name) = &current
+            {
+                args.push("--preload".into());
+                args.push(name.clone());
             }
         }
     }
