@@ -61,7 +61,6 @@ pub fn connect_to(listen: &str) -> anyhow::Result<SocketAddr> {
 }
 
 fn probe(cx: &ApplyContext<'_>, desired: &Desired) -> anyhow::Result<String> {
-    let addr = connect_to(&desired.listen)?;
     let key = match &desired.api_key_file {
         Some(file) => {
             let path = cx.root.resolve(file)?;
@@ -71,6 +70,21 @@ fn probe(cx: &ApplyContext<'_>, desired: &Desired) -> anyhow::Result<String> {
         }
         None => None,
     };
+    let models: Vec<&str> = desired.models.keys().map(String::as_str).collect();
+    probe_daemon(&desired.listen, key.as_deref(), &models, READY_WITHIN)
+}
+
+/// Wait up to `ready_within` for the daemon at `listen` to answer `/health` with 200, then
+/// check that `/v1/models` lists every name in `models`. Says what it saw.
+pub fn probe_daemon(
+    listen: &str,
+    key: Option<&str>,
+    models: &[&str],
+    ready_within: Duration,
+) -> anyhow::Result<String> {
+    let addr = connect_to(listen)?;
+    // reqwest is built without a default TLS provider; it needs one even for plain http.
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,9 +100,9 @@ fn probe(cx: &ApplyContext<'_>, desired: &Desired) -> anyhow::Result<String> {
             let answer = client.get(format!("{base}/health")).send().await;
             match answer {
                 Ok(r) if r.status().is_success() => break,
-                _ if start.elapsed() >= READY_WITHIN => bail!(
+                _ if start.elapsed() >= ready_within => bail!(
                     "{base}/health did not answer 200 within {}s ({})",
-                    READY_WITHIN.as_secs(),
+                    ready_within.as_secs(),
                     match answer {
                         Ok(r) => format!("status {}", r.status()),
                         Err(e) => e.to_string(),
@@ -98,7 +112,7 @@ fn probe(cx: &ApplyContext<'_>, desired: &Desired) -> anyhow::Result<String> {
             }
         }
         let mut request = client.get(format!("{base}/v1/models"));
-        if let Some(k) = &key {
+        if let Some(k) = key {
             request = request.bearer_auth(k);
         }
         let response = request
@@ -121,10 +135,9 @@ fn probe(cx: &ApplyContext<'_>, desired: &Desired) -> anyhow::Result<String> {
             .flatten()
             .filter_map(|m| m["id"].as_str())
             .collect();
-        let missing: Vec<&str> = desired
-            .models
-            .keys()
-            .map(String::as_str)
+        let missing: Vec<&str> = models
+            .iter()
+            .copied()
             .filter(|n| !listed.contains(n))
             .collect();
         if !missing.is_empty() {
@@ -137,12 +150,7 @@ fn probe(cx: &ApplyContext<'_>, desired: &Desired) -> anyhow::Result<String> {
         Ok(format!(
             "/health answered after {:.1}s; /v1/models lists {}",
             start.elapsed().as_secs_f64(),
-            desired
-                .models
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            models.join(", ")
         ))
     })
 }

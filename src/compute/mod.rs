@@ -13,7 +13,7 @@
 //! The health check asks the daemon's `/health` and `/v1/models` for every declared model;
 //! where the service cannot be started (no systemd), it is skipped and says so.
 
-mod health;
+pub mod health;
 pub mod render;
 
 use std::collections::BTreeMap;
