@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod compute;
 pub mod domain;
 pub mod files;
 pub mod hardware;
@@ -14,5 +15,6 @@ pub mod host;
 pub mod inference;
 pub mod plan;
 pub mod profile;
+pub mod services;
 #[cfg(target_os = "linux")]
 pub mod storage;

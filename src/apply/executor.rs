@@ -175,7 +175,7 @@ pub fn execute(
         inconsistencies: Vec::new(),
         health: Vec::new(),
         rollback: None,
-        notes: Vec::new(),
+        notes: skipped_notes(&planned.plan.changes),
     };
     progress.start(total);
     let steps = run_steps(session, &mut planned, host, &mut journal, progress, true);
@@ -306,6 +306,21 @@ pub fn execute(
     });
     report.rollback = Some(rollback);
     finish(state, &mut record, &mut journal, report, outcome)
+}
+
+/// One line per change this machine cannot carry out: apply skips it and says so.
+fn skipped_notes(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| {
+            let why = c.not_applicable.as_ref()?;
+            Some(format!(
+                "skipped {} ({}): not applicable: {why}",
+                c.address,
+                c.action.word()
+            ))
+        })
+        .collect()
 }
 
 fn finish(

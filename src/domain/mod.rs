@@ -14,7 +14,9 @@
 //!    - [`Domain::diff`]: pure: desired, observed and what sovereign owns (the domain's
 //!      ledger entries) in, [`Change`]s out. Addresses are `domain.kind:name`. Use
 //!      `Keep` for what would lose data without `--allow-destroy`, `Adopt` to take over an
-//!      existing unmanaged resource, `NotApplicable` for what cannot apply on this machine.
+//!      existing unmanaged resource, and mark a change [`Change::not_applicable`] when it
+//!      cannot be carried out on this machine (it keeps its action, so the plan still says
+//!      what it would do; apply skips it and says so).
 //!    - [`Domain::apply`]: carry out one pending change through the host layer
 //!      (`crate::host`), recording ownership in the ledger *before* acting when a crash in
 //!      the middle could otherwise orphan something ([`LedgerTx::record`] is durable when it
@@ -53,6 +55,8 @@ pub fn registry() -> Vec<Box<dyn AnyDomain>> {
         erase(crate::files::Files),
         #[cfg(target_os = "linux")]
         erase(crate::storage::Storage),
+        erase(crate::compute::Compute),
+        erase(crate::services::Services),
     ]
 }
 
@@ -100,6 +104,18 @@ pub struct HealthResult {
     pub ok: bool,
     /// What was seen (an error, the failing output).
     pub detail: String,
+}
+
+impl HealthResult {
+    /// A check that cannot run on this machine (its service cannot be started here): it
+    /// does not fail the apply, and its detail says it was skipped and why.
+    pub fn skipped(name: impl Into<String>, why: &str) -> HealthResult {
+        HealthResult {
+            name: name.into(),
+            ok: true,
+            detail: format!("skipped (not applicable: {why})"),
+        }
+    }
 }
 
 /// One domain's ownership records: ledger key -> entry, persisted by the engine.

@@ -94,7 +94,7 @@ pub fn apply(
             }
             remove_empty_dirs(cx, desired, ledger)?;
         }
-        Action::Replace | Action::Keep | Action::NotApplicable => {
+        Action::Replace | Action::Keep => {
             bail!("the files domain has no {} step", change.action.word())
         }
     }

@@ -86,6 +86,12 @@ pub trait Host: Send + Sync {
 
     /// Whether `program` is on PATH.
     fn has_program(&self, program: &str) -> bool;
+
+    /// Whether PID 1 is systemd, as sd_booted(3) tells it: `/run/systemd/system` is a
+    /// folder. Where it is not, `systemctl` has nobody to talk to.
+    fn systemd_booted(&self) -> bool {
+        std::path::Path::new("/run/systemd/system").is_dir()
+    }
 }
 
 /// The real machine.

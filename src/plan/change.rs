@@ -73,22 +73,21 @@ pub enum Action {
     Adopt,
     /// Would update or delete, but data would be lost: listed, not done (`--allow-destroy`).
     Keep,
-    /// Declared but meaningless on this machine (a systemd unit where no systemd runs).
-    NotApplicable,
 }
 
 impl Action {
-    /// Whether apply carries this change out. `Keep` and `NotApplicable` are listed only.
+    /// Whether apply carries a change of this action out. `Keep` is listed only (and so
+    /// is any change marked [`Change::not_applicable`]).
     pub fn is_pending(self) -> bool {
         match self {
             Action::Create | Action::Update | Action::Replace | Action::Delete | Action::Adopt => {
                 true
             }
-            Action::Keep | Action::NotApplicable => false,
+            Action::Keep => false,
         }
     }
 
-    /// The glyph printed in front of the address (Terraform's, plus three of ours).
+    /// The glyph printed in front of the address (Terraform's, plus two of ours).
     pub fn glyph(self) -> &'static str {
         match self {
             Action::Create => "+",
@@ -97,7 +96,6 @@ impl Action {
             Action::Delete => "-",
             Action::Adopt => "<=",
             Action::Keep => "!",
-            Action::NotApplicable => ".",
         }
     }
 
@@ -110,7 +108,6 @@ impl Action {
             Action::Delete => "delete",
             Action::Adopt => "adopt",
             Action::Keep => "keep",
-            Action::NotApplicable => "not applicable",
         }
     }
 }
@@ -185,6 +182,11 @@ pub struct Change {
     /// Changes that must run before this one (ordering and `--graph`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Address>,
+    /// Why this change cannot be carried out on this machine (a systemd step where PID 1
+    /// is not systemd). The action still says what it would do; apply skips it and says
+    /// so, and it never counts as pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_applicable: Option<String>,
 }
 
 impl Change {
@@ -197,6 +199,7 @@ impl Change {
             flags: Flags::default(),
             reason: None,
             depends_on: Vec::new(),
+            not_applicable: None,
         }
     }
 
@@ -210,7 +213,19 @@ impl Change {
         self
     }
 
+    /// Attach a unified diff of the content (or none).
+    pub fn with_diff(mut self, diff: Option<String>) -> Self {
+        self.diff = diff;
+        self
+    }
+
+    /// Mark the change as one this machine cannot carry out, saying why.
+    pub fn not_applicable(mut self, why: impl Into<String>) -> Self {
+        self.not_applicable = Some(why.into());
+        self
+    }
+
     pub fn is_pending(&self) -> bool {
-        self.action.is_pending()
+        self.action.is_pending() && self.not_applicable.is_none()
     }
 }

@@ -89,8 +89,10 @@ pub struct Summary {
     pub delete: usize,
     pub adopt: usize,
     pub keep: usize,
+    /// Changes marked not applicable on this machine (counted apart from their action).
     pub not_applicable: usize,
-    /// Changes apply would carry out (create + update + replace + delete + adopt).
+    /// Changes apply would carry out (create + update + replace + delete + adopt), never
+    /// those marked not applicable.
     pub pending: usize,
     /// Pending changes that lose data.
     pub destructive: usize,
@@ -100,6 +102,10 @@ impl Summary {
     pub fn of(changes: &[Change]) -> Summary {
         let mut s = Summary::default();
         for c in changes {
+            if c.not_applicable.is_some() {
+                s.not_applicable += 1;
+                continue;
+            }
             match c.action {
                 Action::Create => s.create += 1,
                 Action::Update => s.update += 1,
@@ -107,7 +113,6 @@ impl Summary {
                 Action::Delete => s.delete += 1,
                 Action::Adopt => s.adopt += 1,
                 Action::Keep => s.keep += 1,
-                Action::NotApplicable => s.not_applicable += 1,
             }
             if c.is_pending() {
                 s.pending += 1;

@@ -21,12 +21,13 @@ impl Style {
         }
     }
 
-    fn action(self, action: Action, text: &str) -> String {
-        let code = match action {
+    fn action(self, c: &Change, text: &str) -> String {
+        let code = match c.action {
+            _ if c.not_applicable.is_some() => "2",
             Action::Create | Action::Adopt => "32",
             Action::Update => "33",
             Action::Replace | Action::Delete => "31",
-            Action::Keep | Action::NotApplicable => "2",
+            Action::Keep => "2",
         };
         self.paint(code, text)
     }
@@ -57,11 +58,11 @@ pub fn text(plan: &Plan, style: Style) -> String {
         ),
         (
             "Kept (would lose data; not changed without --allow-destroy):",
-            Box::new(|c: &Change| c.action == Action::Keep),
+            Box::new(|c: &Change| c.action == Action::Keep && c.not_applicable.is_none()),
         ),
         (
-            "Not applicable on this machine:",
-            Box::new(|c: &Change| c.action == Action::NotApplicable),
+            "Not applicable on this machine (listed, not done):",
+            Box::new(|c: &Change| c.not_applicable.is_some()),
         ),
     ];
     for (title, filter) in groups.iter() {
@@ -91,12 +92,19 @@ fn change(out: &mut String, c: &Change, style: Style) {
     if c.flags.sensitive {
         tags.push("sensitive");
     }
+    let not_applicable = c
+        .not_applicable
+        .as_ref()
+        .map(|why| format!("not applicable: {why}"));
+    if let Some(na) = &not_applicable {
+        tags.push(na);
+    }
     let tags = if tags.is_empty() {
         String::new()
     } else {
         format!(" ({})", tags.join(", "))
     };
-    writeln!(out, "  {}{tags}", style.action(c.action, &head)).unwrap();
+    writeln!(out, "  {}{tags}", style.action(c, &head)).unwrap();
     if let Some(r) = &c.reason {
         writeln!(out, "        # {r}").unwrap();
     }
@@ -135,6 +143,12 @@ pub fn summary_line(s: &Summary) -> String {
         if s.keep > 0 {
             line.push_str(&format!(" {} kept (see above).", s.keep));
         }
+        if s.not_applicable > 0 {
+            line.push_str(&format!(
+                " {} not applicable here (see above).",
+                s.not_applicable
+            ));
+        }
         return line;
     }
     let mut parts = vec![
@@ -167,7 +181,16 @@ pub fn dot(plan: &Plan) -> String {
             out,
             "  {} [label={}];",
             quote(&c.address.to_string()),
-            quote(&format!("{} {}", c.action.glyph(), c.address))
+            quote(&format!(
+                "{} {}{}",
+                c.action.glyph(),
+                c.address,
+                if c.not_applicable.is_some() {
+                    " (not applicable)"
+                } else {
+                    ""
+                }
+            ))
         )
         .unwrap();
     }
@@ -219,8 +242,16 @@ mod tests {
         );
         dataset.depends_on = vec![Address::new("storage", "pool", "tank")];
         let pool = Change::new(Address::new("storage", "pool", "tank"), Action::Create);
+        let mut service = Change::new(
+            Address::new("services", "service", "sovereign-inference"),
+            Action::Create,
+        )
+        .field(FieldChange::new("enabled", None, Some("yes".into())))
+        .field(FieldChange::new("active", None, Some("started".into())))
+        .not_applicable("PID 1 is not systemd");
+        service.reason = Some("would run systemctl daemon-reload, enable and start".into());
         let mut plan = Plan::new(
-            vec![create, secret, forced, kept, dataset, pool],
+            vec![create, secret, forced, kept, dataset, pool, service],
             vec![Unmanaged {
                 section: "inference".into(),
                 note: "[inference] is declared but not managed by this version of sovereign".into(),
@@ -264,6 +295,33 @@ mod tests {
     #[test]
     fn the_summary_counts_only_pending_changes() {
         let s = sample().summary;
-        assert_eq!((s.pending, s.destructive, s.keep, s.create), (5, 1, 1, 3));
+        assert_eq!(
+            (s.pending, s.destructive, s.keep, s.create, s.not_applicable),
+            (5, 1, 1, 3, 1)
+        );
+    }
+
+    #[test]
+    fn a_plan_with_only_not_applicable_changes_has_no_changes() {
+        let change = Change::new(
+            Address::new("services", "service", "sovereign-inference"),
+            Action::Update,
+        )
+        .not_applicable("PID 1 is not systemd");
+        let plan = Plan::new(vec![change], Vec::new());
+        assert!(!plan.has_pending());
+        let text = text(&plan, Style { color: false });
+        assert!(
+            text.contains(
+                "~ services.service:sovereign-inference (not applicable: PID 1 is not systemd)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "No changes: the machine matches the profile. 1 not applicable here (see above)."
+            ),
+            "{text}"
+        );
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Template lookup: for `template = "motd.j2"`, sovereign looks in `templates/` next to
 //! the profile file, then in `templates/` of each parent folder up to the filesystem root
-//! (so `profiles/x.toml` finds the project's `templates/`). The first match wins.
+//! (so `profiles/x.toml` finds the project's `templates/`). The first match wins. Service
+//! units (`services.NAME.template`) are found the same way, and so is the inference
+//! daemon's unit template, which falls back to the copy built into the binary.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,29 @@ impl Resolved {
                 let text = std::fs::read_to_string(&found)
                     .with_context(|| format!("cannot read template {}", found.display()))?;
                 templates.insert(name.clone(), text);
+            }
+        }
+        for (name, spec) in &valid.profile.services {
+            if let Some(t) = &spec.template {
+                if templates.contains_key(t) {
+                    continue;
+                }
+                let found = find_template(&dir, t).with_context(|| {
+                    format!("{}: services.{name}.template = {t:?}", valid.path.display())
+                })?;
+                let text = std::fs::read_to_string(&found)
+                    .with_context(|| format!("cannot read template {}", found.display()))?;
+                templates.insert(t.clone(), text);
+            }
+        }
+        // The daemon's unit template: a templates/ folder above the profile may carry its
+        // own; otherwise the binary's copy of the project's is used.
+        if valid.profile.inference.is_some() {
+            let name = crate::compute::render::UNIT_TEMPLATE;
+            if let Ok(found) = find_template(&dir, name) {
+                let text = std::fs::read_to_string(&found)
+                    .with_context(|| format!("cannot read template {}", found.display()))?;
+                templates.insert(name.to_string(), text);
             }
         }
         Ok(Resolved {

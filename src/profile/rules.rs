@@ -1,5 +1,6 @@
 //! Rules the schema cannot say: names, references between sections and semantic checks
-//! (absolute normalized paths, content xor template, vdev group sizes, sha256 digests, listen addresses, non-empty check commands).
+//! (absolute normalized paths, content xor template, vdev group sizes, sha256 digests, listen addresses, non-empty check commands,
+//! unit names, key files named by path).
 //!
 //! The rules read the merged tree, not the typed profile, so they run even when the
 //! schema check found errors elsewhere; a value of the wrong type is skipped here (the
@@ -18,6 +19,7 @@ pub fn check_rules(root: &Node) -> Vec<Issue> {
     files(root, &mut out);
     checks(root, &mut out);
     storage(root, &mut out);
+    services(root, &mut out);
     inference(root, &mut out);
     out
 }
@@ -442,6 +444,95 @@ fn device_path(device: &str, node: &Node, path: &[Seg], out: &mut Vec<Issue>) {
     }
 }
 
+/// Why `name` cannot be a systemd unit name (without its ".service" suffix).
+pub fn unit_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 200 {
+        return Err("must be 1 to 200 characters long".into());
+    }
+    if name.ends_with(".service") {
+        return Err("ends with \".service\" (the suffix is added)".into());
+    }
+    if name.starts_with(['.', '-']) {
+        return Err("may not start with '.' or '-'".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@')))
+    {
+        return Err(format!("contains {}", quote(&bad.to_string())));
+    }
+    Ok(())
+}
+
+fn services(root: &Node, out: &mut Vec<Issue>) {
+    let Some(services) = table_at(root, &["services"]) else {
+        return;
+    };
+    for (name, entry) in services {
+        let here = kp(&["services", name]);
+        if let Err(why) = unit_name(name) {
+            out.push(
+                Issue::new(&entry.key_loc, &here, format!("service name {} {why}", quote(name)))
+                    .label("not a unit name")
+                    .hint("use letters, digits, '_', '-', '.', ':' and '@', without \".service\", e.g. [services.backup]"),
+            );
+        }
+        if name == crate::compute::UNIT_NAME && root.get("inference").is_some() {
+            out.push(
+                Issue::new(&entry.key_loc, &here, format!("service {} is the unit [inference] generates", quote(name)))
+                    .label("taken by [inference]")
+                    .hint("give this service another name; [inference] declares sovereign-inference itself"),
+            );
+        }
+        let Some(spec) = entry.node.table() else {
+            continue;
+        };
+        match (spec.get("unit"), spec.get("template")) {
+            (Some(_), Some(template)) => out.push(
+                Issue::new(
+                    &template.key_loc,
+                    &here,
+                    format!("service {} sets both unit and template", quote(name)),
+                )
+                .label("second source of the unit")
+                .hint("give exactly one of `unit` or `template`"),
+            ),
+            (None, None) => out.push(
+                Issue::new(
+                    &entry.key_loc,
+                    &here,
+                    format!("service {} sets neither unit nor template", quote(name)),
+                )
+                .label("no unit")
+                .hint("give `unit = \"[Service]\\nExecStart=...\"` or `template = \"name.service.j2\"`"),
+            ),
+            _ => {}
+        }
+        for (i, path) in spec
+            .get("restart_on")
+            .and_then(|e| e.node.array())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let Some(p) = path.str() else { continue };
+            if let Err(why) = absolute_normalized(p) {
+                let at = key_path(&[
+                    Seg::Key("services".into()),
+                    Seg::Key(name.clone()),
+                    Seg::Key("restart_on".into()),
+                    Seg::Index(i),
+                ]);
+                out.push(
+                    Issue::new(&path.loc, at, format!("restart_on path {} {why}", quote(p)))
+                        .label("not an absolute, normalized path")
+                        .hint("name the files the service reads by absolute path, e.g. \"/etc/backup.conf\""),
+                );
+            }
+        }
+    }
+}
+
 fn inference(root: &Node, out: &mut Vec<Issue>) {
     let Some(section) = root.get("inference") else {
         return;
@@ -471,7 +562,18 @@ fn inference(root: &Node, out: &mut Vec<Issue>) {
     }
     if let Some(file) = key_file {
         if let Some(path) = file.node.str() {
-            if let Err(why) = absolute_normalized(path) {
+            // A value with no '/' is most likely the key itself pasted in: never echo it.
+            if !path.contains('/') {
+                out.push(
+                    Issue::new(
+                        &file.node.loc,
+                        "inference.api_key_file",
+                        "api_key_file must name a file holding the key, and this value is not a path (it may be the key itself; it is not shown)",
+                    )
+                    .label("not a path")
+                    .hint("put the key in a file readable only by root (mode 0600) and give its absolute path, e.g. \"/etc/sovereign/api-key\"; a key in a profile is a leaked key"),
+                );
+            } else if let Err(why) = absolute_normalized(path) {
                 out.push(
                     Issue::new(
                         &file.node.loc,
@@ -578,5 +680,9 @@ mod tests {
         assert!(model_name("a/b").is_err());
         assert!(hostname("forge-01").is_ok());
         assert!(hostname("-x").is_err());
+        assert!(unit_name("backup").is_ok());
+        assert!(unit_name("getty@tty1").is_ok());
+        assert!(unit_name("backup.service").is_err());
+        assert!(unit_name("a/b").is_err());
     }
 }

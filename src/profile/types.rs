@@ -40,6 +40,14 @@ pub struct Profile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Storage>,
 
+    /// systemd services, keyed by unit name without ".service" (`[services.backup]` is
+    /// backup.service). sovereign writes the unit file, enables and starts the service,
+    /// restarts it when the unit or a file it names in `restart_on` changes, and stops,
+    /// disables and removes it when the profile drops it. Where PID 1 is not systemd, the
+    /// systemctl steps are listed as not applicable and skipped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceSpec>,
+
     /// The inference daemon and the models it serves (Compute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inference: Option<Inference>,
@@ -112,6 +120,34 @@ pub struct Check {
     /// Pause between attempts. Default "1s".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
+}
+
+/// One systemd service. Give exactly one of `unit` or `template`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The unit file's content (`[Unit]`, `[Service]`, `[Install]`), rendered as a minijinja
+    /// template with the profile and the detected facts as context, like a managed file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+
+    /// A unit template under templates/ (next to the profile or the project's), rendered
+    /// with the same context as `unit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+
+    /// Start the service at boot (`systemctl enable`). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable: Option<bool>,
+
+    /// Keep the service running (`systemctl start`); false keeps it stopped. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<bool>,
+
+    /// Absolute paths of files the service reads (usually managed files); when one changes,
+    /// the service is restarted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_on: Vec<String>,
 }
 
 /// ZFS storage: pools, datasets, zvols and snapshot policies.

@@ -546,7 +546,7 @@ pub fn to_op(desired: &Desired, change: &Change) -> Result<Op> {
             name,
             subtree: change.fields.iter().map(|f| f.name.clone()).collect(),
         },
-        (Action::Keep | Action::NotApplicable, _) => Op::Keep {
+        (Action::Keep, _) => Op::Keep {
             kind,
             name,
             reason: change.reason.clone().unwrap_or_default(),

@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod bench;
+mod demo;
 mod gen_model;
 mod setup;
 mod tidy;
@@ -41,7 +42,7 @@ fn run() -> Result<()> {
     };
     match task {
         "setup" => setup::run(),
-        "demo" => demo(rest),
+        "demo" => demo::run(rest),
         "ci" => ci(),
         "bench" => bench::run(rest),
         "gen-model" => gen_model::run(rest),
@@ -100,85 +101,5 @@ fn ci() -> Result<()> {
     test.args(["test", "--workspace"]);
     run_step(test)?;
     eprintln!("\nci: all checks passed");
-    Ok(())
-}
-
-/// The demo pool's only vdev: a sparse file the profile names (relocated under --root).
-const DEMO_POOL: &str = "sovereign-demo";
-const DEMO_VDEV: &str = "var/lib/sovereign/demo/tank.img";
-
-fn demo_pool_file(state_root: &Path) -> Result<()> {
-    let img = state_root.join(DEMO_VDEV);
-    if img.exists() {
-        return Ok(());
-    }
-    let dir = img.parent().expect("the vdev path has a folder");
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file =
-        std::fs::File::create(&img).with_context(|| format!("cannot create {}", img.display()))?;
-    file.set_len(256 << 20)
-        .with_context(|| format!("cannot size {}", img.display()))?;
-    eprintln!(
-        "demo: created the sparse pool file {} (256M)",
-        img.display()
-    );
-    Ok(())
-}
-
-/// `cargo xtask demo clean`: destroy the demo pool, then remove the demo's state root.
-fn demo_clean(state_root: &Path) -> Result<()> {
-    let listed = Command::new("zpool")
-        .args(["list", "-H", "-o", "name", DEMO_POOL])
-        .output();
-    if listed.is_ok_and(|o| o.status.success()) {
-        let mut destroy = Command::new("zpool");
-        destroy.args(["destroy", DEMO_POOL]);
-        run_step(destroy)?;
-    }
-    if state_root.exists() {
-        std::fs::remove_dir_all(state_root)
-            .with_context(|| format!("cannot remove {}", state_root.display()))?;
-    }
-    eprintln!(
-        "demo: cleaned ({} and the pool {DEMO_POOL} are gone)",
-        state_root.display()
-    );
-    Ok(())
-}
-
-/// The main job: plan, apply and plan again (no changes) on profiles/demo.toml, with the
-/// demo's own state root so nothing outside the repository is touched.
-fn demo(args: &[String]) -> Result<()> {
-    if args.first().map(String::as_str) == Some("clean") {
-        return demo_clean(&project_root().join(".demo/root"));
-    }
-    setup::run()?;
-    let mut build = cargo();
-    build.args(["build", "--bin", "sovereign"]);
-    run_step(build)?;
-    let root = project_root();
-    let bin = root.join("target/debug/sovereign");
-    let profile = root.join("profiles/demo.toml");
-    let state_root = root.join(".demo/root");
-    std::fs::create_dir_all(&state_root)
-        .with_context(|| format!("cannot create {}", state_root.display()))?;
-    demo_pool_file(&state_root)?;
-    let sovereign = |args: &[&str]| {
-        let mut cmd = Command::new(&bin);
-        cmd.arg("--root").arg(&state_root).args(args).arg(&profile);
-        cmd
-    };
-    run_step(sovereign(&["plan"]))?;
-    run_step(sovereign(&["apply", "--yes"]))?;
-    // The second plan must show no changes: --detailed-exitcode exits 2 otherwise.
-    run_step(sovereign(&["plan", "--detailed-exitcode"]))?;
-    eprintln!(
-        "\ndemo: done. Managed files are under {root}/ (e.g. {root}/etc/motd);\n      \
-         sovereign's state (ledger, journal, generations, backups) is in {root}/var/lib/sovereign/.\n      \
-         List the generations: {bin} --root {root} generations\n      \
-         Remove the demo (its pool and state): cargo xtask demo clean",
-        root = state_root.display(),
-        bin = bin.display()
-    );
     Ok(())
 }

@@ -1,0 +1,206 @@
+//! What `[inference]` turns into on disk: the daemon's systemd unit (from
+//! templates/sovereign-inference.service.j2) and the per-model options file the unit
+//! passes with `--models`. Pure functions of the profile section: snapshot-tested.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, anyhow};
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::inference::cache::MODELS_DIR;
+use crate::profile::{GpuLayers, Inference};
+
+/// The unit's template name; a profile's own templates/ may override the project's.
+pub const UNIT_TEMPLATE: &str = "sovereign-inference.service.j2";
+/// The project's copy, used when no templates/ folder above the profile has one.
+pub const UNIT_TEMPLATE_TEXT: &str = include_str!("../../templates/sovereign-inference.service.j2");
+
+/// Defaults `serve` would use, written out so the unit says what runs.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_SLOTS: u32 = 4;
+pub const DEFAULT_CTX: u32 = 4096;
+
+/// One model's options in models.toml (the format `serve --models FILE` reads).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_layers: Option<toml::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub preload: bool,
+}
+
+#[derive(Serialize)]
+struct ModelsFile<'a> {
+    models: &'a BTreeMap<String, ModelOptions>,
+}
+
+/// models.toml for `section`: one table per declared model, only the options it sets.
+pub fn models_toml(section: &Inference) -> anyhow::Result<String> {
+    let models: BTreeMap<String, ModelOptions> = section
+        .models
+        .iter()
+        .map(|(name, m)| {
+            let options = ModelOptions {
+                ctx: m.context,
+                gpu_layers: m.gpu_layers.map(|g| match g {
+                    GpuLayers::Count(n) => toml::Value::Integer(i64::from(n)),
+                    GpuLayers::Auto(_) => toml::Value::String("auto".into()),
+                }),
+                ttl: m.ttl.map(|d| d.to_string()),
+                preload: m.preload,
+            };
+            (name.clone(), options)
+        })
+        .collect();
+    let body = toml::to_string(&ModelsFile { models: &models })
+        .context("cannot write the models file as TOML")?;
+    Ok(format!(
+        "# Managed by sovereign from the profile's [inference.models]; edits are overwritten.\n{body}"
+    ))
+}
+
+/// What the unit template sees.
+#[derive(Debug, Serialize)]
+struct UnitContext<'a> {
+    exe: &'a str,
+    listen: &'a str,
+    slots: u32,
+    ctx: u32,
+    threads: Option<u32>,
+    max_loaded: Option<u32>,
+    models_file: &'a str,
+    api_key_file: Option<&'a str>,
+    models_dir: String,
+}
+
+/// Render the daemon's unit. `exe` is the sovereign binary the unit runs; `template` is
+/// the template's source text.
+pub fn unit(
+    section: &Inference,
+    template: &str,
+    exe: &str,
+    models_file: &str,
+) -> anyhow::Result<String> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("the default delimiters are valid"),
+    );
+    let context = UnitContext {
+        exe,
+        listen: section.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        slots: section.slots.unwrap_or(DEFAULT_SLOTS),
+        ctx: section.ctx.unwrap_or(DEFAULT_CTX),
+        threads: section.threads,
+        max_loaded: section.max_loaded,
+        models_file,
+        api_key_file: section.api_key_file.as_deref(),
+        models_dir: format!("/{MODELS_DIR}"),
+    };
+    env.render_str(
+        template,
+        minijinja::Value::from(minijinja::value::Serde(&context)),
+    )
+    .map_err(|e| anyhow!("{e:#}"))
+    .with_context(|| format!("template {UNIT_TEMPLATE:?} cannot be rendered"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{AutoKeyword, ModelSpec};
+
+    fn section() -> Inference {
+        let mut models = BTreeMap::new();
+        models.insert(
+            "tiny".to_string(),
+            ModelSpec {
+                source: "/var/lib/sovereign/demo/tiny.gguf".into(),
+                sha256: Some("ab".repeat(32)),
+                context: Some(2048),
+                gpu_layers: Some(GpuLayers::Auto(AutoKeyword::Auto)),
+                ttl: Some("10m".parse().unwrap()),
+                preload: true,
+            },
+        );
+        models.insert(
+            "coder".to_string(),
+            ModelSpec {
+                source: "https://example.org/coder.gguf".into(),
+                sha256: None,
+                context: None,
+                gpu_layers: Some(GpuLayers::Count(20)),
+                ttl: None,
+                preload: false,
+            },
+        );
+        Inference {
+            listen: Some("127.0.0.1:8080".into()),
+            api_key_file: Some("/etc/sovereign/api-key".into()),
+            slots: Some(2),
+            ctx: Some(4096),
+            threads: Some(8),
+            max_loaded: Some(1),
+            models,
+        }
+    }
+
+    #[test]
+    fn the_unit_is_hardened_and_keeps_the_key_off_argv() {
+        let text = unit(
+            &section(),
+            UNIT_TEMPLATE_TEXT,
+            "/usr/local/bin/sovereign",
+            "/etc/sovereign/inference/models.toml",
+        )
+        .unwrap();
+        insta::assert_snapshot!(text);
+        let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert!(!exec.contains("api-key"), "{exec}");
+        for line in [
+            "DynamicUser=yes",
+            "LoadCredential=api-key:/etc/sovereign/api-key",
+            "ReadOnlyPaths=/var/lib/sovereign/models",
+            "Restart=on-failure",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn without_a_key_file_there_is_no_credential_and_defaults_are_written_out() {
+        let bare = Inference::default();
+        let text = unit(&bare, UNIT_TEMPLATE_TEXT, "/s", "/m.toml").unwrap();
+        assert!(!text.contains("LoadCredential"), "{text}");
+        assert!(
+            text.contains(
+                "ExecStart=/s serve --listen 127.0.0.1:8080 --slots 4 --ctx 4096 --models /m.toml\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn models_toml_has_only_the_options_each_model_sets() {
+        let text = models_toml(&section()).unwrap();
+        insta::assert_snapshot!(text);
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(
+            parsed["models"]["tiny"]["gpu_layers"].as_str(),
+            Some("auto")
+        );
+        assert_eq!(
+            parsed["models"]["coder"]["gpu_layers"].as_integer(),
+            Some(20)
+        );
+        assert!(parsed["models"]["coder"].get("preload").is_none());
+    }
+}

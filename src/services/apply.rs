@@ -1,0 +1,326 @@
+//! Carrying out services changes: unit files through the host's file helpers, systemd
+//! through `systemctl` on the host; each recorded in the ledger.
+
+use anyhow::{Context, bail};
+
+use super::generated;
+use super::systemctl::{self, unit};
+use super::{Desired, Entry, service_key, unit_key, unit_path};
+use crate::domain::{ApplyContext, HealthResult, LedgerTx};
+use crate::plan::{Action, Change};
+
+/// Unit files are world-readable, like the ones packages install.
+const UNIT_MODE: u32 = 0o644;
+
+pub fn apply(
+    cx: &ApplyContext<'_>,
+    desired: &Desired,
+    change: &Change,
+    ledger: &mut LedgerTx<'_, Entry>,
+) -> anyhow::Result<()> {
+    let name = change.address.name.as_str();
+    match change.address.kind.as_str() {
+        "unit" => apply_unit(cx, desired, name, change.action, ledger),
+        "service" => apply_service(cx, desired, name, change, ledger),
+        other => bail!("the services domain has no {other:?} resources"),
+    }
+}
+
+fn apply_unit(
+    cx: &ApplyContext<'_>,
+    desired: &Desired,
+    name: &str,
+    action: Action,
+    ledger: &mut LedgerTx<'_, Entry>,
+) -> anyhow::Result<()> {
+    let path = unit_path(name);
+    match action {
+        Action::Create | Action::Update | Action::Adopt => {
+            let want = desired
+                .get(name)
+                .with_context(|| format!("service {name:?} is not in the profile"))?;
+            if action != Action::Adopt {
+                generated::write(cx.root, &path, &want.unit, UNIT_MODE)?;
+            }
+            ledger.record_result(
+                &unit_key(name),
+                Entry::Unit {
+                    applied_sha256: want.unit_sha256.clone(),
+                },
+            )
+        }
+        Action::Delete => {
+            generated::remove(cx.root, &path)?;
+            ledger.forget(&unit_key(name))?;
+            if systemctl::unusable(cx.root, cx.host).is_none() {
+                systemctl::run(cx.host, &["daemon-reload"])?;
+            }
+            Ok(())
+        }
+        Action::Replace | Action::Keep => {
+            bail!("a unit file has no {} step", action.word())
+        }
+    }
+}
+
+fn apply_service(
+    cx: &ApplyContext<'_>,
+    desired: &Desired,
+    name: &str,
+    change: &Change,
+    ledger: &mut LedgerTx<'_, Entry>,
+) -> anyhow::Result<()> {
+    if let Some(why) = systemctl::unusable(cx.root, cx.host) {
+        // The plan marks these not applicable; reaching here means the machine changed.
+        bail!("{} cannot run here: {why}", change.address);
+    }
+    let unit = unit(name);
+    if change.action == Action::Delete {
+        systemctl::run(cx.host, &["disable", "--now", &unit])?;
+        return ledger.forget(&service_key(name));
+    }
+    let want = desired
+        .get(name)
+        .with_context(|| format!("service {name:?} is not in the profile"))?;
+    systemctl::run(cx.host, &["daemon-reload"])?;
+    let field = |n: &str| change.fields.iter().any(|f| f.name == n);
+    if want.enable {
+        systemctl::run(cx.host, &["enable", &unit])?;
+    } else if field("enabled") {
+        systemctl::run(cx.host, &["disable", &unit])?;
+    }
+    if want.start {
+        let verb = if field("restart") { "restart" } else { "start" };
+        systemctl::run(cx.host, &[verb, &unit])?;
+    } else if field("active") {
+        systemctl::run(cx.host, &["stop", &unit])?;
+    }
+    ledger.record_result(
+        &service_key(name),
+        Entry::Service {
+            unit_sha256: want.unit_sha256.clone(),
+            triggers: want.triggers.clone(),
+            enabled: want.enable,
+            started: want.start,
+        },
+    )
+}
+
+/// Each service that should run is active; skipped (and said so) where systemd cannot be
+/// asked.
+pub fn health(cx: &ApplyContext<'_>, desired: &Desired) -> Vec<HealthResult> {
+    let running: Vec<&str> = desired
+        .iter()
+        .filter(|(_, s)| s.start)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if running.is_empty() {
+        return Vec::new();
+    }
+    let title = |n: &str| format!("service {} is active", unit(n));
+    if let Some(why) = systemctl::unusable(cx.root, cx.host) {
+        return running
+            .iter()
+            .map(|n| HealthResult::skipped(title(n), &why))
+            .collect();
+    }
+    let states = match systemctl::show(cx.host, &running) {
+        Ok(s) => s,
+        Err(e) => {
+            return running
+                .iter()
+                .map(|n| HealthResult {
+                    name: title(n),
+                    ok: false,
+                    detail: format!("{e:#}"),
+                })
+                .collect();
+        }
+    };
+    running
+        .iter()
+        .map(|n| {
+            let s = states.get(*n).cloned().unwrap_or_default();
+            HealthResult {
+                name: title(n),
+                ok: s.is_active(),
+                detail: format!("ActiveState={} SubState={}", s.active, s.sub),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::domain::{LedgerSink, Owned};
+    use crate::host::fs::Root;
+    use crate::host::{Cmd, CmdOutput, Host};
+    use crate::plan::FieldChange;
+    use crate::services::{DesiredService, service_address};
+
+    /// A host where PID 1 is systemd: it records each command and answers `systemctl show`
+    /// with captured text. Unit tests only (integration tests use the real machine).
+    struct SystemdHost {
+        show: &'static str,
+        ran: Mutex<Vec<String>>,
+    }
+
+    impl Host for SystemdHost {
+        fn run(&self, cmd: &Cmd) -> io::Result<CmdOutput> {
+            self.ran.lock().unwrap().push(cmd.display());
+            let is_show = cmd.argv.get(1).is_some_and(|a| a == "show");
+            Ok(CmdOutput {
+                code: Some(0),
+                stdout: if is_show {
+                    self.show.into()
+                } else {
+                    Vec::new()
+                },
+                stderr: Vec::new(),
+                timed_out: false,
+            })
+        }
+        fn has_program(&self, _program: &str) -> bool {
+            true
+        }
+        fn systemd_booted(&self) -> bool {
+            true
+        }
+    }
+
+    struct Sink;
+
+    impl LedgerSink for Sink {
+        fn write(&mut self, _: &str, _: Option<serde_json::Value>, _: bool) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn host(show: &'static str) -> SystemdHost {
+        SystemdHost {
+            show,
+            ran: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn cx<'a>(root: &'a Root, host: &'a SystemdHost) -> ApplyContext<'a> {
+        ApplyContext {
+            root,
+            host,
+            state_dir: std::path::Path::new("/nonexistent"),
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn a_new_service_is_reloaded_enabled_and_started_and_recorded() {
+        let root = Root::system();
+        let h = host("");
+        let mut desired = Desired::new();
+        desired.insert("x".into(), DesiredService::new(b"[Service]\n".to_vec()));
+        let change = Change::new(service_address("x"), Action::Create)
+            .field(FieldChange::new(
+                "enabled",
+                Some("no".into()),
+                Some("yes".into()),
+            ))
+            .field(FieldChange::new(
+                "active",
+                Some("inactive".into()),
+                Some("running".into()),
+            ));
+        let mut owned = Owned::new();
+        let mut sink = Sink;
+        let mut tx = LedgerTx::new(&mut owned, &mut sink);
+        apply(&cx(&root, &h), &desired, &change, &mut tx).unwrap();
+        assert_eq!(
+            *h.ran.lock().unwrap(),
+            [
+                "systemctl daemon-reload",
+                "systemctl enable x.service",
+                "systemctl start x.service"
+            ]
+        );
+        assert!(matches!(
+            owned.get("service:x"),
+            Some(Entry::Service {
+                started: true,
+                enabled: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_restart_field_restarts_and_a_dropped_service_is_disabled_now() {
+        let root = Root::system();
+        let h = host("");
+        let mut desired = Desired::new();
+        desired.insert("x".into(), DesiredService::new(b"[Service]\n".to_vec()));
+        let restart = Change::new(service_address("x"), Action::Update).field(FieldChange::new(
+            "restart",
+            None,
+            Some("the unit changed".into()),
+        ));
+        let mut owned = Owned::new();
+        let mut sink = Sink;
+        let mut tx = LedgerTx::new(&mut owned, &mut sink);
+        apply(&cx(&root, &h), &desired, &restart, &mut tx).unwrap();
+        let drop = Change::new(service_address("x"), Action::Delete);
+        apply(&cx(&root, &h), &Desired::new(), &drop, &mut tx).unwrap();
+        assert_eq!(
+            *h.ran.lock().unwrap(),
+            [
+                "systemctl daemon-reload",
+                "systemctl enable x.service",
+                "systemctl restart x.service",
+                "systemctl disable --now x.service"
+            ]
+        );
+        assert!(owned.is_empty());
+    }
+
+    #[test]
+    fn health_reads_one_bulk_show_and_fails_an_inactive_service() {
+        let root = Root::system();
+        let h = host(
+            "Id=x.service\nLoadState=loaded\nActiveState=failed\nSubState=failed\nUnitFileState=enabled\n\n\
+             Id=y.service\nLoadState=loaded\nActiveState=active\nSubState=running\nUnitFileState=enabled\n",
+        );
+        let mut desired = Desired::new();
+        desired.insert("x".into(), DesiredService::new(b"[Service]\n".to_vec()));
+        desired.insert("y".into(), DesiredService::new(b"[Service]\n".to_vec()));
+        let results = health(&cx(&root, &h), &desired);
+        assert_eq!(
+            *h.ran.lock().unwrap(),
+            [
+                "systemctl show --property=Id,LoadState,ActiveState,SubState,UnitFileState -- x.service y.service"
+            ]
+        );
+        assert!(!results[0].ok, "{results:?}");
+        assert!(results[0].detail.contains("ActiveState=failed"));
+        assert!(results[1].ok, "{results:?}");
+    }
+
+    #[test]
+    fn under_a_root_systemd_steps_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let h = host("");
+        let mut desired = Desired::new();
+        desired.insert("x".into(), DesiredService::new(b"[Service]\n".to_vec()));
+        let results = health(&cx(&root, &h), &desired);
+        assert!(results[0].ok);
+        assert!(
+            results[0]
+                .detail
+                .starts_with("skipped (not applicable: the unit files are written under --root"),
+            "{results:?}"
+        );
+        assert!(h.ran.lock().unwrap().is_empty());
+    }
+}
