@@ -12,9 +12,11 @@ pub mod daemon;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
+pub mod estimate;
 pub mod gguf;
 pub mod job;
 pub mod metrics;
+pub mod model_options;
 pub mod quantize;
 #[cfg(feature = "engine")]
 pub mod rawbench;
