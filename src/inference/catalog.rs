@@ -33,7 +33,7 @@ pub struct Settings {
     pub slots: usize,
     pub gpu_layers: GpuLayers,
     /// Idle time before unload; `None`: kept until unloaded.
-    #[serde(serialize_with = "secs")]
+    #[serde(rename = "ttl_seconds", serialize_with = "secs")]
     pub ttl: Option<Duration>,
 }
 
@@ -376,7 +376,7 @@ impl Catalog {
     }
 
     /// Load `name` (idempotent: loaded with the same context and offload is success, and a
-    /// TTL given replaces the old one). Refused with the numbers when the estimate does not
+    /// TTL given replaces the old one; with none the old one stays). Refused with the numbers when the estimate does not
     /// fit the free memory, unless forced. Returns once the engine thread runs.
     pub async fn load(self: &Arc<Self>, name: &str, req: LoadRequest) -> Result<Loaded, LoadError> {
         let (path, shape) = self.resolve(name).await?;
@@ -392,7 +392,8 @@ impl Catalog {
                         e.settings.ctx, e.settings.gpu_layers, settings.ctx, settings.gpu_layers
                     )));
                 }
-                let e = Entry::clone_with_ttl(e, settings.ttl);
+                // A TTL given replaces the old one; none given keeps it.
+                let e = Entry::clone_with_ttl(e, req.ttl.or(e.settings.ttl));
                 let in_use = entries
                     .iter()
                     .filter(|(n, _)| n.as_str() != name)
