@@ -143,7 +143,10 @@ impl Daemon {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "{args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
@@ -210,7 +213,10 @@ fn load_ps_unload_and_idempotent_load() {
     assert_eq!(m["state"], "ready");
     assert_eq!(m["ctx"], 512);
     assert_eq!(m["busy_slots"], 0);
-    assert!(m["memory"]["total_bytes"].as_u64().unwrap() > m["memory"]["weights_bytes"].as_u64().unwrap());
+    assert!(
+        m["memory"]["total_bytes"].as_u64().unwrap()
+            > m["memory"]["weights_bytes"].as_u64().unwrap()
+    );
     let left = m["ttl_left_seconds"].as_f64().unwrap();
     assert!(left > 0.0 && left <= 3600.0, "{m}");
     assert!(m["idle_seconds"].as_f64().unwrap() >= 0.0);
@@ -228,12 +234,18 @@ fn load_ps_unload_and_idempotent_load() {
     let out = d.cli(&["model", "load", "tiny", "--ctx", "1024"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("512") && err.contains("1024") && err.contains("unload"), "{err}");
+    assert!(
+        err.contains("512") && err.contains("1024") && err.contains("unload"),
+        "{err}"
+    );
     assert_eq!(d.loaded(), ["tiny"]);
 
     let human = d.cli(&["model", "ps"]);
     let table = String::from_utf8_lossy(&human.stdout);
-    assert!(table.starts_with("NAME") && table.contains("tiny"), "{table}");
+    assert!(
+        table.starts_with("NAME") && table.contains("tiny"),
+        "{table}"
+    );
 
     let out = d.cli(&["model", "unload", "tiny"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -267,7 +279,11 @@ fn a_model_idle_past_its_ttl_is_unloaded() {
         assert!(Instant::now() < deadline, "still loaded: {}", d.log_text());
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(d.log_text().contains("idle past its TTL"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("idle past its TTL"),
+        "{}",
+        d.log_text()
+    );
     // It comes back on demand, with the daemon's default (no TTL).
     assert_eq!(d.complete("tiny").0, 200);
     let ps = d.cli_json(&["model", "ps", "--json"]);
@@ -307,7 +323,13 @@ fn the_memory_guard_refuses_a_model_bigger_than_the_budget() {
     let out = d.cli(&["model", "load", "tiny"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    for part in ["does not fit", "weights", "KV cache", "compute buffers", "1.0 MiB"] {
+    for part in [
+        "does not fit",
+        "weights",
+        "KV cache",
+        "compute buffers",
+        "1.0 MiB",
+    ] {
         assert!(err.contains(part), "{part} missing: {err}");
     }
     let refused = d.cli(&["model", "load", "tiny", "--json"]);
@@ -329,7 +351,12 @@ fn the_memory_guard_refuses_a_model_bigger_than_the_budget() {
 #[test]
 fn without_a_daemon_the_cli_says_how_to_start_one() {
     let out = sovereign()
-        .args(["model", "ps", "--server", &format!("http://127.0.0.1:{}", free_port())])
+        .args([
+            "model",
+            "ps",
+            "--server",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -372,7 +399,11 @@ fn the_key_comes_from_a_file_or_systemds_credential_folder() {
     let d = d.with_key("wrong-key");
     let out = d.cli(&["server", "status"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("refused the API key"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the API key"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains("wrong-key"));
     assert!(!d.log_text().contains("cred-key"));
 }
@@ -406,4 +437,34 @@ fn models_file_sets_per_model_defaults_and_preloads() {
         err.contains(&format!("{}:3", file.display())) && err.contains("context"),
         "{err}"
     );
+}
+
+#[test]
+fn ps_shows_busy_slots_and_unload_lets_the_request_in_flight_finish() {
+    let d = Daemon::start(&["tiny"], &[], &[]);
+    let out = d.cli(&["model", "load", "tiny", "--ctx", "1024"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let body = inference_support::endless_completion(json!({"max_tokens": 600, "stream": true}))
+        .to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = s.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let ps = d.cli_json(&["model", "ps", "--json"]);
+    assert_eq!(ps["models"][0]["busy_slots"], 1, "{ps}");
+    assert_eq!(ps["models"][0]["idle_seconds"], 0.0, "{ps}");
+
+    assert_eq!(d.cli(&["model", "unload", "tiny"]).status.code(), Some(0));
+    assert!(d.loaded().is_empty());
+    let mut rest = String::new();
+    let _ = s.read_to_string(&mut rest);
+    assert!(rest.contains("\"finish_reason\":\"length\""), "{rest}");
+    assert!(rest.contains("[DONE]"), "{rest}");
 }

@@ -77,7 +77,9 @@ impl Client {
                 )
             })?;
         let key = match (&args.api_key_file, std::env::var("SOVEREIGN_API_KEY")) {
-            (Some(file), _) => Some(daemon::read_key_file(file).map_err(|e| miette::miette!("{e}"))?),
+            (Some(file), _) => {
+                Some(daemon::read_key_file(file).map_err(|e| miette::miette!("{e}"))?)
+            }
             (None, Ok(env)) => Some(
                 daemon::non_empty_key(&env, "SOVEREIGN_API_KEY")
                     .map_err(|e| miette::miette!("{e}"))?,
@@ -202,7 +204,10 @@ pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
             .to_string()
     };
     std::iter::once(line(head.to_vec()))
-        .chain(rows.iter().map(|r| line(r.iter().map(String::as_str).collect())))
+        .chain(
+            rows.iter()
+                .map(|r| line(r.iter().map(String::as_str).collect())),
+        )
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -136,7 +136,11 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         (None, Err(_), None) => None,
     };
     let model_defaults = match &args.models_file {
-        Some(path) => ModelsFile::load(path).map_err(|e| miette::miette!("{e}"))?.models,
+        Some(path) => {
+            ModelsFile::load(path)
+                .map_err(|e| miette::miette!("{e}"))?
+                .models
+        }
         None => Default::default(),
     };
     let mut names = std::collections::HashSet::new();

@@ -50,7 +50,9 @@ struct UnloadBody {
     all: bool,
 }
 
-fn body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+fn body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| ApiError::BadRequest {
         message: format!("cannot read the body: {r}"),
         param: None,
@@ -116,7 +118,11 @@ pub async fn load(State(state): State<AppState>, raw: Result<Bytes, BytesRejecti
         }
     }
     if req.ttl.is_some_and(|t| t.as_std().is_zero()) {
-        return ApiError::bad("ttl", "a ttl of zero would unload at once; leave it out to keep the model loaded").into_response();
+        return ApiError::bad(
+            "ttl",
+            "a ttl of zero would unload at once; leave it out to keep the model loaded",
+        )
+        .into_response();
     }
     if state.catalog.is_none() && state.models.contains_key(&req.model) && !req.estimate_only {
         // Fixed models are loaded for the daemon's life: loading one is already done.
@@ -143,15 +149,9 @@ pub async fn load(State(state): State<AppState>, raw: Result<Bytes, BytesRejecti
         Err(e) => return load_error(e),
     };
     // Answer once the model is ready, so `model load` means usable.
-    if let Some((_, handle)) = catalog
-        .started()
-        .into_iter()
-        .find(|(n, _)| n == &req.model)
-    {
+    if let Some((_, handle)) = catalog.started().into_iter().find(|(n, _)| n == &req.model) {
         let mut ready = handle.state.clone();
-        let _ = ready
-            .wait_for(|s| !matches!(s, ModelState::Loading))
-            .await;
+        let _ = ready.wait_for(|s| !matches!(s, ModelState::Loading)).await;
         let failed = match &*handle.state.borrow() {
             ModelState::Failed(why) => Some(why.clone()),
             _ => None,

@@ -259,10 +259,7 @@ impl Catalog {
                     busy_slots: busy,
                     queued: in_flight - busy,
                     idle_seconds: idle.as_secs_f64(),
-                    ttl_left_seconds: e
-                        .settings
-                        .ttl
-                        .map(|t| t.saturating_sub(idle).as_secs_f64()),
+                    ttl_left_seconds: e.settings.ttl.map(|t| t.saturating_sub(idle).as_secs_f64()),
                     loaded_at: e.loaded_at.into(),
                 }
             })
@@ -385,8 +382,7 @@ impl Catalog {
         if let Some(e) = entries.get(name) {
             let failed = matches!(&*e.handle.state.borrow(), ModelState::Failed(_));
             if !failed {
-                if e.settings.ctx != settings.ctx || e.settings.gpu_layers != settings.gpu_layers
-                {
+                if e.settings.ctx != settings.ctx || e.settings.gpu_layers != settings.gpu_layers {
                     return Err(LoadError::Conflict(format!(
                         "the model {name} is loaded with ctx {} and gpu_layers {}, not ctx {} and gpu_layers {}; unload it first (`sovereign model unload {name}`)",
                         e.settings.ctx, e.settings.gpu_layers, settings.ctx, settings.gpu_layers
@@ -410,10 +406,8 @@ impl Catalog {
         }
         // The least recently used models that must go for this one to stay within
         // --max-loaded.
-        let mut victims: Vec<(String, Duration)> = entries
-            .iter()
-            .map(|(n, e)| (n.clone(), e.idle()))
-            .collect();
+        let mut victims: Vec<(String, Duration)> =
+            entries.iter().map(|(n, e)| (n.clone(), e.idle())).collect();
         victims.sort_by(|a, b| b.1.cmp(&a.1));
         let excess = self
             .config

@@ -243,9 +243,7 @@ fn catalog_config(opts: &DaemonOptions) -> Result<super::catalog::CatalogConfig,
         slots: opts.slots,
         ctx: opts.ctx,
         batch: 512.max(opts.slots),
-        gpu_layers: opts
-            .gpu_layers
-            .map_or(GpuLayers::Auto, GpuLayers::Count),
+        gpu_layers: opts.gpu_layers.map_or(GpuLayers::Auto, GpuLayers::Count),
         ttl: opts.ttl,
         max_loaded: opts.max_loaded,
         budget,

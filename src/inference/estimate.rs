@@ -212,7 +212,9 @@ impl Budget {
             .enumerate()
             .filter_map(|(i, g)| {
                 g.vram_bytes.map(|bytes| Device {
-                    name: format!("GPU{i} {}", g.name.as_deref().unwrap_or("")).trim().into(),
+                    name: format!("GPU{i} {}", g.name.as_deref().unwrap_or(""))
+                        .trim()
+                        .into(),
                     bytes,
                 })
             })
@@ -345,7 +347,13 @@ mod tests {
         let e = estimate(&s, 4096, 4, 512);
         let budget = Budget::limit(e.total_bytes - 1);
         let why = budget.check("tiny", &e, 0).unwrap_err();
-        for part in ["weights", "KV cache", "compute buffers", "--memory-limit", "ctx 4096"] {
+        for part in [
+            "weights",
+            "KV cache",
+            "compute buffers",
+            "--memory-limit",
+            "ctx 4096",
+        ] {
             assert!(why.contains(part), "{part} missing: {why}");
         }
         assert!(Budget::limit(e.total_bytes).check("tiny", &e, 0).is_ok());

@@ -51,7 +51,8 @@ pub struct Args {
 
 pub fn run(args: Args, out: &Output) -> CmdResult {
     let client = Client::new(&args.server)?;
-    let mut body = json!({"model": args.name, "estimate_only": args.estimate_only, "force": args.force});
+    let mut body =
+        json!({"model": args.name, "estimate_only": args.estimate_only, "force": args.force});
     if let Some(ctx) = args.ctx {
         body["ctx"] = json!(ctx);
     }

@@ -34,7 +34,9 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     }
     let models = answer["models"].as_array().cloned().unwrap_or_default();
     if models.is_empty() {
-        out.say("no model is loaded (one loads on its first request, or with `sovereign model load`)");
+        out.say(
+            "no model is loaded (one loads on its first request, or with `sovereign model load`)",
+        );
         return Ok(exit::OK);
     }
     let text = |v: &Value| match v {
@@ -53,7 +55,9 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
                 m["memory"]["total_bytes"]
                     .as_u64()
                     .map_or_else(|| "-".into(), human_bytes),
-                m["idle_seconds"].as_f64().map_or_else(|| "-".into(), seconds),
+                m["idle_seconds"]
+                    .as_f64()
+                    .map_or_else(|| "-".into(), seconds),
                 m["ttl_left_seconds"]
                     .as_f64()
                     .map_or_else(|| "-".into(), seconds),
