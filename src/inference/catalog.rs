@@ -408,7 +408,7 @@ impl Catalog {
         // --max-loaded.
         let mut victims: Vec<(String, Duration)> =
             entries.iter().map(|(n, e)| (n.clone(), e.idle())).collect();
-        victims.sort_by(|a, b| b.1.cmp(&a.1));
+        victims.sort_by_key(|v| std::cmp::Reverse(v.1));
         let excess = self
             .config
             .max_loaded
