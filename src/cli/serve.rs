@@ -59,11 +59,11 @@ pub struct Args {
     #[arg(long, default_value = "auto", value_name = "N|auto")]
     pub gpu_layers: GpuLayers,
     /// Most cached models loaded at once; loading another unloads the least recently used.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "models")]
     pub max_loaded: Option<u16>,
     /// Unload a cached model idle this long (e.g. 30m) unless it was loaded with its own
     /// TTL. Default: never.
-    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, conflicts_with = "models")]
     pub ttl: Option<TextDuration>,
     /// Per-model defaults (TOML: `[models.NAME]` with ctx, gpu_layers, ttl, preload).
     #[arg(long = "models", value_name = "FILE", conflicts_with = "models")]

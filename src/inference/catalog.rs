@@ -150,6 +150,14 @@ impl Entry {
             .elapsed()
     }
 
+    /// Bytes it holds by its estimate; none once its engine failed (the thread is gone).
+    fn holds(&self) -> u64 {
+        match &*self.handle.state.borrow() {
+            ModelState::Failed(_) => 0,
+            _ => self.estimate.total_bytes,
+        }
+    }
+
     /// Requests queued or decoding.
     fn in_flight(&self) -> usize {
         self.capacity
@@ -270,7 +278,7 @@ impl Catalog {
     pub fn in_use_bytes(&self) -> u64 {
         self.entries()
             .values()
-            .fold(0u64, |s, e| s.saturating_add(e.estimate.total_bytes))
+            .fold(0u64, |s, e| s.saturating_add(e.holds()))
     }
 
     /// The engine for `name`, loaded now with its defaults if it is not loaded. The blob is
@@ -346,7 +354,7 @@ impl Catalog {
             entries
                 .iter()
                 .filter(|(n, _)| n.as_str() != name)
-                .fold(0u64, |s, (_, e)| s.saturating_add(e.estimate.total_bytes))
+                .fold(0u64, |s, (_, e)| s.saturating_add(e.holds()))
         };
         Ok(self.weighed(name, &shape, settings, in_use))
     }
@@ -393,7 +401,7 @@ impl Catalog {
                 let in_use = entries
                     .iter()
                     .filter(|(n, _)| n.as_str() != name)
-                    .fold(0u64, |s, (_, e)| s.saturating_add(e.estimate.total_bytes));
+                    .fold(0u64, |s, (_, e)| s.saturating_add(e.holds()));
                 let weighed = self.weighed(name, &shape, e.settings.clone(), in_use);
                 entries.insert(name.to_string(), Arc::new(e));
                 return Ok(Loaded {
@@ -417,7 +425,7 @@ impl Catalog {
         let in_use = entries
             .iter()
             .filter(|(n, _)| !victims.iter().any(|(v, _)| v == *n))
-            .fold(0u64, |s, (_, e)| s.saturating_add(e.estimate.total_bytes));
+            .fold(0u64, |s, (_, e)| s.saturating_add(e.holds()));
         let weighed = self.weighed(name, &shape, settings.clone(), in_use);
         if !weighed.fits {
             if !req.force {
