@@ -381,8 +381,9 @@ impl Catalog {
     }
 
     /// Load `name` (idempotent: loaded with the same context and offload is success, and a
-    /// TTL given replaces the old one; with none the old one stays). Refused with the numbers when the estimate does not
-    /// fit the free memory, unless forced. Returns once the engine thread runs.
+    /// TTL given replaces the old one; with none the old one stays). Refused with the
+    /// numbers when the estimate does not fit the free memory, unless forced. Returns once
+    /// the engine thread runs.
     pub async fn load(self: &Arc<Self>, name: &str, req: LoadRequest) -> Result<Loaded, LoadError> {
         let (path, shape) = self.resolve(name).await?;
         let settings = self.settings(name, &req);
@@ -413,10 +414,12 @@ impl Catalog {
             entries.remove(name);
         }
         // The least recently used models that must go for this one to stay within
-        // --max-loaded.
-        let mut victims: Vec<(String, Duration)> =
-            entries.iter().map(|(n, e)| (n.clone(), e.idle())).collect();
-        victims.sort_by_key(|v| std::cmp::Reverse(v.1));
+        // --max-loaded, idle ones before busy ones.
+        let mut victims: Vec<(String, (bool, std::cmp::Reverse<Duration>))> = entries
+            .iter()
+            .map(|(n, e)| (n.clone(), (e.in_flight() > 0, std::cmp::Reverse(e.idle()))))
+            .collect();
+        victims.sort_by_key(|v| v.1);
         let excess = self
             .config
             .max_loaded
