@@ -468,3 +468,85 @@ fn ps_shows_busy_slots_and_unload_lets_the_request_in_flight_finish() {
     assert!(rest.contains("\"finish_reason\":\"length\""), "{rest}");
     assert!(rest.contains("[DONE]"), "{rest}");
 }
+
+#[test]
+fn model_ls_shows_the_estimate_at_a_context() {
+    let dir = tempfile::tempdir().unwrap();
+    cache_with(dir.path(), &["tiny"]);
+    let ls = |extra: &[&str]| -> Value {
+        let out = sovereign()
+            .arg("--root")
+            .arg(dir.path())
+            .args(["model", "ls", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let own = ls(&[]);
+    let row = &own[0];
+    // Without --ctx: the context the model was trained for, one slot.
+    assert_eq!(row["estimate"]["ctx"], row["context_length"], "{row}");
+    assert_eq!(row["estimate"]["slots"], 1);
+    assert_eq!(row["fits"], true);
+    let small = ls(&["--ctx", "512", "--slots", "2"]);
+    let e = &small[0]["estimate"];
+    assert_eq!(
+        (e["ctx"].as_u64(), e["slots"].as_u64()),
+        (Some(512), Some(2))
+    );
+    assert_eq!(e["weights_bytes"], row["estimate"]["weights_bytes"]);
+    assert!(e["kv_cache_bytes"].as_u64() < row["estimate"]["kv_cache_bytes"].as_u64());
+    let out = sovereign()
+        .arg("--root")
+        .arg(dir.path())
+        .args(["model", "ls"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().next().unwrap().ends_with("MEMORY    FITS"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_daemon_with_fixed_models_lists_them_and_keeps_them() {
+    let port = free_port();
+    let child = sovereign()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--slots",
+            "1",
+        ])
+        .args(["--ctx", "256", "--threads", "2", "--model"])
+        .arg(format!("tiny={}", tiny().display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child,
+        port,
+        key: None,
+        log: PathBuf::new(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.http("GET", "/health", None).0 != 200 {
+        assert!(Instant::now() < deadline, "never healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = d.cli_json(&["server", "status", "--json"]);
+    assert_eq!(status["fixed_models"], json!(["tiny"]), "{status}");
+    let ps = d.cli_json(&["model", "ps", "--json"]);
+    assert_eq!(ps["models"][0]["fixed"], true, "{ps}");
+    assert_eq!(d.cli(&["model", "load", "tiny"]).status.code(), Some(0));
+    let out = d.cli(&["model", "unload", "tiny"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("model cache"), "{}", stderr(&out));
+    assert_eq!(d.complete("tiny").0, 200);
+}
