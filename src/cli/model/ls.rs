@@ -57,9 +57,15 @@ struct Row {
 pub fn run(args: Args, out: &Output) -> CmdResult {
     let cache = open_cache(out)?;
     let entries = cache.list().map_err(report)?;
-    let facts = crate::hardware::detect(&crate::host::RealHost).map_err(report)?;
-    // The daemon offloads every layer by default where it can: judge by the GPUs.
-    let budget = Budget::from_facts(&facts, Offload::Full);
+    // The daemon offloads every layer by default where it can: judge by the GPUs. Without
+    // hardware facts the list still shows the estimates.
+    let budget = match crate::hardware::detect(&crate::host::RealHost) {
+        Ok(facts) => Some(Budget::from_facts(&facts, Offload::Full)),
+        Err(e) => {
+            tracing::warn!("cannot detect the machine's memory: {e:#}");
+            None
+        }
+    };
     let rows: Vec<Row> = entries
         .into_iter()
         .map(|e| {
@@ -77,7 +83,9 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
                     let slots = u64::from(args.slots);
                     estimate(&shape, ctx, slots, 512.max(slots))
                 });
-            let fits = estimate.map(|est| budget.check(&m.name, &est, 0).is_ok());
+            let fits = estimate
+                .zip(budget.as_ref())
+                .map(|(est, b)| b.check(&m.name, &est, 0).is_ok());
             Row {
                 estimate,
                 fits,
