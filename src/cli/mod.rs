@@ -5,6 +5,7 @@
 //! stderr and machine output (`--json`) to stdout, both through [`output::Output`].
 
 mod apply;
+mod client;
 mod completions;
 mod detect;
 mod generations;
@@ -14,6 +15,7 @@ mod plan;
 mod rollback;
 mod schema;
 mod serve;
+mod server;
 mod show;
 #[cfg(target_os = "linux")]
 mod snapshot;
@@ -100,6 +102,8 @@ pub enum Command {
     Serve(serve::Args),
     #[command(subcommand)]
     Model(model::Command),
+    #[command(subcommand)]
+    Server(server::Command),
     Completions(completions::Args),
     #[cfg(target_os = "linux")]
     Snapshot(snapshot::Args),
@@ -120,6 +124,7 @@ fn dispatch(command: Command, out: &Output) -> CmdResult {
         Command::Rollback(a) => rollback::run(a, out),
         Command::Serve(a) => serve::run(a, out),
         Command::Model(c) => model::run(c, out),
+        Command::Server(c) => server::run(c, out),
         Command::Completions(a) => completions::run(a, out),
         #[cfg(target_os = "linux")]
         Command::Snapshot(a) => snapshot::run(a, out),

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use super::{CmdResult, Output};
 use crate::inference::daemon::{self, DaemonOptions};
+use crate::inference::model_options::{GpuLayers, ModelsFile};
+use crate::profile::units::{Duration as TextDuration, Size};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -14,12 +16,16 @@ Examples:
   sovereign serve --listen 0.0.0.0:8080 --api-key-file /etc/sovereign/api-key \\
       --model qwen=/models/qwen2.5-7b-q4_k_m.gguf --slots 4 --ctx 8192
   SOVEREIGN_API_KEY=... sovereign serve --model a=/m/a.gguf --model b=/m/b.gguf
+  sovereign serve --max-loaded 2 --ttl 30m --models /etc/sovereign/models.toml
 
-The API key comes from a file (mode 600) or SOVEREIGN_API_KEY, never from argv.
+The API key comes from a file (mode 600), SOVEREIGN_API_KEY, or systemd's credential
+$CREDENTIALS_DIRECTORY/api-key, never from argv.
 Listening beyond loopback requires a key. With no --model, serve answers for every
 model in the cache (under --root) by name; before a model is loaded its blob's size and
 recorded hash are checked, and a corrupt one is refused with 503 (run `sovereign model
-verify`, then pull it again). SIGTERM stops accepting, lets in-flight
+verify`, then pull it again), and a model whose estimated memory (weights, KV cache,
+compute buffers) exceeds what is free is refused with the numbers (`sovereign model load
+--force` loads it anyway). SIGTERM stops accepting, lets in-flight
 requests finish, and exits 0.";
 
 /// Run the inference daemon in the foreground.
@@ -50,8 +56,21 @@ pub struct Args {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Layers to offload to the GPU: a number or `auto` (all the build supports).
-    #[arg(long, default_value = "auto", value_name = "N|auto", value_parser = parse_gpu_layers)]
+    #[arg(long, default_value = "auto", value_name = "N|auto")]
     pub gpu_layers: GpuLayers,
+    /// Most cached models loaded at once; loading another unloads the least recently used.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "models")]
+    pub max_loaded: Option<u16>,
+    /// Unload a cached model idle this long (e.g. 30m) unless it was loaded with its own
+    /// TTL. Default: never.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, conflicts_with = "models")]
+    pub ttl: Option<TextDuration>,
+    /// Per-model defaults (TOML: `[models.NAME]` with ctx, gpu_layers, ttl, preload).
+    #[arg(long = "models", value_name = "FILE", conflicts_with = "models")]
+    pub models_file: Option<PathBuf>,
+    /// The memory models may fill instead of the detected one (tests).
+    #[arg(long, hide = true, value_name = "SIZE", env = "SOVEREIGN_TEST_MEMORY")]
+    pub memory_limit: Option<Size>,
     /// Lock the model weights in RAM.
     #[arg(long)]
     pub mlock: bool,
@@ -65,20 +84,12 @@ pub struct Args {
     pub raw_bench: Option<String>,
 }
 
-/// `--gpu-layers`.
-#[derive(Debug, Clone, Copy)]
-pub enum GpuLayers {
-    Auto,
-    Count(u32),
-}
-
-fn parse_gpu_layers(s: &str) -> Result<GpuLayers, String> {
-    if s == "auto" {
-        return Ok(GpuLayers::Auto);
+fn parse_ttl(s: &str) -> Result<TextDuration, String> {
+    let d: TextDuration = s.parse()?;
+    if d.as_std().is_zero() {
+        return Err("a TTL of zero would unload at once; leave --ttl out to keep models".into());
     }
-    s.parse()
-        .map(GpuLayers::Count)
-        .map_err(|_| format!("{s:?} is neither a number of layers nor `auto`"))
+    Ok(d)
 }
 
 fn parse_model(s: &str) -> Result<(String, PathBuf), String> {
@@ -104,12 +115,34 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     if let Some(spec) = &args.raw_bench {
         return raw_bench(spec, &args, out);
     }
-    let api_key = match (&args.api_key_file, std::env::var("SOVEREIGN_API_KEY")) {
-        (Some(file), _) => Some(daemon::read_key_file(file).map_err(|e| miette::miette!("{e}"))?),
-        (None, Ok(env)) => Some(
+    // systemd's LoadCredential=api-key:FILE hands the key over as a file in
+    // $CREDENTIALS_DIRECTORY, readable only by the service.
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| PathBuf::from(d).join("api-key"))
+        .filter(|p| p.is_file());
+    let api_key = match (
+        &args.api_key_file,
+        std::env::var("SOVEREIGN_API_KEY"),
+        credential,
+    ) {
+        (Some(file), _, _) => {
+            Some(daemon::read_key_file(file).map_err(|e| miette::miette!("{e}"))?)
+        }
+        (None, Ok(env), _) => Some(
             daemon::non_empty_key(&env, "SOVEREIGN_API_KEY").map_err(|e| miette::miette!("{e}"))?,
         ),
-        (None, Err(_)) => None,
+        (None, Err(_), Some(file)) => {
+            Some(daemon::read_key_file(&file).map_err(|e| miette::miette!("{e}"))?)
+        }
+        (None, Err(_), None) => None,
+    };
+    let model_defaults = match &args.models_file {
+        Some(path) => {
+            ModelsFile::load(path)
+                .map_err(|e| miette::miette!("{e}"))?
+                .models
+        }
+        None => Default::default(),
     };
     let mut names = std::collections::HashSet::new();
     if let Some((dup, _)) = args.models.iter().find(|(n, _)| !names.insert(n.clone())) {
@@ -128,12 +161,13 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         slots: usize::from(args.slots),
         ctx: args.ctx as usize,
         threads: args.threads.unwrap_or_else(daemon::physical_cores),
-        gpu_layers: match args.gpu_layers {
-            GpuLayers::Auto => None,
-            GpuLayers::Count(n) => Some(n),
-        },
+        gpu_layers: args.gpu_layers.as_option(),
         mlock: args.mlock,
         mmap: !args.no_mmap,
+        max_loaded: args.max_loaded.map(usize::from),
+        ttl: args.ttl.map(TextDuration::as_std),
+        model_defaults,
+        memory_limit: args.memory_limit.map(Size::bytes),
     };
     serve(opts, out)
 }

@@ -1,8 +1,11 @@
 //! Starting the daemon: the API key (file or environment, never argv), the loopback rule,
 //! the engines, and serving until SIGTERM or Ctrl-C.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+use super::model_options::ModelOptions;
 
 /// Everything `sovereign serve` decides before starting.
 #[derive(Debug, Clone)]
@@ -23,6 +26,14 @@ pub struct DaemonOptions {
     pub gpu_layers: Option<u32>,
     pub mlock: bool,
     pub mmap: bool,
+    /// Most cached models loaded at once (`--max-loaded`).
+    pub max_loaded: Option<usize>,
+    /// Idle TTL of cached models loaded without one (`--ttl`).
+    pub ttl: Option<std::time::Duration>,
+    /// Per-model defaults (`--models FILE`).
+    pub model_defaults: BTreeMap<String, ModelOptions>,
+    /// The memory budget instead of the detected one (`--memory-limit`, for tests).
+    pub memory_limit: Option<u64>,
 }
 
 /// Read the key file, refusing one that group or others can read.
@@ -96,7 +107,6 @@ pub fn physical_cores() -> usize {
 pub fn serve(opts: DaemonOptions) -> Result<(), String> {
     use super::metrics::Metrics;
     use super::server::{ApiKey, DEFAULT_BODY_LIMIT, ServerState};
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     check_listen(&opts.listen, opts.api_key.is_some())?;
@@ -112,7 +122,7 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
         let metrics = Arc::new(Metrics::default());
         let config = {
             let opts = opts.clone();
-            move |path: PathBuf| super::engine::EngineConfig {
+            Arc::new(move |path: PathBuf| super::engine::EngineConfig {
                 path,
                 slots: opts.slots,
                 ctx: opts.ctx,
@@ -122,7 +132,7 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
                 mlock: opts.mlock,
                 mmap: opts.mmap,
                 batch: 512.max(opts.slots),
-            }
+            })
         };
         let mut models = BTreeMap::new();
         for (name, path) in &opts.models {
@@ -137,16 +147,31 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
             Some(root) => {
                 let cache = super::cache::Cache::open(root).map_err(|e| format!("{e:#}"))?;
                 let engine_metrics = metrics.clone();
-                let start = move |name: &str, path: PathBuf| {
-                    super::engine::spawn(name, config(path), engine_metrics.clone())
+                let base = config.clone();
+                let start = move |name: &str, path: PathBuf, s: &super::catalog::Settings| {
+                    let mut cfg = base(path);
+                    cfg.ctx = s.ctx;
+                    cfg.gpu_layers = s.gpu_layers.as_option();
+                    super::engine::spawn(name, cfg, engine_metrics.clone())
                 };
-                let catalog = Arc::new(super::catalog::Catalog::new(cache, Box::new(start)));
-                for name in &opts.preload {
+                let catalog = Arc::new(super::catalog::Catalog::new(
+                    cache,
+                    Box::new(start),
+                    catalog_config(&opts)?,
+                ));
+                let preload = opts.preload.iter().map(|n| (n, "--preload")).chain(
+                    opts.model_defaults
+                        .iter()
+                        .filter(|(_, o)| o.preload)
+                        .map(|(n, _)| (n, "preload in --models")),
+                );
+                for (name, origin) in preload {
                     catalog
-                        .engine(name)
+                        .load(name, super::catalog::LoadRequest::default())
                         .await
-                        .map_err(|e| format!("--preload {name}: {}", e.message()))?;
+                        .map_err(|e| format!("{origin} {name}: {}", e.into_api().message()))?;
                 }
+                tokio::spawn(reap_idle(Arc::downgrade(&catalog)));
                 Some(catalog)
             }
             None => None,
@@ -172,6 +197,57 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
             .map_err(|e| format!("server error: {e}"))?;
         eprintln!("sovereign serve: stopped");
         Ok(())
+    })
+}
+
+/// Unload the models idle past their TTL, twice a second, while the catalog lives.
+#[cfg(feature = "engine")]
+async fn reap_idle(catalog: std::sync::Weak<super::catalog::Catalog>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(catalog) = catalog.upgrade() else {
+            return;
+        };
+        catalog.reap();
+    }
+}
+
+/// The catalog's defaults and the memory budget: `--memory-limit`, else what hardware
+/// detection finds at start (VRAM when the build offloads, unified memory on Apple Silicon,
+/// else the RAM available).
+#[cfg(feature = "engine")]
+fn catalog_config(opts: &DaemonOptions) -> Result<super::catalog::CatalogConfig, String> {
+    use super::estimate::{Budget, Offload};
+    use super::model_options::GpuLayers;
+    let budget: std::sync::Arc<dyn Fn(GpuLayers, u64) -> Budget + Send + Sync> =
+        match opts.memory_limit {
+            Some(bytes) => std::sync::Arc::new(move |_, _| Budget::limit(bytes)),
+            None => {
+                let facts = crate::hardware::detect(&crate::host::RealHost)
+                    .map_err(|e| format!("cannot detect the machine's memory: {e:#}"))?;
+                let offloads = super::engine::backend()?.supports_gpu_offload();
+                std::sync::Arc::new(move |layers: GpuLayers, n_layer: u64| {
+                    let offload = match layers {
+                        _ if !offloads => Offload::None,
+                        GpuLayers::Auto => Offload::Full,
+                        GpuLayers::Count(0) => Offload::None,
+                        GpuLayers::Count(n) if u64::from(n) >= n_layer => Offload::Full,
+                        GpuLayers::Count(_) => Offload::Partial,
+                    };
+                    Budget::from_facts(&facts, offload)
+                })
+            }
+        };
+    Ok(super::catalog::CatalogConfig {
+        slots: opts.slots,
+        ctx: opts.ctx,
+        batch: 512.max(opts.slots),
+        gpu_layers: opts.gpu_layers.map_or(GpuLayers::Auto, GpuLayers::Count),
+        ttl: opts.ttl,
+        max_loaded: opts.max_loaded,
+        budget,
+        defaults: opts.model_defaults.clone(),
     })
 }
 

@@ -6,15 +6,18 @@
 //! chosen by the [`scheduler`], streaming text cut by [`text`] back over a bounded channel.
 //! [`error`] is the one table from failures to HTTP statuses.
 
+pub mod admin;
 pub mod cache;
 pub mod catalog;
 pub mod daemon;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
+pub mod estimate;
 pub mod gguf;
 pub mod job;
 pub mod metrics;
+pub mod model_options;
 pub mod quantize;
 #[cfg(feature = "engine")]
 pub mod rawbench;

@@ -80,6 +80,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics))
+        .route("/v1/sovereign/models/load", post(super::admin::load))
+        .route("/v1/sovereign/models/unload", post(super::admin::unload))
+        .route("/v1/sovereign/models", get(super::admin::models))
+        .route("/v1/sovereign/status", get(super::admin::status))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))

@@ -3,21 +3,33 @@
 use super::pull::{human_bytes, open_cache};
 use crate::cli::{CmdResult, Output, exit, report};
 use crate::inference::cache::BlobState;
+use crate::inference::estimate::{Budget, Estimate, Offload, Shape, estimate, human_bytes as mem};
 use crate::inference::gguf::human_count;
 
 const EXAMPLES: &str = "\
 Examples:
   sovereign model ls
-  sovereign model ls --json | jq '.[].name'";
+  sovereign model ls --json | jq '.[].name'
+  sovereign model ls --ctx 8192 --slots 4     # memory needed at that context
+
+MEMORY is the estimate (weights, KV cache, compute buffers) at --ctx (default: the
+context the model was trained for) with --slots sequences; FITS compares it with the
+GPU memory detected (else unified memory on Apple Silicon, else available RAM).";
 
 /// List the cached models: size, hash, and from the GGUF header the architecture,
-/// parameter count, quantization and context length.
+/// parameter count, quantization, context length and the memory needed to run it.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     /// Print as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Context length per slot for the memory estimate (default: the model's own).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub ctx: Option<u32>,
+    /// Sequences decoded together, for the memory estimate.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub slots: u16,
 }
 
 /// One row of `ls --json`.
@@ -35,16 +47,48 @@ struct Row {
     verified_at: chrono::DateTime<chrono::Utc>,
     /// `present`, `missing` or `quarantined`.
     state: &'static str,
+    /// Memory needed at the listed context (none for a blob that is not present or a
+    /// header without the keys it needs).
+    estimate: Option<Estimate>,
+    /// Whether the estimate fits the detected memory.
+    fits: Option<bool>,
 }
 
 pub fn run(args: Args, out: &Output) -> CmdResult {
     let cache = open_cache(out)?;
     let entries = cache.list().map_err(report)?;
+    // The daemon offloads every layer by default where it can: judge by the GPUs. Without
+    // hardware facts the list still shows the estimates.
+    let budget = match crate::hardware::detect(&crate::host::RealHost) {
+        Ok(facts) => Some(Budget::from_facts(&facts, Offload::Full)),
+        Err(e) => {
+            tracing::warn!("cannot detect the machine's memory: {e:#}");
+            None
+        }
+    };
     let rows: Vec<Row> = entries
         .into_iter()
         .map(|e| {
             let m = e.manifest;
+            let estimate = matches!(e.state, BlobState::Present)
+                .then(|| crate::inference::gguf::parse_file(&cache.blob_path(&m.sha256)).ok())
+                .flatten()
+                .and_then(|h| Shape::of(&h).ok())
+                .map(|shape| {
+                    let ctx = args
+                        .ctx
+                        .map(u64::from)
+                        .or(shape.context_length)
+                        .unwrap_or(4096);
+                    let slots = u64::from(args.slots);
+                    estimate(&shape, ctx, slots, 512.max(slots))
+                });
+            let fits = estimate
+                .zip(budget.as_ref())
+                .map(|(est, b)| b.check(&m.name, &est, 0).is_ok());
             Row {
+                estimate,
+                fits,
                 state: match e.state {
                     BlobState::Present => "present",
                     BlobState::Missing => "missing",
@@ -75,7 +119,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         return Ok(exit::OK);
     }
     let dash = || "-".to_string();
-    let table: Vec<[String; 8]> = rows
+    let table: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             [
@@ -87,14 +131,17 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
                 r.context_length.map(|c| c.to_string()).unwrap_or_else(dash),
                 r.sha256.get(..12).unwrap_or(&r.sha256).to_string(),
                 r.state.to_string(),
+                r.estimate.map_or_else(dash, |e| mem(e.total_bytes)),
+                r.fits
+                    .map_or_else(dash, |f| if f { "yes" } else { "no" }.to_string()),
             ]
         })
         .collect();
     let head = [
-        "NAME", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SHA256", "STATE",
+        "NAME", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SHA256", "STATE", "MEMORY", "FITS",
     ]
     .map(String::from);
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..10)
         .map(|i| {
             std::iter::once(&head)
                 .chain(&table)
@@ -103,7 +150,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
                 .unwrap_or(0)
         })
         .collect();
-    let line = |row: &[String; 8]| {
+    let line = |row: &[String; 10]| {
         row.iter()
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))

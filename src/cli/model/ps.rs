@@ -1,0 +1,72 @@
+//! `sovereign model ps`: the models the running daemon has loaded.
+
+use serde_json::Value;
+
+use crate::cli::client::{Client, ServerArgs, seconds, table};
+use crate::cli::{CmdResult, Output, exit};
+use crate::inference::estimate::human_bytes;
+
+const EXAMPLES: &str = "\
+Examples:
+  sovereign model ps
+  sovereign model ps --json | jq '.models[].name'
+  sovereign model ps --server http://gpu-box:8080 --api-key-file ~/.config/sovereign/key";
+
+/// List the models the running daemon has loaded: memory, busy slots, idle time, TTL left.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Print as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+pub fn run(args: Args, out: &Output) -> CmdResult {
+    let client = Client::new(&args.server)?;
+    let answer = client
+        .get("/v1/sovereign/models")
+        .map_err(|e| e.into_report())?;
+    if args.json {
+        out.json(&answer)?;
+        return Ok(exit::OK);
+    }
+    let models = answer["models"].as_array().cloned().unwrap_or_default();
+    if models.is_empty() {
+        out.say(
+            "no model is loaded (one loads on its first request, or with `sovereign model load`)",
+        );
+        return Ok(exit::OK);
+    }
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let rows: Vec<Vec<String>> = models
+        .iter()
+        .map(|m| {
+            vec![
+                text(&m["name"]),
+                text(&m["state"]),
+                text(&m["ctx"]),
+                format!("{}/{}", text(&m["busy_slots"]), text(&m["slots"])),
+                m["memory"]["total_bytes"]
+                    .as_u64()
+                    .map_or_else(|| "-".into(), human_bytes),
+                m["idle_seconds"]
+                    .as_f64()
+                    .map_or_else(|| "-".into(), seconds),
+                m["ttl_left_seconds"]
+                    .as_f64()
+                    .map_or_else(|| "-".into(), seconds),
+            ]
+        })
+        .collect();
+    out.stdout(&table(
+        &["NAME", "STATE", "CTX", "BUSY", "MEMORY", "IDLE", "TTL LEFT"],
+        &rows,
+    ))?;
+    Ok(exit::OK)
+}
