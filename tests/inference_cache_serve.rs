@@ -230,3 +230,89 @@ fn preload_loads_at_start_and_refuses_a_model_not_in_the_cache() {
     );
     assert_eq!(status, 200, "{body}");
 }
+
+/// Undoes a read-only bind mount when the test ends, passed or not.
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    fn new(dir: &std::path::Path) -> ReadOnlyMount {
+        let run = |args: &[&str]| {
+            let status = Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount {args:?} failed (needs root)");
+        };
+        run(&["--bind"]);
+        let guard = ReadOnlyMount(dir.to_path_buf());
+        run(&["-o", "remount,ro,bind"]);
+        guard
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The systemd unit makes the model store read-only for the daemon: a model whose blob must
+/// be hashed again (its mtime moved) still loads, its record simply stays as it was.
+#[test]
+fn serve_answers_from_a_read_only_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let cache = Cache::open(&root).unwrap();
+    let sha = pull(&cache, &tiny(), "tiny");
+    let blob = cache.blob_path(&sha);
+    let file = std::fs::File::options().write(true).open(&blob).unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
+    drop(file);
+    let _ro = ReadOnlyMount::new(cache.dir());
+    assert!(
+        std::fs::write(cache.dir().join("probe"), b"x").is_err(),
+        "the store should be read-only now"
+    );
+
+    let port = free_port();
+    let log = tmp.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_sovereign"))
+        .env_remove("SOVEREIGN_API_KEY")
+        .env("NO_COLOR", "1")
+        .arg("--root")
+        .arg(&root)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--slots", "1", "--ctx", "1024", "--threads", "2"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(port, "GET", "/health", None).0 != 200 {
+        assert!(Instant::now() < deadline, "the daemon never became healthy");
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "the daemon exited early: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        Some(
+            &json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "temperature": 0}),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], gguf::PATH_TEXT);
+    drop(server);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("cannot record it"), "{log}");
+}

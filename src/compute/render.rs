@@ -2,13 +2,12 @@
 //! templates/sovereign-inference.service.j2) and the per-model options file the unit
 //! passes with `--models`. Pure functions of the profile section: snapshot-tested.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, anyhow};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::inference::cache::MODELS_DIR;
+use crate::inference::model_options::{GpuLayers as ServeGpuLayers, ModelOptions, ModelsFile};
 use crate::profile::{GpuLayers, Inference};
 
 /// The unit's template name; a profile's own templates/ may override the project's.
@@ -21,44 +20,27 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_SLOTS: u32 = 4;
 pub const DEFAULT_CTX: u32 = 4096;
 
-/// One model's options in models.toml (the format `serve --models FILE` reads).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ModelOptions {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ctx: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu_layers: Option<toml::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub preload: bool,
-}
-
-#[derive(Serialize)]
-struct ModelsFile<'a> {
-    models: &'a BTreeMap<String, ModelOptions>,
-}
-
-/// models.toml for `section`: one table per declared model, only the options it sets.
+/// models.toml for `section`: one table per declared model, only the options it sets, in
+/// the daemon's own format ([`ModelsFile`]), so what apply writes is what `serve` reads.
 pub fn models_toml(section: &Inference) -> anyhow::Result<String> {
-    let models: BTreeMap<String, ModelOptions> = section
+    let models = section
         .models
         .iter()
         .map(|(name, m)| {
             let options = ModelOptions {
                 ctx: m.context,
                 gpu_layers: m.gpu_layers.map(|g| match g {
-                    GpuLayers::Count(n) => toml::Value::Integer(i64::from(n)),
-                    GpuLayers::Auto(_) => toml::Value::String("auto".into()),
+                    GpuLayers::Count(n) => ServeGpuLayers::Count(n),
+                    GpuLayers::Auto(_) => ServeGpuLayers::Auto,
                 }),
-                ttl: m.ttl.map(|d| d.to_string()),
+                ttl: m.ttl,
                 preload: m.preload,
             };
             (name.clone(), options)
         })
         .collect();
-    let body = toml::to_string(&ModelsFile { models: &models })
-        .context("cannot write the models file as TOML")?;
+    let body =
+        toml::to_string(&ModelsFile { models }).context("cannot write the models file as TOML")?;
     Ok(format!(
         "# Managed by sovereign from the profile's [inference.models]; edits are overwritten.\n{body}"
     ))
@@ -117,6 +99,7 @@ pub fn unit(
 mod tests {
     use super::*;
     use crate::profile::{AutoKeyword, ModelSpec};
+    use std::collections::BTreeMap;
 
     fn section() -> Inference {
         let mut models = BTreeMap::new();
@@ -192,6 +175,9 @@ mod tests {
     fn models_toml_has_only_the_options_each_model_sets() {
         let text = models_toml(&section()).unwrap();
         insta::assert_snapshot!(text);
+        // What apply writes, the daemon reads back as written.
+        let read = ModelsFile::parse(&text, "models.toml").unwrap();
+        assert_eq!(read.models.len(), section().models.len());
         let parsed: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(
             parsed["models"]["tiny"]["gpu_layers"].as_str(),

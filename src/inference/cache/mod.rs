@@ -358,7 +358,11 @@ impl Cache {
                     manifest.sha256
                 )));
             }
-            self.record_verified(&manifest.sha256)?;
+            // The daemon may see the store read-only (its systemd unit makes it so): the blob
+            // is good, only the record is missing, so the next load hashes again.
+            if let Err(e) = self.record_verified(&manifest.sha256) {
+                tracing::warn!("model {name}: hash matched but cannot record it: {e:#}");
+            }
         }
         if let Err(e) = gguf::parse_file(&path) {
             return Err(corrupt(format!("its GGUF header no longer validates: {e}")));
