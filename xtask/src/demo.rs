@@ -124,7 +124,7 @@ fn chat(bin: &Path, state_root: &Path) -> Result<String> {
     let unit = std::fs::read_to_string(&unit_path)
         .with_context(|| format!("apply did not render {}", unit_path.display()))?;
     let port = free_port()?;
-    let args = serve_args(&unit, bin, port, state_root)?;
+    let args = serve_args(&unit, port, state_root)?;
     let log = state_root.join("var/log/sovereign-serve.log");
     std::fs::create_dir_all(log.parent().expect("the log has a folder"))?;
     let log_file =
@@ -174,57 +174,31 @@ fn chat(bin: &Path, state_root: &Path) -> Result<String> {
     Ok(answer)
 }
 
-/// The daemon's argv from the unit's ExecStart, listening on `port`. Options this build
-/// of `serve` does not know yet are left out and said so; the cache's models are served
-/// by name, the ones marked `preload` loaded at start.
-fn serve_args(unit: &str, bin: &Path, port: u16, state_root: &Path) -> Result<Vec<String>> {
+/// The daemon's argv from the unit's ExecStart, listening on `port`, with the options file
+/// apply rendered under the demo's root (the unit names it as on a real machine).
+fn serve_args(unit: &str, port: u16, state_root: &Path) -> Result<Vec<String>> {
     let exec = unit
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
         .context("the unit has no ExecStart")?;
     let mut words = exec.split_whitespace();
     words.next(); // the binary
-    let help = Command::new(bin)
-        .args(["serve", "--help"])
-        .output()
-        .context("cannot run sovereign serve --help")?;
-    let help = String::from_utf8_lossy(&help.stdout).into_owned();
     let mut args = Vec::new();
-    let mut preload_from_models_file = None;
     while let Some(w) = words.next() {
+        args.push(w.to_string());
         match w {
             "--listen" => {
                 words.next();
-                args.push("--listen".into());
                 args.push(format!("127.0.0.1:{port}"));
             }
-            flag if flag.starts_with("--") && !help.contains(&format!("{flag} ")) => {
-                let value = words.next().unwrap_or_default();
-                eprintln!("demo: this build's serve has no {flag}; leaving out {flag} {value}");
-                if flag == "--models" {
-                    preload_from_models_file = Some(value.to_string());
-                }
+            "--models" => {
+                let file = words
+                    .next()
+                    .context("--models without a file in ExecStart")?;
+                let under_root = state_root.join(file.trim_start_matches('/'));
+                args.push(under_root.display().to_string());
             }
-            other => args.push(other.to_string()),
-        }
-    }
-    // Without --models, what the options file asks to preload is passed by name.
-    if let Some(file) = preload_from_models_file {
-        let text = std::fs::read_to_string(state_root.join(file.trim_start_matches('/')))
-            .with_context(|| format!("cannot read {file} under the demo root"))?;
-        let mut current = None;
-        for line in text.lines() {
-            if let Some(name) = line
-                .strip_prefix("[models.")
-                .and_then(|l| l.strip_suffix(']'))
-            {
-                current = Some(name.trim_matches('"').to_string());
-            } else if line.trim() == "preload = true"
-                && let Some(name) = &current
-            {
-                args.push("--preload".into());
-                args.push(name.clone());
-            }
+            _ => {}
         }
     }
     Ok(args)
