@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod grammar;
 pub mod job;
 pub mod metrics;
 pub mod quantize;
