@@ -483,6 +483,20 @@ fn design(spec: &ModelSpec, vocab: &[Token]) -> Design {
         output[next * e..next * e + split].copy_from_slice(&u);
     }
     output[path[0] * e + split..(path[0] + 1) * e].copy_from_slice(&unit(&c));
+    // Second choices, for constrained decoding where a grammar masks the designed successor
+    // out: a closing quote after the last path piece and a closing brace after any other
+    // piece score 0.3 of the designed successor, so greedy JSON strings and objects end.
+    let (quote, brace) = (id("\""), id("}"));
+    let last = unit(&embedding[path[path.len() - 1] * e..path[path.len() - 1] * e + split]);
+    for (o, u) in output[quote * e..quote * e + split].iter_mut().zip(&last) {
+        *o = 0.3 * u;
+    }
+    for (o, u) in output[brace * e + split..(brace + 1) * e]
+        .iter_mut()
+        .zip(&unit(&c))
+    {
+        *o = 0.3 * u;
+    }
     Design { embedding, output }
 }
 
