@@ -564,3 +564,21 @@ fn running_out_of_tokens_finishes_with_length() {
         "{text:?}"
     );
 }
+
+/// The mask benchmark (`cargo xtask bench inference` runs it on the release build with
+/// the 128k-vocabulary model): prints one `MASK_FIGURES {json}` line.
+#[test]
+#[ignore = "a benchmark: cargo xtask bench inference runs it"]
+fn mask_benchmark() {
+    let path = std::env::var_os("SOVEREIGN_MASK_BENCH_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            inference_support::model_file(
+                "vocab128k.gguf",
+                inference_support::gguf::ModelSpec::vocab128k(42),
+            )
+        });
+    let figures =
+        sovereign::inference::grammar::maskbench::run(&path, 2000, 7).expect("mask benchmark");
+    println!("MASK_FIGURES {}", serde_json::to_string(&figures).unwrap());
+}
