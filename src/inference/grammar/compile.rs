@@ -332,6 +332,18 @@ mod tests {
     }
 
     #[test]
+    fn a_rejected_token_is_an_error_value_never_an_abort() {
+        let c = compiler().build(&lark("root ::= [a-z]+")).unwrap();
+        let mut s = c.session(None);
+        // Checking leaves the state as it was, so the request can go on masked.
+        assert!(!s.try_accept(b'Z' as u32).unwrap());
+        assert!(s.try_accept(b'q' as u32).unwrap());
+        // Forcing a token the grammar rejects fails the step; nothing panics.
+        assert!(s.consume(b'Z' as u32).is_err());
+        assert!(s.mask().is_err(), "a failed matcher stays failed");
+    }
+
+    #[test]
     fn the_test_hook_fails_the_step_after_n() {
         let c = compiler().build(&lark("root ::= [a-z]+")).unwrap();
         let mut s = c.session(Some(2));
