@@ -21,7 +21,14 @@ const PROMPT: usize = 128;
 const GEN: usize = 64;
 const KEY: &str = "bench-key";
 
-pub fn run(_args: &[String]) -> Result<()> {
+/// `args`: nothing for everything, or `constrained` for the constrained-decoding tables
+/// alone (the same measurements, without the F16 and Q4_0 throughput runs).
+pub fn run(args: &[String]) -> Result<()> {
+    let only_constrained = match args.first().map(String::as_str) {
+        None => false,
+        Some("constrained") => true,
+        Some(other) => bail!("unknown argument {other:?}: nothing, or constrained"),
+    };
     let root = project_root();
     let bin = super::sovereign_binary(false, true)?;
     let dir = root.join("target/bench-models");
@@ -45,8 +52,10 @@ pub fn run(_args: &[String]) -> Result<()> {
         bandwidth / 1e9
     );
     let mut rows = Vec::new();
-    for (label, path) in [("F16", &f16), ("Q4_0", &q4)] {
-        rows.push(measure(&bin, label, path, bandwidth)?);
+    if !only_constrained {
+        for (label, path) in [("F16", &f16), ("Q4_0", &q4)] {
+            rows.push(measure(&bin, label, path, bandwidth)?);
+        }
     }
     let constrained = constrained(&bin, &q4)?;
     let big = dir.join("vocab128k.gguf");
@@ -55,7 +64,9 @@ pub fn run(_args: &[String]) -> Result<()> {
         gen_model::write(&gen_model::gguf::ModelSpec::vocab128k(42), &big)?;
     }
     let masks = mask_times(&big)?;
-    println!("\n{}", table(&rows, bandwidth));
+    if !only_constrained {
+        println!("\n{}", table(&rows, bandwidth));
+    }
     println!("\n{}", constrained_table(&constrained, &masks));
     Ok(())
 }
@@ -113,13 +124,18 @@ fn constrained(bin: &Path, model: &Path) -> Result<Constrained> {
     let format = serde_json::json!({"response_format": {"type": "json_schema",
         "json_schema": {"name": "records", "schema": bench_schema(), "strict": true}}});
     // Warm-up (weights paged in, grammar compiled and cached), then alternate the two
-    // kinds three times and keep each kind's median, so drift hits both alike.
+    // kinds five times and keep each kind's median, so drift hits both alike.
     stream(port)?;
     stream_with(port, &format)?;
     let (mut plain, mut schema) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    for _ in 0..5 {
         plain.push(stream(port)?);
         schema.push(stream_with(port, &format)?);
+        let (p, s) = (plain[plain.len() - 1], schema[schema.len() - 1]);
+        eprintln!(
+            "   unconstrained {:.2} tok/s ({} tokens), json_schema {:.2} tok/s ({} tokens)",
+            p.gen_tps, p.tokens, s.gen_tps, s.tokens
+        );
     }
     let median = |mut v: Vec<Stream>| {
         v.sort_by(|a, b| a.gen_tps.total_cmp(&b.gen_tps));
