@@ -16,6 +16,8 @@ use crate::inference::metrics::Metrics;
 /// What one mask run measured.
 #[derive(Debug, Serialize)]
 pub struct MaskFigures {
+    /// Which grammar: `record` (see [`schema`]) or `patterns` (see [`pattern_schema`]).
+    pub workload: &'static str,
     pub vocab: usize,
     pub steps: usize,
     /// Building the token trie and parser factory (once per model load).
@@ -52,8 +54,24 @@ pub fn schema() -> serde_json::Value {
     })
 }
 
-/// Time `steps` masks on the vocabulary of the GGUF at `path`.
-pub fn run(path: &Path, steps: usize, seed: u64) -> Result<MaskFigures, String> {
+/// Strings held to regular expressions, where llguidance's precomputed string-content
+/// masks do not apply and the trie walk does the work.
+pub fn pattern_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"},
+            "email": {"type": "string", "pattern": "^[a-z]{1,12}@[a-z]{1,12}\\.(com|org)$"},
+            "date": {"type": "string", "pattern": "^20[0-9]{2}-(0[1-9]|1[0-2])-[0-3][0-9]$"},
+            "words": {"type": "string", "pattern": "^([a-z]+ ){1,6}[a-z]+$"}
+        },
+        "required": ["sku", "email", "date", "words"],
+        "additionalProperties": false
+    })
+}
+
+/// Time `steps` masks per workload on the vocabulary of the GGUF at `path`.
+pub fn run(path: &Path, steps: usize, seed: u64) -> Result<Vec<MaskFigures>, String> {
     let backend = crate::inference::engine::backend()?;
     let model = LlamaModel::load_from_file(
         backend,
@@ -65,9 +83,24 @@ pub fn run(path: &Path, steps: usize, seed: u64) -> Result<MaskFigures, String> 
     let env = super::vocab::tok_env(&model);
     let compiler = Compiler::new(&env)?;
     let setup_ms = t.elapsed().as_secs_f64() * 1e3;
+    [("record", schema()), ("patterns", pattern_schema())]
+        .into_iter()
+        .map(|(workload, schema)| walk(&compiler, workload, schema, setup_ms, steps, seed))
+        .collect()
+}
+
+fn walk(
+    compiler: &Compiler,
+    workload: &'static str,
+    schema: serde_json::Value,
+    setup_ms: f64,
+    steps: usize,
+    seed: u64,
+) -> Result<MaskFigures, String> {
+    let env = compiler.tok_env();
     let spec = GrammarSpec::Json {
         kind: JsonKind::Schema,
-        schema: schema(),
+        schema,
     };
     let t = Instant::now();
     let compiled = compiler
@@ -111,6 +144,7 @@ pub fn run(path: &Path, steps: usize, seed: u64) -> Result<MaskFigures, String> 
     times.sort_by(f64::total_cmp);
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     Ok(MaskFigures {
+        workload,
         vocab: trie.vocab_size(),
         steps,
         setup_ms,

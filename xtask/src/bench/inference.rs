@@ -178,24 +178,31 @@ fn mask_times(model: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(line)?)
 }
 
-fn constrained_table(c: &Constrained, m: &serde_json::Value) -> String {
-    let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
+fn constrained_table(c: &Constrained, masks: &serde_json::Value) -> String {
+    let mut rows = String::new();
+    for m in masks.as_array().into_iter().flatten() {
+        let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
+        rows.push_str(&format!(
+            "| {} | {} tokens | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {} |\n",
+            m["workload"].as_str().unwrap_or("?"),
+            m["vocab"].as_u64().unwrap_or(0),
+            f("mask_p50_us"),
+            f("mask_p99_us"),
+            f("mask_max_us"),
+            f("setup_ms"),
+            f("compile_ms"),
+            m["steps"].as_u64().unwrap_or(0),
+        ));
+    }
     format!(
         "| Q4_0, 1 stream | gen tok/s | tokens |\n|---|---|---|\n| unconstrained | {:.2} | {} |\n| json_schema | {:.2} | {} |\n| json_schema / unconstrained | {:.3} | |\n\n\
-         | vocabulary | mask p50 us | mask p99 us | mask max us | trie + factory ms | schema compile ms | masks |\n|---|---|---|---|---|---|---|\n| {} tokens | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {} |\n\n\
+         | schema | vocabulary | mask p50 us | mask p99 us | mask max us | trie + factory ms | schema compile ms | masks |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
          Threads: {THREADS} for decoding; masks are computed on one core, every step a full mask (the worst case: every sampled token rejected).\n",
         c.plain.gen_tps,
         c.plain.tokens,
         c.schema.gen_tps,
         c.schema.tokens,
         c.schema.gen_tps / c.plain.gen_tps.max(1e-9),
-        m["vocab"].as_u64().unwrap_or(0),
-        f("mask_p50_us"),
-        f("mask_p99_us"),
-        f("mask_max_us"),
-        f("setup_ms"),
-        f("compile_ms"),
-        m["steps"].as_u64().unwrap_or(0),
     )
 }
 
