@@ -124,13 +124,19 @@ fn constrained(bin: &Path, model: &Path) -> Result<Constrained> {
     let format = serde_json::json!({"response_format": {"type": "json_schema",
         "json_schema": {"name": "records", "schema": bench_schema(), "strict": true}}});
     // Warm-up (weights paged in, grammar compiled and cached), then alternate the two
-    // kinds five times and keep each kind's median, so drift hits both alike.
+    // kinds six times and keep each kind's median, so drift hits both alike.
     stream(port)?;
     stream_with(port, &format)?;
     let (mut plain, mut schema) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        plain.push(stream(port)?);
-        schema.push(stream_with(port, &format)?);
+    for i in 0..6 {
+        // Which kind goes first alternates too, so an order effect cancels out.
+        if i % 2 == 0 {
+            plain.push(stream(port)?);
+            schema.push(stream_with(port, &format)?);
+        } else {
+            schema.push(stream_with(port, &format)?);
+            plain.push(stream(port)?);
+        }
         let (p, s) = (plain[plain.len() - 1], schema[schema.len() - 1]);
         eprintln!(
             "   unconstrained {:.2} tok/s ({} tokens), json_schema {:.2} tok/s ({} tokens)",
