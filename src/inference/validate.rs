@@ -564,6 +564,16 @@ mod tests {
     }
 
     #[test]
+    fn constraints_parse_on_both_endpoints() {
+        let r = chat(json!({"response_format": {"type": "json_object"}})).unwrap();
+        assert_eq!(r.constraint.as_ref().map(GrammarSpec::label), Some("json_object"));
+        let body = json!({"model": "m", "prompt": "p", "grammar": "root ::= \"a\""});
+        let r = parse(Endpoint::Completion, &body).unwrap();
+        assert_eq!(r.constraint.as_ref().map(GrammarSpec::label), Some("gbnf"));
+        assert_eq!(chat(json!({})).unwrap().constraint, None);
+    }
+
+    #[test]
     fn context_budget_checked_against_the_model() {
         let r = chat(json!({"max_tokens": 100})).unwrap();
         let e = r.clone().into_valid(vec![1; 50], 120).unwrap_err();
