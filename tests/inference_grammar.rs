@@ -321,6 +321,32 @@ fn json_object_output_parses_on_both_endpoints() {
         assert!(v.is_object(), "{text}");
         assert_compact(&text);
     }
+    // Streamed, the chunks add up to the same kind of document.
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}, "w": {"enum": ["x", "y"]}}, "required": ["n", "w"], "additionalProperties": false});
+    let body = chat_body(
+        "stream it",
+        json!({"response_format": schema_format(&schema), "stream": true, "temperature": 0, "max_tokens": 100}),
+    );
+    let r = s.post("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let mut text = String::new();
+    let mut finish = None;
+    for d in &data[..data.len() - 1] {
+        let v: Value = serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"));
+        text.push_str(
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or_default(),
+        );
+        if let Some(f) = v["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_string());
+        }
+    }
+    assert_eq!(finish.as_deref(), Some("stop"), "{text:?}");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    validate(&schema, &schema, &v, "").unwrap();
     // An unbounded string ends too (greedy: the tiny model closes a quote as second choice).
     let free =
         json!({"type": "object", "properties": {"free": {"type": "string"}}, "required": ["free"]});

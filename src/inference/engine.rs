@@ -3,6 +3,10 @@
 //!
 //! **Invariant:** only this thread touches the context; handlers reach it through the
 //! bounded job channel and hear back through each job's bounded event channel.
+//!
+//! A constrained slot checks each sampled token against its grammar and masks only when
+//! the pick is rejected ([`constrained_sample`]); any grammar error fails that request, so
+//! no unchecked token leaves this thread.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;

@@ -566,7 +566,10 @@ mod tests {
     #[test]
     fn constraints_parse_on_both_endpoints() {
         let r = chat(json!({"response_format": {"type": "json_object"}})).unwrap();
-        assert_eq!(r.constraint.as_ref().map(GrammarSpec::label), Some("json_object"));
+        assert_eq!(
+            r.constraint.as_ref().map(GrammarSpec::label),
+            Some("json_object")
+        );
         let body = json!({"model": "m", "prompt": "p", "grammar": "root ::= \"a\""});
         let r = parse(Endpoint::Completion, &body).unwrap();
         assert_eq!(r.constraint.as_ref().map(GrammarSpec::label), Some("gbnf"));

@@ -116,6 +116,7 @@ fn walk(
         rng
     };
     let trie = env.tok_trie();
+    let steps = steps.max(1);
     let mut times = Vec::with_capacity(steps);
     let mut session = compiled.session(None);
     let mut allowed = Vec::new();
