@@ -288,6 +288,46 @@ mod tests {
         assert!(accepts(&empty, "b"));
     }
 
+    /// llama.cpp's own `grammars/json.gbnf`, as its users send it.
+    const LLAMA_JSON_GBNF: &str = r#"root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+
+object ::=
+  "{" ws (
+            string ":" ws value
+    ("," ws string ":" ws value)*
+  )? "}" ws
+
+array  ::=
+  "[" ws (
+            value
+    ("," ws value)*
+  )? "]" ws
+
+string ::=
+  "\"" (
+    [^"\\\x7F\x00-\x1F] |
+    "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) # escapes
+  )* "\"" ws
+
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+
+# Optional space: by convention, applied in this grammar after literal chars when allowed
+ws ::= | " " | "\n" [ \t]{0,20}
+"#;
+
+    #[test]
+    fn llama_cpps_json_grammar_converts_and_constrains() {
+        let c = compiler().build(&lark(LLAMA_JSON_GBNF)).unwrap();
+        assert!(accepts(
+            &c,
+            r#"{"a": [1, -2.5e3, "x\n\u00e9", true, null], "b": {}}"#
+        ));
+        assert!(!accepts(&c, r#"{"a": [1,]}"#));
+        assert!(!accepts(&c, r#"{'a': 1}"#));
+        assert!(!accepts(&c, "[1]"));
+    }
+
     #[test]
     fn json_output_is_compact() {
         let spec = GrammarSpec::Json {
