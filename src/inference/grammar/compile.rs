@@ -24,7 +24,9 @@ const MAX_ERROR: usize = 2000;
 /// A compiled grammar: a matcher at its start state, cloned for each request (clones
 /// share the lexer's caches, so later requests with the same grammar start warm).
 pub struct Compiled {
+    /// The matcher before any token, which every request's session clones.
     start: Matcher,
+    /// The request form (`json_schema`, `gbnf`, ...), for logs.
     label: &'static str,
 }
 
@@ -51,13 +53,18 @@ impl Compiled {
 
 /// Turns specs into [`Compiled`] grammars for one model's vocabulary.
 pub struct Compiler {
+    /// llguidance's factory: the model's token trie and its precomputed slices.
     factory: ParserFactory,
+    /// Compiled grammars by digest, shared by the handlers of this model.
     cache: Mutex<Cache>,
 }
 
+/// A small least-recently-used map.
 #[derive(Default)]
 struct Cache {
+    /// Digest to grammar and the tick of its last use.
     entries: HashMap<[u8; 32], (Arc<Compiled>, u64)>,
+    /// Counts uses, to find the least recently used entry.
     tick: u64,
 }
 
@@ -188,6 +195,7 @@ impl std::fmt::Display for StepError {
 
 /// One request's position in its grammar.
 pub struct Session {
+    /// Where the output is in the grammar; an error poisons it for good.
     matcher: Matcher,
     /// Grammar steps taken (checks and masks), for the test hook.
     steps: u64,

@@ -43,8 +43,11 @@ impl std::fmt::Display for GbnfError {
     }
 }
 
+/// A recursive-descent reader over the grammar's characters.
 struct Parser<'a> {
+    /// The whole grammar.
     src: &'a [char],
+    /// The next character to read.
     pos: usize,
     /// Rules referenced, with where they were first referenced.
     used: BTreeMap<String, (usize, usize)>,

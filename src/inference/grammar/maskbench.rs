@@ -18,12 +18,15 @@ use crate::inference::metrics::Metrics;
 pub struct MaskFigures {
     /// Which grammar: `record` (see [`schema`]) or `patterns` (see [`pattern_schema`]).
     pub workload: &'static str,
+    /// Tokens in the vocabulary.
     pub vocab: usize,
+    /// Masks timed.
     pub steps: usize,
     /// Building the token trie and parser factory (once per model load).
     pub setup_ms: f64,
     /// Compiling the schema (once per distinct schema).
     pub compile_ms: f64,
+    /// Mask time percentiles, microseconds.
     pub mask_p50_us: f64,
     pub mask_p99_us: f64,
     pub mask_max_us: f64,

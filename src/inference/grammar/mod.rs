@@ -38,12 +38,14 @@ pub enum GrammarSpec {
     Json {
         /// Which request form it came from, for logs and errors.
         kind: JsonKind,
+        /// The schema as given, its keywords already checked.
         schema: Value,
     },
     /// A Lark grammar as llguidance reads it (a GBNF grammar arrives here converted).
     Lark {
         /// The grammar came as GBNF.
         from_gbnf: bool,
+        /// The Lark text llguidance compiles.
         text: String,
     },
 }
