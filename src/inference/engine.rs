@@ -334,6 +334,7 @@ fn run_engine(
                         // Fail closed: the request ends here, the unchecked token is never sent.
                         tracing::warn!(model = name, "{e}");
                         if let Some(j) = sched.release(c.slot) {
+                            metrics_gauges(metrics, &sched, &mut shown);
                             let _closed = j.job.events.try_send(Event::Failed(e.to_string()));
                         }
                         clear_slot(&mut lctx, c.slot);
@@ -383,6 +384,8 @@ fn run_engine(
             if let Some(reason) = finish {
                 let (prompt_tokens, completion_tokens) = sched.counts(c.slot).unwrap_or((0, 0));
                 if let Some(j) = sched.release(c.slot) {
+                    // The gauges first: a client that saw Done reads a freed slot.
+                    metrics_gauges(metrics, &sched, &mut shown);
                     let _closed = j.job.events.try_send(Event::Done {
                         reason,
                         prompt_tokens,
