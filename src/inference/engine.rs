@@ -3,6 +3,10 @@
 //!
 //! **Invariant:** only this thread touches the context; handlers reach it through the
 //! bounded job channel and hear back through each job's bounded event channel.
+//!
+//! A constrained slot checks each sampled token against its grammar and masks only when
+//! the pick is rejected ([`constrained_sample`]); any grammar error fails that request, so
+//! no unchecked token leaves this thread.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -18,8 +22,11 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::{Semaphore, watch};
 
+use super::grammar::{self, Session, StepError};
 use super::job::{EngineHandle, Event, FinishReason, Job, ModelInfo, ModelState, Tokenize};
 use super::metrics::Metrics;
 use super::scheduler::{AfterToken, Refused, Scheduler};
@@ -114,6 +121,20 @@ struct SlotJob {
     stop: StopFilter,
     /// When the last token was produced, for per-token latency.
     last_token: Option<Instant>,
+    /// The request's grammar state, when its output is constrained.
+    grammar: Option<Session>,
+}
+
+/// Test-only hook (never set it outside tests): `SOVEREIGN_TEST_MASK_FAIL_AFTER=MODEL:N`
+/// makes the grammar step after the N-th of every constrained request on the served model
+/// MODEL fail as a mask error would, so tests can watch the request end with an error and
+/// no unchecked token. Read once when the engine starts.
+pub const TEST_MASK_FAIL_AFTER: &str = "SOVEREIGN_TEST_MASK_FAIL_AFTER";
+
+fn test_mask_fail_after(model: &str) -> Option<u64> {
+    let v = std::env::var(TEST_MASK_FAIL_AFTER).ok()?;
+    let (name, n) = v.rsplit_once(':')?;
+    (name == model).then(|| n.parse().ok()).flatten()
 }
 
 fn sampler_for(s: &Sampling, n_vocab: i32) -> LlamaSampler {
@@ -186,7 +207,20 @@ fn run_engine(
     let piece = |t: LlamaToken| vocab.token_to_piece(t, false, None);
     let bos = String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned();
     let eos = String::from_utf8_lossy(&vocab.token_to_piece(vocab.eos(), true, None)).into_owned();
+    // The token trie is built once per model load; grammars compile against it.
+    let trie_start = Instant::now();
+    let compiler = grammar::Compiler::new(&grammar::vocab::tok_env(&model)).map(Arc::new);
+    match &compiler {
+        Ok(_) => tracing::debug!(
+            model = name,
+            ms = trie_start.elapsed().as_millis() as u64,
+            "token trie built"
+        ),
+        Err(why) => tracing::warn!(model = name, "constrained decoding unavailable: {why}"),
+    }
+    let fail_after = test_mask_fail_after(name);
     let info = ModelInfo {
+        grammar: compiler,
         tokenizer: Box::new(ModelTokenizer(model.clone())),
         template: ChatTemplate::new(template, bos, eos),
         ctx: cfg.ctx,
@@ -236,6 +270,7 @@ fn run_engine(
         for slot in filled {
             if let Some(j) = sched.job_mut(slot) {
                 j.sampler = Some(sampler_for(&j.job.req.sampling, n_vocab));
+                j.grammar = j.job.req.grammar.as_ref().map(|g| g.session(fail_after));
             }
         }
         metrics_gauges(metrics, &sched, &mut shown);
@@ -290,8 +325,23 @@ fn run_engine(
             let Some(sampler) = j.sampler.as_mut() else {
                 continue;
             };
-            // `sample` also accepts the token into the chain (penalties, RNG): no second accept.
-            let token = sampler.sample(&lctx, idx - 1);
+            let token = match j.grammar.as_mut() {
+                // `sample` also accepts the token into the chain (penalties, RNG).
+                None => sampler.sample(&lctx, idx - 1),
+                Some(g) => match constrained_sample(&lctx, idx - 1, sampler, g, metrics) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        // Fail closed: the request ends here, the unchecked token is never sent.
+                        tracing::warn!(model = name, "{e}");
+                        if let Some(j) = sched.release(c.slot) {
+                            metrics_gauges(metrics, &sched, &mut shown);
+                            let _closed = j.job.events.try_send(Event::Failed(e.to_string()));
+                        }
+                        clear_slot(&mut lctx, c.slot);
+                        continue;
+                    }
+                },
+            };
             let now = Instant::now();
             match j.last_token {
                 None => metrics
@@ -305,6 +355,8 @@ fn run_engine(
             metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
             let after = sched.on_token(c.slot, token.0);
             let j = sched.job_mut(c.slot).expect("slot still held");
+            // A complete grammar allows nothing but the end: stop without sampling it.
+            let complete = j.grammar.as_ref().is_some_and(Session::is_stopped);
             let finish = if vocab.is_eog(token) {
                 flush(j, None);
                 Some(FinishReason::Stop)
@@ -313,10 +365,15 @@ fn run_engine(
                 match j.stop.push(&text) {
                     StopScan::Continue(t) => {
                         send_text(j, t);
-                        (after == AfterToken::Length).then(|| {
+                        if complete {
                             flush(j, None);
-                            FinishReason::Length
-                        })
+                            Some(FinishReason::Stop)
+                        } else {
+                            (after == AfterToken::Length).then(|| {
+                                flush(j, None);
+                                FinishReason::Length
+                            })
+                        }
                     }
                     StopScan::Stopped(t) => {
                         flush(j, Some(t));
@@ -327,6 +384,8 @@ fn run_engine(
             if let Some(reason) = finish {
                 let (prompt_tokens, completion_tokens) = sched.counts(c.slot).unwrap_or((0, 0));
                 if let Some(j) = sched.release(c.slot) {
+                    // The gauges first: a client that saw Done reads a freed slot.
+                    metrics_gauges(metrics, &sched, &mut shown);
                     let _closed = j.job.events.try_send(Event::Done {
                         reason,
                         prompt_tokens,
@@ -347,6 +406,60 @@ fn run_engine(
     Ok(())
 }
 
+/// Sample with the normal chain, then check the pick against the grammar (a lexer step);
+/// only when it is rejected compute the full mask, sample again among the allowed tokens
+/// and consume that. The chain accepts exactly the token that is returned.
+fn constrained_sample(
+    lctx: &LlamaContext<'_>,
+    i: i32,
+    sampler: &mut LlamaSampler,
+    g: &mut Session,
+    metrics: &Metrics,
+) -> Result<LlamaToken, StepError> {
+    let logits = lctx.get_logits_ith(i);
+    let mut all = LlamaTokenDataArray::from_iter(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(t, l)| LlamaTokenData::new(LlamaToken(t as i32), *l, 0.0)),
+        false,
+    );
+    all.apply_sampler(sampler);
+    let pick = all
+        .selected_token()
+        .ok_or_else(|| StepError("the sampler selected no token".into()))?;
+    if g.try_accept(pick.0 as u32)? {
+        sampler.accept(pick);
+        return Ok(pick);
+    }
+    let start = Instant::now();
+    let mask = g.mask()?;
+    metrics.grammar_mask.observe(start.elapsed().as_secs_f64());
+    let mut allowed = LlamaTokenDataArray::from_iter(
+        logits
+            .iter()
+            .enumerate()
+            .filter(|(t, _)| mask.is_allowed(*t as u32))
+            .map(|(t, l)| LlamaTokenData::new(LlamaToken(t as i32), *l, 0.0)),
+        false,
+    );
+    if allowed.data.is_empty() {
+        return Err(StepError(
+            "the grammar allows only tokens outside the model's vocabulary".into(),
+        ));
+    }
+    allowed.apply_sampler(sampler);
+    let pick = allowed
+        .selected_token()
+        .ok_or_else(|| StepError("the sampler selected no allowed token".into()))?;
+    if !mask.is_allowed(pick.0 as u32) {
+        return Err(StepError(format!("token {} is outside the mask", pick.0)));
+    }
+    g.consume(pick.0 as u32)?;
+    sampler.accept(pick);
+    Ok(pick)
+}
+
 fn submit(sched: &mut Scheduler<SlotJob>, job: Job) {
     let prompt = job.req.prompt_tokens.clone();
     let max = job.req.max_tokens;
@@ -357,6 +470,7 @@ fn submit(sched: &mut Scheduler<SlotJob>, job: Job) {
         utf8: Utf8Stream::default(),
         stop,
         last_token: None,
+        grammar: None,
     };
     if let Err((why, sj)) = sched.submit(prompt, max, sj) {
         let msg = match why {

@@ -79,6 +79,10 @@ pub struct ModelInfo {
     pub ctx: usize,
     /// Load time, seconds since the epoch (`created` in /v1/models).
     pub created: u64,
+    /// Compiles grammars against this model's vocabulary (its token trie is built once
+    /// per load); the error says why constrained decoding is unavailable.
+    #[cfg(feature = "engine")]
+    pub grammar: Result<Arc<super::grammar::Compiler>, String>,
 }
 
 /// A model's lifecycle as health and handlers see it.

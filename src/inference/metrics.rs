@@ -1,6 +1,7 @@
 //! Prometheus text metrics: requests by status, prompt and generated tokens, time to first
-//! token and per-token latency histograms, busy slots and queue depth. Lock-free counters
-//! written by handlers and the engine thread, rendered on `GET /metrics`.
+//! token, per-token latency, grammar compile and mask time histograms, busy slots and
+//! queue depth. Lock-free counters written by handlers and the engine thread, rendered on
+//! `GET /metrics`.
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -59,6 +60,10 @@ const TTFT_BOUNDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 const TOKEN_BOUNDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+const COMPILE_BOUNDS: &[f64] = &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+const MASK_BOUNDS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1,
+];
 
 /// Every metric the daemon exports.
 #[derive(Debug)]
@@ -77,6 +82,10 @@ pub struct Metrics {
     pub busy_slots: AtomicU64,
     /// Requests waiting for a slot (all models).
     pub queue_depth: AtomicU64,
+    /// Compiling a grammar or schema (cache misses only).
+    pub grammar_compile: Histogram,
+    /// Computing one full token mask (only when the sampled token was rejected).
+    pub grammar_mask: Histogram,
 }
 
 impl Default for Metrics {
@@ -89,6 +98,8 @@ impl Default for Metrics {
             token_latency: Histogram::new(TOKEN_BOUNDS),
             busy_slots: AtomicU64::new(0),
             queue_depth: AtomicU64::new(0),
+            grammar_compile: Histogram::new(COMPILE_BOUNDS),
+            grammar_mask: Histogram::new(MASK_BOUNDS),
         }
     }
 }
@@ -143,6 +154,16 @@ impl Metrics {
             &mut out,
             "sovereign_token_latency_seconds",
             "Time between generated tokens of one sequence.",
+        );
+        self.grammar_compile.render(
+            &mut out,
+            "sovereign_grammar_compile_seconds",
+            "Time to compile a grammar or JSON schema (cache misses).",
+        );
+        self.grammar_mask.render(
+            &mut out,
+            "sovereign_grammar_mask_seconds",
+            "Time to compute one token mask of constrained decoding.",
         );
         let gauge = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(

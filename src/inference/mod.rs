@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod estimate;
 pub mod gguf;
+pub mod grammar;
 pub mod job;
 pub mod metrics;
 pub mod model_options;

@@ -261,7 +261,10 @@ async fn handle(
         (None, None) => return Err(ApiError::UnknownModel(parsed.model.clone())),
     };
     let info = engine.info()?;
-    let valid = tokenize(parsed, &info)?;
+    let constraint = parsed.constraint.clone();
+    let mut valid = tokenize(parsed, &info)?;
+    // Compiled before submitting: a grammar that does not compile is a 400, not a slot.
+    valid.grammar = super::grammar::compile_for(&info, constraint, &state.metrics).await?;
     let stream = valid.stream;
     let include_usage = valid.include_usage;
     let model = valid.model.clone();

@@ -2,9 +2,12 @@
 //! type-checked and bounded, and then, against the model, a [`ValidRequest`] with the prompt
 //! tokenized and the context budget checked. Only a `ValidRequest` reaches the engine.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::grammar::{self, Compiled, GrammarSpec};
 use super::template::ChatMessage;
 
 /// Most messages in one chat request.
@@ -64,6 +67,8 @@ pub struct ParsedRequest {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// What the output must follow (`response_format` or `grammar`), checked, not compiled.
+    pub constraint: Option<GrammarSpec>,
 }
 
 /// A request ready for the engine: tokens, budget and sampling.
@@ -84,6 +89,8 @@ pub struct ValidRequest {
     pub stream: bool,
     /// Send a usage chunk at the end of the stream.
     pub include_usage: bool,
+    /// The compiled constraint, set by the handler after [`ParsedRequest::into_valid`].
+    pub grammar: Option<Arc<Compiled>>,
 }
 
 impl ParsedRequest {
@@ -119,6 +126,7 @@ impl ParsedRequest {
             stop: self.stop,
             stream: self.stream,
             include_usage: self.include_usage,
+            grammar: None,
         })
     }
 }
@@ -145,7 +153,6 @@ fn check_unsupported(obj: &Map<String, Value>) -> Result<(), ApiError> {
             "logprobs" => v == &Value::Bool(false) || v.is_null(),
             "echo" => v == &Value::Bool(false),
             "logit_bias" => v.as_object().is_some_and(Map::is_empty) || v.is_null(),
-            "response_format" => v.get("type").and_then(Value::as_str) == Some("text"),
             "tools" | "functions" => v.as_array().is_some_and(Vec::is_empty) || v.is_null(),
             "tool_choice" | "function_call" | "parallel_tool_calls" | "suffix" | "top_logprobs" => {
                 v.is_null()
@@ -184,6 +191,7 @@ const CHAT_KEYS: &[&str] = &[
     "top_logprobs",
     "logit_bias",
     "response_format",
+    "grammar",
     "tools",
     "tool_choice",
     "functions",
@@ -211,6 +219,8 @@ const COMPLETION_KEYS: &[&str] = &[
     "echo",
     "logit_bias",
     "suffix",
+    "response_format",
+    "grammar",
 ];
 
 /// Parse a request body (already JSON) for `endpoint`.
@@ -330,6 +340,7 @@ pub fn parse(endpoint: Endpoint, body: &Value) -> Result<ParsedRequest, ApiError
             return Err(wrong_type("user", "a string", u));
         }
     }
+    let constraint = grammar::from_request(obj)?;
     Ok(ParsedRequest {
         model,
         prompt,
@@ -338,6 +349,7 @@ pub fn parse(endpoint: Endpoint, body: &Value) -> Result<ParsedRequest, ApiError
         stop,
         stream,
         include_usage,
+        constraint,
     })
 }
 
@@ -549,6 +561,19 @@ mod tests {
             assert_eq!(param_of(e), k);
         }
         assert!(chat(json!({"n": 1, "logprobs": false})).is_ok());
+    }
+
+    #[test]
+    fn constraints_parse_on_both_endpoints() {
+        let r = chat(json!({"response_format": {"type": "json_object"}})).unwrap();
+        assert_eq!(
+            r.constraint.as_ref().map(GrammarSpec::label),
+            Some("json_object")
+        );
+        let body = json!({"model": "m", "prompt": "p", "grammar": "root ::= \"a\""});
+        let r = parse(Endpoint::Completion, &body).unwrap();
+        assert_eq!(r.constraint.as_ref().map(GrammarSpec::label), Some("gbnf"));
+        assert_eq!(chat(json!({})).unwrap().constraint, None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `cargo xtask bench inference`: the raw llama.cpp loop against the daemon, one stream and
 //! four concurrent streams, on the generated `bench` model in F16 and Q4_0, with the
-//! machine's memory bandwidth measured in the same run. Prints a Markdown table for
-//! BENCHMARKS.md.
+//! machine's memory bandwidth measured in the same run; then constrained decoding: one
+//! stream with a `json_schema` against one without on Q4_0, and llguidance's mask time per
+//! token on the generated 128k-token vocabulary. Prints Markdown tables for BENCHMARKS.md.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -20,7 +21,14 @@ const PROMPT: usize = 128;
 const GEN: usize = 64;
 const KEY: &str = "bench-key";
 
-pub fn run(_args: &[String]) -> Result<()> {
+/// `args`: nothing for everything, or `constrained` for the constrained-decoding tables
+/// alone (the same measurements, without the F16 and Q4_0 throughput runs).
+pub fn run(args: &[String]) -> Result<()> {
+    let only_constrained = match args.first().map(String::as_str) {
+        None => false,
+        Some("constrained") => true,
+        Some(other) => bail!("unknown argument {other:?}: nothing, or constrained"),
+    };
     let root = project_root();
     let bin = super::sovereign_binary(false, true)?;
     let dir = root.join("target/bench-models");
@@ -44,11 +52,164 @@ pub fn run(_args: &[String]) -> Result<()> {
         bandwidth / 1e9
     );
     let mut rows = Vec::new();
-    for (label, path) in [("F16", &f16), ("Q4_0", &q4)] {
-        rows.push(measure(&bin, label, path, bandwidth)?);
+    if !only_constrained {
+        for (label, path) in [("F16", &f16), ("Q4_0", &q4)] {
+            rows.push(measure(&bin, label, path, bandwidth)?);
+        }
     }
-    println!("\n{}", table(&rows, bandwidth));
+    let constrained = constrained(&bin, &q4)?;
+    let big = dir.join("vocab128k.gguf");
+    if !big.exists() {
+        eprintln!("==> generating the 128k-token vocabulary model");
+        gen_model::write(&gen_model::gguf::ModelSpec::vocab128k(42), &big)?;
+    }
+    let masks = mask_times(&big)?;
+    if !only_constrained {
+        println!("\n{}", table(&rows, bandwidth));
+    }
+    println!("\n{}", constrained_table(&constrained, &masks));
     Ok(())
+}
+
+/// One stream with a JSON schema against one without, on the same daemon.
+struct Constrained {
+    plain: Stream,
+    schema: Stream,
+}
+
+/// Records whose strings the random model fills: at least GEN tokens before it can end.
+fn bench_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "array",
+        "minItems": 16,
+        "items": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer", "minimum": 0},
+                "name": {"type": "string", "maxLength": 16},
+                "status": {"enum": ["active", "paused", "closed"]},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3}
+            },
+            "required": ["id", "name", "status", "tags"],
+            "additionalProperties": false
+        }
+    })
+}
+
+fn constrained(bin: &Path, model: &Path) -> Result<Constrained> {
+    eprintln!("==> Q4_0: json_schema against unconstrained");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut daemon = Daemon(
+        Command::new(bin)
+            .env("SOVEREIGN_API_KEY", KEY)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--slots",
+                "4",
+                "--ctx",
+                "1024",
+                "--threads",
+                THREADS,
+                "--model",
+            ])
+            .arg(format!("m={}", model.display()))
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_healthy(port, &mut daemon.0)?;
+    let format = serde_json::json!({"response_format": {"type": "json_schema",
+        "json_schema": {"name": "records", "schema": bench_schema(), "strict": true}}});
+    // Warm-up (weights paged in, grammar compiled and cached), then alternate the two
+    // kinds six times and keep each kind's median, so drift hits both alike.
+    stream(port)?;
+    stream_with(port, &format)?;
+    let (mut plain, mut schema) = (Vec::new(), Vec::new());
+    for i in 0..6 {
+        // Which kind goes first alternates too, so an order effect cancels out.
+        if i % 2 == 0 {
+            plain.push(stream(port)?);
+            schema.push(stream_with(port, &format)?);
+        } else {
+            schema.push(stream_with(port, &format)?);
+            plain.push(stream(port)?);
+        }
+        let (p, s) = (plain[plain.len() - 1], schema[schema.len() - 1]);
+        eprintln!(
+            "   unconstrained {:.2} tok/s ({} tokens), json_schema {:.2} tok/s ({} tokens)",
+            p.gen_tps, p.tokens, s.gen_tps, s.tokens
+        );
+    }
+    let median = |mut v: Vec<Stream>| {
+        v.sort_by(|a, b| a.gen_tps.total_cmp(&b.gen_tps));
+        v[v.len() / 2]
+    };
+    Ok(Constrained {
+        plain: median(plain),
+        schema: median(schema),
+    })
+}
+
+/// Mask time per token on the 128k vocabulary, measured in-process by the grammar
+/// module's benchmark (run as an ignored test of the release build).
+fn mask_times(model: &Path) -> Result<serde_json::Value> {
+    eprintln!("==> mask time on the 128k-token vocabulary");
+    let out = crate::cargo()
+        .args([
+            "test",
+            "--release",
+            "--test",
+            "inference_grammar",
+            "mask_benchmark",
+            "--",
+            "--ignored",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("SOVEREIGN_MASK_BENCH_MODEL", model)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the mask benchmark")?;
+    if !out.status.success() {
+        bail!("the mask benchmark failed");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MASK_FIGURES "))
+        .context("the mask benchmark printed no figures")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn constrained_table(c: &Constrained, masks: &serde_json::Value) -> String {
+    let mut rows = String::new();
+    for m in masks.as_array().into_iter().flatten() {
+        let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
+        rows.push_str(&format!(
+            "| {} | {} tokens | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {} |\n",
+            m["workload"].as_str().unwrap_or("?"),
+            m["vocab"].as_u64().unwrap_or(0),
+            f("mask_p50_us"),
+            f("mask_p99_us"),
+            f("mask_max_us"),
+            f("setup_ms"),
+            f("compile_ms"),
+            m["steps"].as_u64().unwrap_or(0),
+        ));
+    }
+    format!(
+        "| Q4_0, 1 stream | gen tok/s | tokens |\n|---|---|---|\n| unconstrained | {:.2} | {} |\n| json_schema | {:.2} | {} |\n| json_schema / unconstrained | {:.3} | |\n\n\
+         | schema | vocabulary | mask p50 us | mask p99 us | mask max us | trie + factory ms | schema compile ms | masks |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
+         Threads: {THREADS} for decoding; masks are computed on one core, every step a full mask (the worst case: every sampled token rejected).\n",
+        c.plain.gen_tps,
+        c.plain.tokens,
+        c.schema.gen_tps,
+        c.schema.tokens,
+        c.schema.gen_tps / c.plain.gen_tps.max(1e-9),
+    )
 }
 
 struct Row {
@@ -180,13 +341,21 @@ fn wait_healthy(port: u16, child: &mut Child) -> Result<()> {
 /// One streamed completion of GEN tokens after a PROMPT-token prompt; token counts come
 /// from the usage chunk.
 fn stream(port: u16) -> Result<Stream> {
+    stream_with(port, &serde_json::json!({}))
+}
+
+/// [`stream`] with extra body fields.
+fn stream_with(port: u16, extra: &serde_json::Value) -> Result<Stream> {
     let prompt =
         "the quiet river and the green stone hold the light of the local machine ".repeat(PROMPT);
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "model": "m", "prompt": prompt_prefix(&prompt), "max_tokens": GEN, "temperature": 0,
         "stream": true, "stream_options": {"include_usage": true}
-    })
-    .to_string();
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let body = body.to_string();
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     let start = Instant::now();
     write!(

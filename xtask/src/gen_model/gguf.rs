@@ -34,6 +34,9 @@ pub struct ModelSpec {
     /// Whether the weights follow the designed greedy path (see [`PATH`]) instead of being
     /// random: greedy decoding then writes fixed text and stops by itself.
     pub greedy_path: bool,
+    /// Pad the vocabulary with generated word pieces up to this many tokens (the mask
+    /// benchmark's large vocabulary); `None` keeps the small designed one.
+    pub vocab_size: Option<u32>,
 }
 
 /// The ChatML template every generated model carries unless told otherwise.
@@ -53,6 +56,7 @@ impl ModelSpec {
             chat_template: Some(CHATML_TEMPLATE.into()),
             seed,
             greedy_path: true,
+            vocab_size: None,
         }
     }
 
@@ -70,6 +74,25 @@ impl ModelSpec {
             seed,
             // The benchmark times a fixed number of generated tokens, so it must not stop.
             greedy_path: false,
+            vocab_size: None,
+        }
+    }
+
+    /// A small model with a 128k-token vocabulary (about 17 MB): the mask benchmark
+    /// measures constrained decoding's per-token work at the size of current tokenizers.
+    pub fn vocab128k(seed: u64) -> Self {
+        ModelSpec {
+            name: "sovereign-vocab128k".into(),
+            context_length: 4096,
+            embedding_length: 32,
+            block_count: 1,
+            feed_forward_length: 64,
+            head_count: 2,
+            head_count_kv: 1,
+            chat_template: Some(CHATML_TEMPLATE.into()),
+            seed,
+            greedy_path: false,
+            vocab_size: Some(128 * 1024),
         }
     }
 
@@ -78,6 +101,7 @@ impl ModelSpec {
         match name {
             "tiny" => Some(Self::tiny(seed)),
             "bench" => Some(Self::bench(seed)),
+            "vocab128k" => Some(Self::vocab128k(seed)),
             _ => None,
         }
     }
@@ -213,6 +237,61 @@ fn vocabulary() -> Vec<Token> {
     v
 }
 
+/// The spec's vocabulary: the designed one, padded with generated pieces when the spec
+/// asks for a larger size. The padding is word-like (lower-case letters, some with the
+/// SentencePiece space mark or a capital, some digits and punctuation runs), as large
+/// tokenizers' vocabularies are, and the same for the same seed.
+fn vocabulary_for(spec: &ModelSpec) -> Vec<Token> {
+    let mut v = vocabulary();
+    let Some(target) = spec.vocab_size else {
+        return v;
+    };
+    let mut seen: std::collections::HashSet<String> = v.iter().map(|t| t.text.clone()).collect();
+    let mut rng = SplitMix64::new(spec.seed ^ 0x7f4a_0c0b_ab01_0001);
+    const LETTERS: &[u8] = b"etaoinshrdlcumwfgypbvkjxqz";
+    const PUNCT: &[u8] = b".,;:!?-_()[]{}<>=+*/\\\"'#@$%&|~^`";
+    while v.len() < target as usize {
+        let r = rng.next_u64();
+        let kind = r % 16;
+        let len = 2 + ((r >> 8) % 9) as usize;
+        let mut piece = String::new();
+        match kind {
+            0 => (0..len.min(4))
+                .for_each(|i| piece.push(char::from(b'0' + ((r >> (16 + 4 * i)) % 10) as u8))),
+            1 => (0..len.min(3)).for_each(|i| {
+                piece.push(char::from(
+                    PUNCT[((r >> (16 + 6 * i)) % PUNCT.len() as u64) as usize],
+                ))
+            }),
+            _ => {
+                if kind < 10 {
+                    piece.push('\u{2581}');
+                }
+                for i in 0..len {
+                    // Skewed towards frequent letters, as real text is.
+                    let x = rng.next_u64();
+                    let idx = ((x % 26) * (x >> 32 & 0xff) / 255) as usize;
+                    let c = char::from(LETTERS[idx.min(25)]);
+                    piece.push(if i == 0 && kind == 15 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    });
+                }
+            }
+        }
+        if seen.insert(piece.clone()) {
+            let score = -100.0 + piece.chars().count() as f32;
+            v.push(Token {
+                text: piece,
+                score,
+                kind: TYPE_NORMAL,
+            });
+        }
+    }
+    v
+}
+
 /// Whether greedy decoding may pick this token: printable text and the end tokens.
 fn may_emit(t: &Token, id: u32) -> bool {
     match t.kind {
@@ -322,7 +401,7 @@ fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
     let kv = (spec.head_dim() * spec.head_count_kv) as u64;
     let scale = |n_in: u64| 1.0 / (n_in as f32).sqrt();
     let (embd_fill, output_fill) = if spec.greedy_path {
-        let d = design(spec, &vocabulary());
+        let d = design(spec, &vocabulary_for(spec));
         (Fill::Table(d.embedding), Fill::Table(d.output))
     } else {
         (Fill::Random(1.0), Fill::Output(scale(e) * 4.0))
@@ -483,6 +562,20 @@ fn design(spec: &ModelSpec, vocab: &[Token]) -> Design {
         output[next * e..next * e + split].copy_from_slice(&u);
     }
     output[path[0] * e + split..(path[0] + 1) * e].copy_from_slice(&unit(&c));
+    // Second choices, for constrained decoding where a grammar masks the designed successor
+    // out: a closing quote after the last path piece and a closing brace after any other
+    // piece score 0.3 of the designed successor, so greedy JSON strings and objects end.
+    let (quote, brace) = (id("\""), id("}"));
+    let last = unit(&embedding[path[path.len() - 1] * e..path[path.len() - 1] * e + split]);
+    for (o, u) in output[quote * e..quote * e + split].iter_mut().zip(&last) {
+        *o = 0.3 * u;
+    }
+    for (o, u) in output[brace * e + split..(brace + 1) * e]
+        .iter_mut()
+        .zip(&unit(&c))
+    {
+        *o = 0.3 * u;
+    }
     Design { embedding, output }
 }
 
@@ -564,7 +657,7 @@ impl<W: Write> Writer<W> {
 
 /// Number of parameters the spec produces.
 pub fn parameter_count(spec: &ModelSpec) -> u64 {
-    let n_vocab = vocabulary().len() as u64;
+    let n_vocab = vocabulary_for(spec).len() as u64;
     tensors(spec, n_vocab)
         .iter()
         .map(TensorPlan::elements)
@@ -573,7 +666,7 @@ pub fn parameter_count(spec: &ModelSpec) -> u64 {
 
 /// Write the model as GGUF v3 to `out`.
 pub fn write_model<W: Write>(spec: &ModelSpec, out: W) -> io::Result<()> {
-    let vocab = vocabulary();
+    let vocab = vocabulary_for(spec);
     let n_vocab = vocab.len() as u64;
     let plans = tensors(spec, n_vocab);
     let mut kvs: Vec<(&str, Value)> = vec![
@@ -757,6 +850,18 @@ mod tests {
             t = next(t);
         }
         assert_eq!(t, tilde, "the loop returns to its trigger");
+    }
+
+    #[test]
+    fn vocab128k_pads_to_distinct_pieces_and_keeps_the_designed_ones() {
+        let spec = ModelSpec::vocab128k(1);
+        let v = vocabulary_for(&spec);
+        assert_eq!(v.len(), 128 * 1024);
+        let distinct: std::collections::HashSet<&str> = v.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(distinct.len(), v.len());
+        let base = vocabulary();
+        assert!(base.iter().zip(&v).all(|(a, b)| a.text == b.text));
+        assert_eq!(vocabulary_for(&ModelSpec::tiny(1)).len(), base.len());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "cargo xtask gen-model --preset tiny|bench --out FILE [--seed N]
+const USAGE: &str = "cargo xtask gen-model --preset tiny|bench|vocab128k --out FILE [--seed N]
 
 Examples:
   cargo xtask gen-model --preset tiny --out /tmp/tiny.gguf
@@ -41,7 +41,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let preset = preset.with_context(|| format!("--preset is required\n\n{USAGE}"))?;
     let out = out.with_context(|| format!("--out is required\n\n{USAGE}"))?;
     let spec = gguf::ModelSpec::preset(&preset, seed)
-        .with_context(|| format!("unknown preset {preset:?}: use tiny or bench"))?;
+        .with_context(|| format!("unknown preset {preset:?}: use tiny, bench or vocab128k"))?;
     write(&spec, &out)?;
     let size = std::fs::metadata(&out)?.len();
     eprintln!(
