@@ -25,7 +25,7 @@ const DEMO_VDEV: &str = "var/lib/sovereign/demo/tank.img";
 /// pins) never change.
 const DEMO_MODEL: &str = "var/lib/sovereign/demo/tiny.gguf";
 const DEMO_MODEL_SEED: u64 = 42;
-const DEMO_MODEL_SHA256: &str = "08997041e3e491ef54686bb978bab4e3f3261067a8de9b1668b1397fe3011d18";
+const DEMO_MODEL_SHA256: &str = "57d684516f839103fc6d8f91259ef82687472c5d612fd8db41cf8b8e795ab043";
 /// The unit apply renders for the daemon (under the root).
 const DEMO_UNIT: &str = "etc/systemd/system/sovereign-inference.service";
 /// How long the daemon may take to answer /health.
