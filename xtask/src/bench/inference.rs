@@ -143,13 +143,9 @@ fn constrained(bin: &Path, model: &Path) -> Result<Constrained> {
             p.gen_tps, p.tokens, s.gen_tps, s.tokens
         );
     }
-    let median = |mut v: Vec<Stream>| {
-        v.sort_by(|a, b| a.gen_tps.total_cmp(&b.gen_tps));
-        v[v.len() / 2]
-    };
     Ok(Constrained {
-        plain: median(plain),
-        schema: median(schema),
+        plain: median_by(plain, |s| s.gen_tps),
+        schema: median_by(schema, |s| s.gen_tps),
     })
 }
 
@@ -215,9 +211,9 @@ fn constrained_table(c: &Constrained, masks: &serde_json::Value) -> String {
 struct Row {
     label: String,
     model_bytes: u64,
-    raw_prompt_tps: f64,
-    raw_gen_tps: f64,
-    raw_prompt_ms: f64,
+    raw: RawRun,
+    /// The raw loop decoding four sequences together: the engine's batched ceiling.
+    raw_four: RawRun,
     one: Stream,
     four_gen_tps: f64,
 }
@@ -233,8 +229,25 @@ struct Stream {
     tokens: usize,
 }
 
+/// What one run of the raw llama.cpp loop measured.
+#[derive(Clone, Copy, Default)]
+struct RawRun {
+    prompt_tps: f64,
+    gen_tps: f64,
+    prompt_ms: f64,
+}
+
+/// Rounds of each measurement; every figure is the median of its rounds.
+const ROUNDS: usize = 5;
+
+/// The median of `v` by `key` (the middle run, so its figures belong together).
+fn median_by<T: Copy>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    v.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    v[v.len() / 2]
+}
+
 fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row> {
-    eprintln!("==> {label}: daemon");
+    eprintln!("==> {label}: daemon, {ROUNDS} rounds of one stream and four at once");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -258,9 +271,69 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
             .spawn()?,
     );
     wait_healthy(port, &mut daemon.0)?;
-    // Warm-up (page the weights in), then one stream, then four at once.
+    // Warm-up (page the weights in), then alternate one stream and four at once, which
+    // goes first alternating too, so drift and order hit both alike.
     stream(port)?;
-    let one = stream(port)?;
+    let (mut ones, mut fours) = (Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        if i % 2 == 0 {
+            ones.push(stream(port)?);
+            fours.push(four_streams(port)?);
+        } else {
+            fours.push(four_streams(port)?);
+            ones.push(stream(port)?);
+        }
+        eprintln!(
+            "   1 stream {:.2} tok/s (TTFT {:.0} ms), 4 streams {:.2} tok/s",
+            ones[i].gen_tps, ones[i].ttft_ms, fours[i]
+        );
+    }
+    drop(daemon);
+    let one = median_by(ones.clone(), |s| s.gen_tps);
+    let ttft = median_by(ones, |s| s.ttft_ms);
+    let one = Stream {
+        ttft_ms: ttft.ttft_ms,
+        prompt_tps: ttft.prompt_tps,
+        ..one
+    };
+    let four_gen_tps = median_by(fours, |f| *f);
+
+    // The raw loop runs after the daemon so it processes exactly the prompt length the
+    // server counted (chat formatting and tokenization make it differ from PROMPT).
+    eprintln!("==> {label}: raw engine loop, {ROUNDS} rounds of one sequence and four");
+    let (mut raws, mut raw_fours) = (Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        if i % 2 == 0 {
+            raws.push(raw_loop(bin, model, one.prompt_tokens, 1)?);
+            raw_fours.push(raw_loop(bin, model, one.prompt_tokens, 4)?);
+        } else {
+            raw_fours.push(raw_loop(bin, model, one.prompt_tokens, 4)?);
+            raws.push(raw_loop(bin, model, one.prompt_tokens, 1)?);
+        }
+        eprintln!(
+            "   1 sequence {:.2} tok/s (prompt {:.0} ms), 4 sequences {:.2} tok/s",
+            raws[i].gen_tps, raws[i].prompt_ms, raw_fours[i].gen_tps
+        );
+    }
+    let model_bytes = std::fs::metadata(model)?.len();
+    let raw_gen = median_by(raws.clone(), |r| r.gen_tps);
+    let raw_prompt = median_by(raws, |r| r.prompt_ms);
+    Ok(Row {
+        label: label.into(),
+        model_bytes,
+        raw: RawRun {
+            prompt_tps: raw_prompt.prompt_tps,
+            prompt_ms: raw_prompt.prompt_ms,
+            gen_tps: raw_gen.gen_tps,
+        },
+        raw_four: median_by(raw_fours, |r| r.gen_tps),
+        one,
+        four_gen_tps,
+    })
+}
+
+/// Four concurrent streams; their aggregate generated tokens/s after the last prompt.
+fn four_streams(port: u16) -> Result<f64> {
     let start = Instant::now();
     let four: Vec<Stream> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..4).map(|_| s.spawn(|| stream(port))).collect();
@@ -271,12 +344,11 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
     let wall = start.elapsed().as_secs_f64();
     let total: usize = four.iter().map(|s| s.tokens).sum();
     let slowest_ttft = four.iter().map(|s| s.ttft_ms).fold(0.0, f64::max) / 1e3;
-    let four_gen_tps = total as f64 / (wall - slowest_ttft).max(1e-9);
-    drop(daemon);
+    Ok(total as f64 / (wall - slowest_ttft).max(1e-9))
+}
 
-    // The raw loop runs after the daemon so it processes exactly the prompt length the
-    // server counted (chat formatting and tokenization make it differ from PROMPT).
-    eprintln!("==> {label}: raw engine loop");
+/// One run of the raw llama.cpp loop: `prompt` tokens, then GEN in each of `sequences`.
+fn raw_loop(bin: &Path, model: &Path, prompt: usize, sequences: usize) -> Result<RawRun> {
     let out = Command::new(bin)
         .args([
             "serve",
@@ -285,7 +357,7 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
             "--ctx",
             "1024",
             "--raw-bench",
-            &format!("{}:{GEN}", one.prompt_tokens),
+            &format!("{prompt}:{GEN}:{sequences}"),
             "--model",
         ])
         .arg(format!("m={}", model.display()))
@@ -297,15 +369,10 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
     }
     let raw: serde_json::Value = serde_json::from_slice(&out.stdout).context("raw figures")?;
     let f = |k: &str| raw[k].as_f64().unwrap_or(0.0);
-
-    Ok(Row {
-        label: label.into(),
-        model_bytes: raw["model_bytes"].as_u64().unwrap_or(0),
-        raw_prompt_tps: f("prompt_tps"),
-        raw_gen_tps: f("gen_tps"),
-        raw_prompt_ms: f("prompt_ms"),
-        one,
-        four_gen_tps,
+    Ok(RawRun {
+        prompt_tps: f("prompt_tps"),
+        gen_tps: f("gen_tps"),
+        prompt_ms: f("prompt_ms"),
     })
 }
 
@@ -423,27 +490,29 @@ fn memory_bandwidth() -> f64 {
 
 fn table(rows: &[Row], bandwidth: f64) -> String {
     let mut t = String::from(
-        "| model | weights | engine prompt tok/s | engine gen tok/s | gen / (bandwidth / weights) | 1 stream prompt tok/s | 1 stream gen tok/s | TTFT ms (engine prompt ms) | 4 streams gen tok/s | server/engine gen | server/engine prompt | 4 streams / 1 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| model | weights | engine prompt tok/s | engine gen tok/s | gen / (bandwidth / weights) | 1 stream prompt tok/s | 1 stream gen tok/s | TTFT ms (engine prompt ms) | 4 streams gen tok/s | engine 4 sequences gen tok/s | server/engine gen | server/engine prompt | 4 streams / 1 | engine 4 sequences / 1 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let ceiling = bandwidth / r.model_bytes.max(1) as f64;
         t.push_str(&format!(
-            "| {} | {:.0} MB | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0} ({:.0}) | {:.2} | {:.3} | {:.3} | {:.2} |\n",
+            "| {} | {:.0} MB | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0} ({:.0}) | {:.2} | {:.2} | {:.3} | {:.3} | {:.2} | {:.2} |\n",
             r.label,
             r.model_bytes as f64 / 1e6,
-            r.raw_prompt_tps,
-            r.raw_gen_tps,
-            r.raw_gen_tps / ceiling,
+            r.raw.prompt_tps,
+            r.raw.gen_tps,
+            r.raw.gen_tps / ceiling,
             r.one.prompt_tps,
             r.one.gen_tps,
             r.one.ttft_ms,
-            r.raw_prompt_ms,
+            r.raw.prompt_ms,
             r.four_gen_tps,
-            r.one.gen_tps / r.raw_gen_tps,
-            r.one.prompt_tps / r.raw_prompt_tps,
+            r.raw_four.gen_tps,
+            r.one.gen_tps / r.raw.gen_tps,
+            r.one.prompt_tps / r.raw.prompt_tps,
             r.four_gen_tps / r.one.gen_tps,
+            r.raw_four.gen_tps / r.raw.gen_tps,
         ));
     }
-    t.push_str(&format!("\nMemory bandwidth (copy) measured in the same run: {:.1} GB/s; threads: {THREADS}; prompt {PROMPT} tokens, {GEN} generated.\n", bandwidth / 1e9));
+    t.push_str(&format!("\nMemory bandwidth (copy) measured in the same run: {:.1} GB/s; threads: {THREADS}; prompt {PROMPT} tokens, {GEN} generated; every figure the median of {ROUNDS} alternated rounds.\n", bandwidth / 1e9));
     t
 }
