@@ -18,7 +18,7 @@ use crate::{gen_model, project_root, run_step};
 const THREADS: &str = "2";
 /// Prompt and generation lengths of every run.
 const PROMPT: usize = 128;
-const GEN: usize = 64;
+const GEN: usize = 128;
 const KEY: &str = "bench-key";
 
 /// `args`: nothing for everything, or `constrained` for the constrained-decoding tables
@@ -238,7 +238,7 @@ struct RawRun {
 }
 
 /// Rounds of each measurement; every figure is the median of its rounds.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 
 /// The median of `v` by `key` (the middle run, so its figures belong together).
 fn median_by<T: Copy>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
@@ -247,7 +247,10 @@ fn median_by<T: Copy>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
 }
 
 fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row> {
-    eprintln!("==> {label}: daemon, {ROUNDS} rounds of one stream and four at once");
+    eprintln!(
+        "==> {label}: {ROUNDS} rounds of one stream and four through the daemon, and the raw \
+         loop with one sequence and four"
+    );
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -271,21 +274,31 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
             .spawn()?,
     );
     wait_healthy(port, &mut daemon.0)?;
-    // Warm-up (page the weights in), then alternate one stream and four at once, which
-    // goes first alternating too, so drift and order hit both alike.
-    stream(port)?;
-    let (mut ones, mut fours) = (Vec::new(), Vec::new());
+    // Warm-up (page the weights in; learn the prompt length the server counts, which chat
+    // formatting and tokenization make differ from PROMPT: the raw loop gets as many).
+    let prompt_tokens = stream(port)?.prompt_tokens;
+    // Each round runs the four measurements back to back, the idle daemon waiting while the
+    // raw loop runs, in an order that rotates, so drift and order hit all of them alike.
+    let (mut ones, mut fours, mut raws, mut raw_fours) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..ROUNDS {
-        if i % 2 == 0 {
-            ones.push(stream(port)?);
-            fours.push(four_streams(port)?);
-        } else {
-            fours.push(four_streams(port)?);
-            ones.push(stream(port)?);
+        for k in 0..4 {
+            match (i + k) % 4 {
+                0 => ones.push(stream(port)?),
+                1 => raws.push(raw_loop(bin, model, prompt_tokens, 1)?),
+                2 => fours.push(four_streams(port)?),
+                _ => raw_fours.push(raw_loop(bin, model, prompt_tokens, 4)?),
+            }
         }
         eprintln!(
-            "   1 stream {:.2} tok/s (TTFT {:.0} ms), 4 streams {:.2} tok/s",
-            ones[i].gen_tps, ones[i].ttft_ms, fours[i]
+            "   1 stream {:.2} tok/s (TTFT {:.0} ms), engine {:.2} tok/s (prompt {:.0} ms); \
+             4 streams {:.2} tok/s, engine 4 sequences {:.2} tok/s",
+            ones[i].gen_tps,
+            ones[i].ttft_ms,
+            raws[i].gen_tps,
+            raws[i].prompt_ms,
+            fours[i],
+            raw_fours[i].gen_tps
         );
     }
     drop(daemon);
@@ -297,24 +310,6 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
         ..one
     };
     let four_gen_tps = median_by(fours, |f| *f);
-
-    // The raw loop runs after the daemon so it processes exactly the prompt length the
-    // server counted (chat formatting and tokenization make it differ from PROMPT).
-    eprintln!("==> {label}: raw engine loop, {ROUNDS} rounds of one sequence and four");
-    let (mut raws, mut raw_fours) = (Vec::new(), Vec::new());
-    for i in 0..ROUNDS {
-        if i % 2 == 0 {
-            raws.push(raw_loop(bin, model, one.prompt_tokens, 1)?);
-            raw_fours.push(raw_loop(bin, model, one.prompt_tokens, 4)?);
-        } else {
-            raw_fours.push(raw_loop(bin, model, one.prompt_tokens, 4)?);
-            raws.push(raw_loop(bin, model, one.prompt_tokens, 1)?);
-        }
-        eprintln!(
-            "   1 sequence {:.2} tok/s (prompt {:.0} ms), 4 sequences {:.2} tok/s",
-            raws[i].gen_tps, raws[i].prompt_ms, raw_fours[i].gen_tps
-        );
-    }
     let model_bytes = std::fs::metadata(model)?.len();
     let raw_gen = median_by(raws.clone(), |r| r.gen_tps);
     let raw_prompt = median_by(raws, |r| r.prompt_ms);
