@@ -59,6 +59,7 @@ fn this_machine_is_detected_with_real_counts() {
         assert_eq!(v["cpu"]["model"], model);
     }
     assert!(v["memory"]["total_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(v["kvm"], Path::new("/dev/kvm").exists(), "{v}");
     assert!(v["gpus"].as_array().unwrap().len() >= nvidia_display_devices());
     let nvidia_smi = sovereign::host::find_program("nvidia-smi").is_some();
     if nvidia_display_devices() > 0 {

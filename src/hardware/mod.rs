@@ -36,6 +36,10 @@ pub struct Facts {
     pub memory: Memory,
     /// NVIDIA GPUs in PCI address order, or the Apple Silicon GPU; empty without either.
     pub gpus: Vec<Gpu>,
+    /// `/dev/kvm` exists: the kernel's KVM is there and can run VMs. CPU flags alone miss
+    /// it where a hypervisor hides vmx/svm but passes KVM through (nested guests).
+    #[serde(default)]
+    pub kvm: bool,
     /// The Apple Silicon chip ("Apple M2 Ultra"), when the machine is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apple_chip: Option<String>,
@@ -67,7 +71,8 @@ pub enum Source {
     /// This machine: /proc, /sys, `nvidia-smi` and (on macOS) `sysctl`, through the host.
     Machine,
     /// A recorded machine: a folder holding `proc/cpuinfo`, `proc/meminfo` and
-    /// `sys/bus/pci/devices/*/{vendor,device,class}`, optionally `nvidia-smi.csv` (the
+    /// `sys/bus/pci/devices/*/{vendor,device,class}`, optionally `dev/kvm` (any file
+    /// stands for the device) and `nvidia-smi.csv` (the
     /// output of the nvidia-smi query; absent means nvidia-smi is not installed), or
     /// instead `sysctl.txt` for a Mac. Used by tests and `detect --facts-from`.
     Fixture(PathBuf),
@@ -178,6 +183,7 @@ fn from_linux_tree(root: &Path, smi: Option<Result<String, String>>) -> anyhow::
         cpu: cpu::parse_cpuinfo(&cpuinfo),
         memory,
         gpus,
+        kvm: root.join("dev/kvm").exists(),
         notes,
         ..Facts::default()
     })

@@ -24,6 +24,16 @@ pub fn summary(facts: &Facts) -> String {
     };
     lines.push(format!("           flags: {flags}"));
     lines.push(format!("           virtualization: {}", cpu.virtualization));
+    if facts.apple_chip.is_none() {
+        lines.push(format!(
+            "           kvm: {}",
+            if facts.kvm {
+                "/dev/kvm present"
+            } else {
+                "no /dev/kvm"
+            }
+        ));
+    }
 
     let mem = &facts.memory;
     lines.push(match mem.available_bytes {
