@@ -11,17 +11,9 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use inference_support::{gguf, model_file, tiny};
+use inference_support::{free_port, gguf, model_file, tiny};
 use serde_json::{Value, json};
 use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One request with `Connection: close`; returns (status, body).
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
@@ -57,6 +49,40 @@ impl Drop for Server {
     }
 }
 
+/// `sovereign --root ROOT serve` on `port`, one slot, serving the cache under the root.
+fn serve_cmd(root: &std::path::Path, port: u16) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sovereign"));
+    c.env_remove("SOVEREIGN_API_KEY")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "sovereign=info")
+        .arg("--root")
+        .arg(root)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--slots", "1", "--ctx", "1024", "--threads", "2"]);
+    c
+}
+
+/// Start `cmd` with its stderr in `log` and wait until `/health` on `port` answers.
+fn spawn_healthy(mut cmd: Command, port: u16, log: &std::path::Path) -> Server {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(port, "GET", "/health", None).0 != 200 {
+        assert!(Instant::now() < deadline, "the daemon never became healthy");
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "the daemon exited early: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
 fn pull(cache: &Cache, source: &std::path::Path, name: &str) -> String {
     cache
         .pull(
@@ -90,39 +116,7 @@ fn serve_without_model_answers_for_cached_models_by_name() {
 
     let port = free_port();
     let log = tmp.path().join("serve.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_sovereign"))
-        .env_remove("SOVEREIGN_API_KEY")
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "sovereign=info")
-        .arg("--root")
-        .arg(&root)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--slots",
-            "1",
-            "--ctx",
-            "1024",
-            "--threads",
-            "2",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Healthy with nothing loaded.
-    while http(port, "GET", "/health", None).0 != 200 {
-        assert!(Instant::now() < deadline, "the daemon never became healthy");
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "the daemon exited early: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = spawn_healthy(serve_cmd(&root, port), port, &log);
 
     let (status, body) = http(port, "GET", "/v1/models", None);
     assert_eq!(status, 200, "{body}");
@@ -184,15 +178,8 @@ fn preload_loads_at_start_and_refuses_a_model_not_in_the_cache() {
     let cache = Cache::open(&root).unwrap();
     pull(&cache, &tiny(), "tiny");
     let serve = |preload: &str, port: u16| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sovereign"));
-        c.env_remove("SOVEREIGN_API_KEY")
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "sovereign=info")
-            .arg("--root")
-            .arg(&root)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--slots", "1", "--ctx", "1024", "--threads", "2"])
-            .args(["--preload", preload]);
+        let mut c = serve_cmd(&root, port);
+        c.args(["--preload", preload]);
         c
     };
     // A name that is not cached stops the daemon before it listens.
@@ -203,18 +190,7 @@ fn preload_loads_at_start_and_refuses_a_model_not_in_the_cache() {
 
     let port = free_port();
     let log = tmp.path().join("serve.log");
-    let child = serve("tiny", port)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http(port, "GET", "/health", None).0 != 200 {
-        assert!(Instant::now() < deadline, "the daemon never became healthy");
-        assert!(server.0.try_wait().unwrap().is_none(), "the daemon exited");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _server = spawn_healthy(serve("tiny", port), port, &log);
     // Loaded before any request asked for it.
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -279,28 +255,7 @@ fn serve_answers_from_a_read_only_store() {
 
     let port = free_port();
     let log = tmp.path().join("serve.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_sovereign"))
-        .env_remove("SOVEREIGN_API_KEY")
-        .env("NO_COLOR", "1")
-        .arg("--root")
-        .arg(&root)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--slots", "1", "--ctx", "1024", "--threads", "2"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http(port, "GET", "/health", None).0 != 200 {
-        assert!(Instant::now() < deadline, "the daemon never became healthy");
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "the daemon exited early: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = spawn_healthy(serve_cmd(&root, port), port, &log);
     let (status, body) = http(
         port,
         "POST",

@@ -10,7 +10,7 @@ use std::io::{BufRead, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use inference_support::tiny;
+use inference_support::{free_port, tiny};
 
 fn sovereign() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sovereign"));
@@ -48,14 +48,6 @@ fn readable_key_file_is_refused_without_showing_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chmod 600"), "{err}");
     assert!(!err.contains("very-secret-key"), "{err}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http(port: u16, req: &str) -> String {

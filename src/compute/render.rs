@@ -3,7 +3,6 @@
 //! passes with `--models`. Pure functions of the profile section: snapshot-tested.
 
 use anyhow::{Context, anyhow};
-use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::inference::cache::MODELS_DIR;
@@ -68,14 +67,7 @@ pub fn unit(
     exe: &str,
     models_file: &str,
 ) -> anyhow::Result<String> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_syntax(
-        minijinja::syntax::SyntaxConfig::builder()
-            .keep_trailing_newline(true)
-            .build()
-            .expect("the default delimiters are valid"),
-    );
+    let env = crate::files::template_environment(&Default::default())?;
     let context = UnitContext {
         exe,
         listen: section.listen.as_deref().unwrap_or(DEFAULT_LISTEN),

@@ -57,11 +57,12 @@ impl DesiredFile {
 }
 
 /// Render every `[files]` entry of the profile.
-pub fn desired(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
-    let files = &profile.profile.files;
-    if files.is_empty() {
-        return Ok(Desired::new());
-    }
+/// The one template environment of every domain that renders profile templates: undefined
+/// values are errors, files keep their trailing newline, and `templates` (name -> source)
+/// can be included by name.
+pub fn template_environment(
+    templates: &BTreeMap<String, String>,
+) -> anyhow::Result<Environment<'static>> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_syntax(
@@ -70,10 +71,19 @@ pub fn desired(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
             .build()
             .expect("the default delimiters are valid"),
     );
-    for (name, text) in &profile.templates {
+    for (name, text) in templates {
         env.add_template_owned(name.clone(), text.clone())
             .with_context(|| format!("template {name:?} does not parse"))?;
     }
+    Ok(env)
+}
+
+pub fn desired(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
+    let files = &profile.profile.files;
+    if files.is_empty() {
+        return Ok(Desired::new());
+    }
+    let env = template_environment(&profile.templates)?;
     let mut context = serde_json::to_value(&profile.profile)?;
     if let Some(map) = context.as_object_mut() {
         map.insert("facts".into(), serde_json::to_value(facts)?);

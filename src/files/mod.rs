@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{ApplyContext, DiffOptions, Domain, LedgerTx, Owned, PlanContext};
 use crate::plan::{Address, Change};
 
-pub use desired::DesiredFile;
+pub use desired::{DesiredFile, template_environment};
 pub use diff::diff;
 pub use observe::ObservedFile;
 

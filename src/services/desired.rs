@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow, bail};
-use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use super::generated::{self, Have};
@@ -55,7 +54,7 @@ pub fn desired(cx: &PlanContext<'_>) -> anyhow::Result<BTreeMap<String, DesiredS
     let profile = &cx.profile.profile;
     let mut out = BTreeMap::new();
     if !profile.services.is_empty() {
-        let env = environment(&cx.profile.templates)?;
+        let env = crate::files::template_environment(&cx.profile.templates)?;
         let mut context = serde_json::to_value(profile)?;
         if let Some(map) = context.as_object_mut() {
             map.insert("facts".into(), serde_json::to_value(cx.facts)?);
@@ -124,20 +123,4 @@ fn planned_files(cx: &PlanContext<'_>) -> anyhow::Result<BTreeMap<String, String
         out.insert(path, generated::sha256(content.as_bytes()));
     }
     Ok(out)
-}
-
-fn environment(templates: &BTreeMap<String, String>) -> anyhow::Result<Environment<'static>> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_syntax(
-        minijinja::syntax::SyntaxConfig::builder()
-            .keep_trailing_newline(true)
-            .build()
-            .expect("the default delimiters are valid"),
-    );
-    for (name, text) in templates {
-        env.add_template_owned(name.clone(), text.clone())
-            .with_context(|| format!("template {name:?} does not parse"))?;
-    }
-    Ok(env)
 }

@@ -643,6 +643,11 @@ mod tests {
             let change = to_change(&op, "/state");
             let back = to_op(&d, &change).unwrap();
             // Displayed before-values are for people; the op carries what apply writes.
+            let clear = |v: Vec<PropChange>| -> Vec<PropChange> {
+                v.into_iter()
+                    .map(|p| PropChange { before: None, ..p })
+                    .collect()
+            };
             let strip = |o: Op| match o {
                 Op::Update {
                     kind,
@@ -652,14 +657,8 @@ mod tests {
                 } => Op::Update {
                     kind,
                     name,
-                    set: set
-                        .into_iter()
-                        .map(|p| PropChange { before: None, ..p })
-                        .collect(),
-                    pool_set: pool_set
-                        .into_iter()
-                        .map(|p| PropChange { before: None, ..p })
-                        .collect(),
+                    set: clear(set),
+                    pool_set: clear(pool_set),
                 },
                 Op::Adopt {
                     kind,
@@ -669,14 +668,8 @@ mod tests {
                 } => Op::Adopt {
                     kind,
                     name,
-                    set: set
-                        .into_iter()
-                        .map(|p| PropChange { before: None, ..p })
-                        .collect(),
-                    pool_set: pool_set
-                        .into_iter()
-                        .map(|p| PropChange { before: None, ..p })
-                        .collect(),
+                    set: clear(set),
+                    pool_set: clear(pool_set),
                 },
                 other => other,
             };

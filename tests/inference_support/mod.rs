@@ -19,6 +19,15 @@ use sovereign::inference::job::ModelState;
 use sovereign::inference::metrics::Metrics;
 use sovereign::inference::server::{self, ApiKey, ServerState};
 
+/// A loopback port free right now, for a daemon started as a separate process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
 /// The directory holding this process's generated models.
 fn model_dir() -> &'static tempfile::TempDir {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

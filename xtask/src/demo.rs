@@ -25,7 +25,6 @@ const DEMO_VDEV: &str = "var/lib/sovereign/demo/tank.img";
 /// pins) never change.
 const DEMO_MODEL: &str = "var/lib/sovereign/demo/tiny.gguf";
 const DEMO_MODEL_SEED: u64 = 42;
-const DEMO_MODEL_SHA256: &str = "57d684516f839103fc6d8f91259ef82687472c5d612fd8db41cf8b8e795ab043";
 /// The unit apply renders for the daemon (under the root).
 const DEMO_UNIT: &str = "etc/systemd/system/sovereign-inference.service";
 /// How long the daemon may take to answer /health.
@@ -46,7 +45,7 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&state_root)
         .with_context(|| format!("cannot create {}", state_root.display()))?;
     pool_file(&state_root)?;
-    model_file(&state_root)?;
+    model_file(&state_root, &profile)?;
     let sovereign = |args: &[&str]| {
         let mut cmd = Command::new(&bin);
         cmd.arg("--root").arg(&state_root).args(args).arg(&profile);
@@ -91,9 +90,30 @@ fn pool_file(state_root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The sha256 the demo profile pins for its model `tiny`.
+fn demo_model_pin(profile: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(profile)
+        .with_context(|| format!("cannot read {}", profile.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not TOML", profile.display()))?;
+    table
+        .get("inference")
+        .and_then(|i| i.get("models"))
+        .and_then(|m| m.get("tiny"))
+        .and_then(|t| t.get("sha256"))
+        .and_then(|s| s.as_str())
+        .map(str::to_string)
+        .with_context(|| {
+            format!(
+                "{} pins no sha256 for inference.models.tiny",
+                profile.display()
+            )
+        })
+}
+
 /// Write the demo model where the profile's `source` points (under the root) and check
 /// its bytes are the ones the profile pins.
-fn model_file(state_root: &Path) -> Result<()> {
+fn model_file(state_root: &Path, profile: &Path) -> Result<()> {
     let path = state_root.join(DEMO_MODEL);
     if !path.exists() {
         let dir = path.parent().expect("the model path has a folder");
@@ -101,17 +121,19 @@ fn model_file(state_root: &Path) -> Result<()> {
         gen_model::write(&gguf::ModelSpec::tiny(DEMO_MODEL_SEED), &path)?;
         eprintln!("demo: generated the model {}", path.display());
     }
+    let pin = demo_model_pin(profile)?;
     let out = Command::new("sha256sum")
         .arg(&path)
         .output()
         .context("cannot run sha256sum")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let sha = text.split_whitespace().next().unwrap_or_default();
-    if sha != DEMO_MODEL_SHA256 {
+    if sha != pin {
         bail!(
-            "{} has sha256 {sha}, but profiles/demo.toml pins {DEMO_MODEL_SHA256}: the generator's output changed; \
-             update the pin in profiles/demo.toml and DEMO_MODEL_SHA256 in xtask/src/demo.rs",
-            path.display()
+            "{} has sha256 {sha}, but {} pins {pin}: the generator's output changed; \
+             update the pin in the profile",
+            path.display(),
+            profile.display()
         );
     }
     Ok(())

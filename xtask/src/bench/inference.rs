@@ -98,29 +98,7 @@ fn bench_schema() -> serde_json::Value {
 
 fn constrained(bin: &Path, model: &Path) -> Result<Constrained> {
     eprintln!("==> Q4_0: json_schema against unconstrained");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut daemon = Daemon(
-        Command::new(bin)
-            .env("SOVEREIGN_API_KEY", KEY)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--slots",
-                "4",
-                "--ctx",
-                "1024",
-                "--threads",
-                THREADS,
-                "--model",
-            ])
-            .arg(format!("m={}", model.display()))
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    wait_healthy(port, &mut daemon.0)?;
+    let (port, _daemon) = start_daemon(bin, model)?;
     let format = serde_json::json!({"response_format": {"type": "json_schema",
         "json_schema": {"name": "records", "schema": bench_schema(), "strict": true}}});
     // Warm-up (weights paged in, grammar compiled and cached), then alternate the two
@@ -251,29 +229,7 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
         "==> {label}: {ROUNDS} rounds of one stream and four through the daemon, and the raw \
          loop with one sequence and four"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut daemon = Daemon(
-        Command::new(bin)
-            .env("SOVEREIGN_API_KEY", KEY)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--slots",
-                "4",
-                "--ctx",
-                "1024",
-                "--threads",
-                THREADS,
-                "--model",
-            ])
-            .arg(format!("m={}", model.display()))
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    wait_healthy(port, &mut daemon.0)?;
+    let (port, daemon) = start_daemon(bin, model)?;
     // Warm-up (page the weights in; learn the prompt length the server counts, which chat
     // formatting and tokenization make differ from PROMPT: the raw loop gets as many).
     let prompt_tokens = stream(port)?.prompt_tokens;
@@ -369,6 +325,34 @@ fn raw_loop(bin: &Path, model: &Path, prompt: usize, sequences: usize) -> Result
         gen_tps: f("gen_tps"),
         prompt_ms: f("prompt_ms"),
     })
+}
+
+/// A daemon serving `model` as "m" with four slots on a free loopback port, once healthy.
+fn start_daemon(bin: &Path, model: &Path) -> Result<(u16, Daemon)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut daemon = Daemon(
+        Command::new(bin)
+            .env("SOVEREIGN_API_KEY", KEY)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--slots",
+                "4",
+                "--ctx",
+                "1024",
+                "--threads",
+                THREADS,
+                "--model",
+            ])
+            .arg(format!("m={}", model.display()))
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_healthy(port, &mut daemon.0)?;
+    Ok((port, daemon))
 }
 
 /// Kills the daemon when the benchmark ends, whatever happened.
