@@ -7,36 +7,16 @@
 
 mod inference_support;
 
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use inference_support::{free_port, gguf, model_file, tiny};
+use inference_support::{call, free_port, gguf, model_file, tiny};
 use serde_json::{Value, json};
 use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
 
-/// One request with `Connection: close`; returns (status, body).
+/// One request without a key; returns (status, body).
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
+    call(port, method, path, None, body)
 }
 
 /// Kills the server when the test ends, passed or not.

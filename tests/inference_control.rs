@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use inference_support::{free_port, tiny};
+use inference_support::{call, free_port, tiny};
 use serde_json::{Value, json};
 use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
 
@@ -152,33 +152,9 @@ impl Daemon {
             .collect()
     }
 
-    /// One request with `Connection: close`; returns (status, body).
+    /// One request with the daemon's key; returns (status, body).
     fn http(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let auth = self
-            .key
-            .as_ref()
-            .map(|k| format!("Authorization: Bearer {k}\r\n"))
-            .unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        s.write_all(req.as_bytes()).unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map_or(String::new(), |(_, b)| b.to_string());
-        (status, body)
+        call(self.port, method, path, self.key.as_deref(), body)
     }
 
     fn complete(&self, model: &str) -> (u16, String) {

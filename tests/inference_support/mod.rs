@@ -165,6 +165,57 @@ pub fn start(opts: ServerOptions) -> TestServer {
     }
 }
 
+/// Send one request with `Connection: close` and read the answer to the end.
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&[u8]>,
+) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(k) = key {
+        req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    if let Some(b) = body {
+        // The server may answer (413) before reading everything.
+        let _ = s.write_all(b);
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    Ok(raw)
+}
+
+/// One request to a daemon running as its own process on `port`: (status, body), or
+/// (0, "") while nothing answers there (a daemon still starting).
+pub fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, String) {
+    let body = body.map(Value::to_string);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match send(addr, method, path, key, body.as_deref().map(str::as_bytes)) {
+        Ok(raw) if raw.windows(4).any(|w| w == b"\r\n\r\n") => {
+            let r = parse_response(&raw);
+            (r.status, r.body)
+        }
+        _ => (0, String::new()),
+    }
+}
+
 /// A response read to the end.
 #[derive(Debug)]
 pub struct Response {
@@ -219,30 +270,7 @@ impl TestServer {
             Some(k) => Some(k.to_string()),
             None => self.key.clone(),
         };
-        let mut s = TcpStream::connect(self.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(120)))
-            .expect("timeout");
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        if let Some(k) = key {
-            req.push_str(&format!("Authorization: Bearer {k}\r\n"));
-        }
-        if let Some(b) = body {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).expect("write head");
-        if let Some(b) = body {
-            // The server may answer (413) before reading everything.
-            let _ = s.write_all(b);
-        }
-        let mut raw = Vec::new();
-        let _ = s.read_to_end(&mut raw);
+        let raw = send(self.addr, method, path, key.as_deref(), body).expect("connect");
         parse_response(&raw)
     }
 
