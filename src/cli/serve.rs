@@ -79,7 +79,8 @@ pub struct Args {
     pub no_mmap: bool,
     /// Benchmark baseline: instead of serving, run a plain llama.cpp loop on the first
     /// model (PROMPT prompt tokens, GEN generated in each of SEQUENCES sequences decoded
-    /// together, default 1) and print its figures as JSON.
+    /// together, default 1) in a context shaped by --slots and --ctx as the daemon's, and
+    /// print its figures as JSON.
     #[arg(long, hide = true, value_name = "PROMPT:GEN[:SEQUENCES]")]
     pub raw_bench: Option<String>,
 }
@@ -191,15 +192,16 @@ fn raw_bench(spec: &str, args: &Args, out: &Output) -> CmdResult {
         return Err(miette::miette!("--raw-bench needs --model NAME=PATH"));
     };
     let threads = args.threads.unwrap_or_else(daemon::physical_cores);
-    let figures = crate::inference::rawbench::run(
-        path,
+    let spec = crate::inference::rawbench::RawSpec {
         threads,
-        args.ctx as usize,
+        ctx: args.ctx as usize,
+        slots: usize::from(args.slots),
         prompt,
         generate,
         sequences,
-    )
-    .map_err(|e| miette::miette!("{e}"))?;
+    };
+    let figures =
+        crate::inference::rawbench::run(path, spec).map_err(|e| miette::miette!("{e}"))?;
     out.json(&figures)?;
     Ok(super::exit::OK)
 }

@@ -33,17 +33,33 @@ pub struct RawFigures {
     pub model_bytes: u64,
 }
 
+/// What one raw run does: the context is shaped as the daemon's (`slots` sequences of `ctx`
+/// tokens, each with its own KV cache), so the two differ only in what runs around llama.cpp.
+#[derive(Debug, Clone, Copy)]
+pub struct RawSpec {
+    pub threads: usize,
+    /// Context length of each slot.
+    pub ctx: usize,
+    /// Sequences the context is made for (the daemon's `--slots`).
+    pub slots: usize,
+    pub prompt: usize,
+    pub generate: usize,
+    /// Sequences decoded together (at most `slots`; more widen the context).
+    pub sequences: usize,
+}
+
 /// Decode `generate` tokens greedily in each of `sequences` sequences after a `prompt`-token
 /// prompt each (ignoring end tokens, so every run does the same work).
-pub fn run(
-    path: &Path,
-    threads: usize,
-    ctx: usize,
-    prompt: usize,
-    generate: usize,
-    sequences: usize,
-) -> Result<RawFigures, String> {
-    let sequences = sequences.max(1);
+pub fn run(path: &Path, spec: RawSpec) -> Result<RawFigures, String> {
+    let RawSpec {
+        threads,
+        ctx,
+        prompt,
+        generate,
+        ..
+    } = spec;
+    let sequences = spec.sequences.max(1);
+    let slots = spec.slots.max(sequences);
     let backend = super::engine::backend()?;
     let model = LlamaModel::load_from_file(
         backend,
@@ -53,8 +69,8 @@ pub fn run(
     .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
     let threads = i32::try_from(threads).unwrap_or(1);
     let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new((ctx * sequences) as u32))
-        .with_n_seq_max(sequences as u32)
+        .with_n_ctx(NonZeroU32::new((ctx * slots) as u32))
+        .with_n_seq_max(slots as u32)
         .with_kv_unified(false)
         .with_n_batch((prompt * sequences).max(512) as u32)
         .with_n_ubatch(512)

@@ -20,6 +20,9 @@ const THREADS: &str = "2";
 const PROMPT: usize = 128;
 const GEN: usize = 128;
 const KEY: &str = "bench-key";
+/// The daemon's context shape, which the raw loop's context copies.
+const SLOTS: &str = "4";
+const CTX: &str = "1024";
 
 /// `args`: nothing for everything, or `constrained` for the constrained-decoding tables
 /// alone (the same measurements, without the F16 and Q4_0 throughput runs).
@@ -194,6 +197,39 @@ struct Row {
     raw_four: RawRun,
     one: Stream,
     four_gen_tps: f64,
+    /// Medians of each round's own comparisons (its measurements ran back to back).
+    paired: Paired,
+}
+
+/// Ratios and differences taken within each round, then their median over the rounds:
+/// robust to drift between rounds, which ratios of separate medians are not.
+#[derive(Clone, Copy, Default)]
+struct Paired {
+    generation: f64,
+    prompt: f64,
+    ttft_over_prompt_ms: f64,
+    four_over_one: f64,
+}
+
+impl Paired {
+    fn of(ones: &[Stream], raws: &[RawRun], fours: &[f64]) -> Self {
+        let median = |v: Vec<f64>| median_by(v, |x| *x);
+        let rounds = || ones.iter().zip(raws).zip(fours);
+        Paired {
+            generation: median(rounds().map(|((o, r), _)| o.gen_tps / r.gen_tps).collect()),
+            prompt: median(
+                rounds()
+                    .map(|((o, r), _)| o.prompt_tps / r.prompt_tps)
+                    .collect(),
+            ),
+            ttft_over_prompt_ms: median(
+                rounds()
+                    .map(|((o, r), _)| o.ttft_ms - r.prompt_ms)
+                    .collect(),
+            ),
+            four_over_one: median(rounds().map(|((o, _), f)| f / o.gen_tps).collect()),
+        }
+    }
 }
 
 /// What one HTTP stream measured.
@@ -216,7 +252,7 @@ struct RawRun {
 }
 
 /// Rounds of each measurement; every figure is the median of its rounds.
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 9;
 
 /// The median of `v` by `key` (the middle run, so its figures belong together).
 fn median_by<T: Copy>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
@@ -258,6 +294,7 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
         );
     }
     drop(daemon);
+    let paired = Paired::of(&ones, &raws, &fours);
     let one = median_by(ones.clone(), |s| s.gen_tps);
     let ttft = median_by(ones, |s| s.ttft_ms);
     let one = Stream {
@@ -280,6 +317,7 @@ fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row
         raw_four: median_by(raw_fours, |r| r.gen_tps),
         one,
         four_gen_tps,
+        paired,
     })
 }
 
@@ -305,8 +343,10 @@ fn raw_loop(bin: &Path, model: &Path, prompt: usize, sequences: usize) -> Result
             "serve",
             "--threads",
             THREADS,
+            "--slots",
+            SLOTS,
             "--ctx",
-            "1024",
+            CTX,
             "--raw-bench",
             &format!("{prompt}:{GEN}:{sequences}"),
             "--model",
@@ -340,9 +380,9 @@ fn start_daemon(bin: &Path, model: &Path) -> Result<(u16, Daemon)> {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--slots",
-                "4",
+                SLOTS,
                 "--ctx",
-                "1024",
+                CTX,
                 "--threads",
                 THREADS,
                 "--model",
@@ -490,6 +530,17 @@ fn table(rows: &[Row], bandwidth: f64) -> String {
             r.one.prompt_tps / r.raw.prompt_tps,
             r.four_gen_tps / r.one.gen_tps,
             r.raw_four.gen_tps / r.raw.gen_tps,
+        ));
+    }
+    t.push_str(
+        "\nThe same comparisons within each round (the round's own pair), median over the rounds:\n\n\
+         | model | server/engine gen | server/engine prompt | TTFT - engine prompt ms | 4 streams / 1 |\n|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let p = r.paired;
+        t.push_str(&format!(
+            "| {} | {:.3} | {:.3} | {:+.0} | {:.2} |\n",
+            r.label, p.generation, p.prompt, p.ttft_over_prompt_ms, p.four_over_one
         ));
     }
     t.push_str(&format!("\nMemory bandwidth (copy) measured in the same run: {:.1} GB/s; threads: {THREADS}; prompt {PROMPT} tokens, {GEN} generated; every figure the median of {ROUNDS} alternated rounds.\n", bandwidth / 1e9));
