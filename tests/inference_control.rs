@@ -10,10 +10,10 @@ mod inference_support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use inference_support::{call, free_port, tiny};
+use inference_support::{call, free_port, sovereign, tiny};
 use serde_json::{Value, json};
 use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
 
@@ -32,16 +32,6 @@ fn cache_with(root: &Path, names: &[&str]) {
             )
             .unwrap();
     }
-}
-
-fn sovereign() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sovereign"));
-    c.env_remove("SOVEREIGN_API_KEY")
-        .env_remove("SOVEREIGN_SERVER")
-        .env_remove("SOVEREIGN_TEST_MEMORY")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env("NO_COLOR", "1");
-    c
 }
 
 /// A daemon serving a cache; killed when the test ends, passed or not.

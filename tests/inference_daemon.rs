@@ -10,13 +10,7 @@ use std::io::{BufRead, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use inference_support::{free_port, tiny};
-
-fn sovereign() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sovereign"));
-    c.env_remove("SOVEREIGN_API_KEY").env("NO_COLOR", "1");
-    c
-}
+use inference_support::{free_port, sovereign, tiny};
 
 #[test]
 fn non_loopback_without_a_key_is_refused_at_start() {

@@ -6,12 +6,12 @@
 
 mod inference_support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use inference_support::tiny;
+use inference_support::{sovereign, tiny};
 
 fn raw_bench(spec: &str, slots: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sovereign"))
+    sovereign()
         .args(["serve", "--threads", "2", "--ctx", "256", "--slots", slots])
         .args(["--raw-bench", spec, "--model"])
         .arg(format!("tiny={}", tiny().display()))

@@ -19,6 +19,19 @@ use sovereign::inference::job::ModelState;
 use sovereign::inference::metrics::Metrics;
 use sovereign::inference::server::{self, ApiKey, ServerState};
 
+/// The `sovereign` binary, cleared of the environment a developer's shell may carry
+/// (key, server, credentials, memory budget), so each test states what it gives.
+#[allow(clippy::disallowed_methods)]
+pub fn sovereign() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sovereign"));
+    c.env_remove("SOVEREIGN_API_KEY")
+        .env_remove("SOVEREIGN_SERVER")
+        .env_remove("SOVEREIGN_TEST_MEMORY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("NO_COLOR", "1");
+    c
+}
+
 /// A loopback port free right now, for a daemon started as a separate process.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
