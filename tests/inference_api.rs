@@ -340,6 +340,18 @@ fn rejections_have_openai_shape_and_the_daemon_keeps_serving() {
     assert_eq!(r.status, 404);
     assert_eq!(r.error().1.as_deref(), Some("model_not_found"));
     assert_eq!(s.get("/v1/nothing").status, 404);
+    // A known route with the wrong method: 405 in the same shape, with Allow.
+    let r = s.get("/v1/chat/completions");
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.error().1.as_deref(), Some("method_not_allowed"));
+    assert!(
+        r.headers.to_ascii_lowercase().contains("allow: post"),
+        "{}",
+        r.headers
+    );
+    let r = s.raw("DELETE", "/health", Some(""), None);
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert_eq!(r.error().1.as_deref(), Some("method_not_allowed"));
     // Absurd and negative parameters.
     for (k, v) in [
         ("temperature", json!(-0.5)),

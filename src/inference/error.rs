@@ -27,6 +27,8 @@ pub enum ApiError {
     UnknownModel(String),
     /// No such route.
     NotFound,
+    /// The route exists but not for this method (the response's Allow header lists them).
+    MethodNotAllowed { method: String, path: String },
     /// The body exceeds the limit.
     TooLarge { limit: usize },
     /// Slots and queue are full.
@@ -55,6 +57,7 @@ impl ApiError {
             | ApiError::Template(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::UnknownModel(_) | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -116,6 +119,14 @@ impl ApiError {
                 None,
                 Some("not_found"),
             ),
+            ApiError::MethodNotAllowed { method, path } => (
+                format!(
+                    "{path} does not take {method}; the Allow header lists the methods it takes"
+                ),
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed"),
+            ),
             ApiError::TooLarge { limit } => (
                 format!("the request body exceeds {limit} bytes"),
                 "invalid_request_error",
@@ -172,6 +183,10 @@ mod tests {
             ApiError::Unauthorized,
             ApiError::QueueFull,
             ApiError::NotFound,
+            ApiError::MethodNotAllowed {
+                method: "GET".into(),
+                path: "/v1/completions".into(),
+            },
             ApiError::bad("x", "y"),
         ] {
             let b = e.body();
