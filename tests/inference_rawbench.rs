@@ -19,16 +19,21 @@ fn raw_bench(spec: &str, slots: &str) -> Output {
         .unwrap()
 }
 
-#[test]
-fn decodes_every_sequence_and_reports_figures() {
-    // Three sequences in a context made for four, as the daemon's would be.
-    let run = raw_bench("12:5:3", "4");
+/// The figures of a run that must succeed.
+fn figures(spec: &str, slots: &str) -> serde_json::Value {
+    let run = raw_bench(spec, slots);
     assert!(
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let f: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+#[test]
+fn decodes_every_sequence_and_reports_figures() {
+    // Three sequences in a context made for four, as the daemon's would be.
+    let f = figures("12:5:3", "4");
     assert_eq!(f["prompt_tokens"], 12);
     assert_eq!(f["sequences"], 3);
     assert_eq!(f["generated_tokens"], 15);
@@ -41,13 +46,7 @@ fn decodes_every_sequence_and_reports_figures() {
 
 #[test]
 fn more_sequences_than_slots_widen_the_context() {
-    let run = raw_bench("8:2:3", "1");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let f: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let f = figures("8:2:3", "1");
     assert_eq!(f["generated_tokens"], 6);
 }
 

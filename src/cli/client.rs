@@ -76,16 +76,8 @@ impl Client {
                     args.server
                 )
             })?;
-        let key = match (&args.api_key_file, std::env::var("SOVEREIGN_API_KEY")) {
-            (Some(file), _) => {
-                Some(daemon::read_key_file(file).map_err(|e| miette::miette!("{e}"))?)
-            }
-            (None, Ok(env)) => Some(
-                daemon::non_empty_key(&env, "SOVEREIGN_API_KEY")
-                    .map_err(|e| miette::miette!("{e}"))?,
-            ),
-            (None, Err(_)) => None,
-        };
+        let key = daemon::resolve_key(args.api_key_file.as_deref(), None)
+            .map_err(|e| miette::miette!("{e}"))?;
         // Several clients may be built in one process; the first installation wins.
         let _already_installed = rustls::crypto::ring::default_provider().install_default();
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -121,22 +121,8 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
         .map(|d| PathBuf::from(d).join("api-key"))
         .filter(|p| p.is_file());
-    let api_key = match (
-        &args.api_key_file,
-        std::env::var("SOVEREIGN_API_KEY"),
-        credential,
-    ) {
-        (Some(file), _, _) => {
-            Some(daemon::read_key_file(file).map_err(|e| miette::miette!("{e}"))?)
-        }
-        (None, Ok(env), _) => Some(
-            daemon::non_empty_key(&env, "SOVEREIGN_API_KEY").map_err(|e| miette::miette!("{e}"))?,
-        ),
-        (None, Err(_), Some(file)) => {
-            Some(daemon::read_key_file(&file).map_err(|e| miette::miette!("{e}"))?)
-        }
-        (None, Err(_), None) => None,
-    };
+    let api_key = daemon::resolve_key(args.api_key_file.as_deref(), credential.as_deref())
+        .map_err(|e| miette::miette!("{e}"))?;
     let model_defaults = match &args.models_file {
         Some(path) => {
             ModelsFile::load(path)

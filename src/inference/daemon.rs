@@ -57,6 +57,21 @@ pub fn read_key_file(path: &Path) -> Result<String, String> {
     non_empty_key(&text, &path.display().to_string())
 }
 
+/// The environment variable that may hold the API key.
+pub const KEY_ENV: &str = "SOVEREIGN_API_KEY";
+
+/// The API key from `file` (`--api-key-file`), else [`KEY_ENV`], else the file `fallback`
+/// (systemd's credential for the daemon); `None` when none of them gives one.
+pub fn resolve_key(file: Option<&Path>, fallback: Option<&Path>) -> Result<Option<String>, String> {
+    if let Some(file) = file {
+        return read_key_file(file).map(Some);
+    }
+    if let Ok(env) = std::env::var(KEY_ENV) {
+        return non_empty_key(&env, KEY_ENV).map(Some);
+    }
+    fallback.map(read_key_file).transpose()
+}
+
 /// Trim surrounding whitespace and the final newline; an empty key is an error.
 pub fn non_empty_key(raw: &str, origin: &str) -> Result<String, String> {
     let key = raw.trim();

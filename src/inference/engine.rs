@@ -365,15 +365,15 @@ fn run_engine(
                 match j.stop.push(&text) {
                     StopScan::Continue(t) => {
                         send_text(j, t);
-                        if complete {
-                            flush(j, None);
+                        let reason = if complete {
                             Some(FinishReason::Stop)
                         } else {
-                            (after == AfterToken::Length).then(|| {
-                                flush(j, None);
-                                FinishReason::Length
-                            })
+                            (after == AfterToken::Length).then_some(FinishReason::Length)
+                        };
+                        if reason.is_some() {
+                            flush(j, None);
                         }
+                        reason
                     }
                     StopScan::Stopped(t) => {
                         flush(j, Some(t));

@@ -57,7 +57,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut rows = Vec::new();
     if !only_constrained {
         for (label, path) in [("F16", &f16), ("Q4_0", &q4)] {
-            rows.push(measure(&bin, label, path, bandwidth)?);
+            rows.push(measure(&bin, label, path)?);
         }
     }
     let constrained = constrained(&bin, &q4)?;
@@ -260,7 +260,7 @@ fn median_by<T: Copy>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
     v[v.len() / 2]
 }
 
-fn measure(bin: &Path, label: &str, model: &Path, _bandwidth: f64) -> Result<Row> {
+fn measure(bin: &Path, label: &str, model: &Path) -> Result<Row> {
     eprintln!(
         "==> {label}: {ROUNDS} rounds of one stream and four through the daemon, and the raw \
          loop with one sequence and four"
