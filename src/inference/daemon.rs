@@ -205,7 +205,10 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
         });
         eprintln!(
             "sovereign serve: listening on http://{} ({served}, {} slots of {} tokens)",
-            opts.listen, opts.slots, opts.ctx
+            // The bound address: with port 0 the kernel picked one.
+            listener.local_addr().unwrap_or(opts.listen),
+            opts.slots,
+            opts.ctx
         );
         super::server::run(listener, state, shutdown_signal())
             .await

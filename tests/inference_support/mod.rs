@@ -32,13 +32,24 @@ pub fn sovereign() -> std::process::Command {
     c
 }
 
-/// A loopback port free right now, for a daemon started as a separate process.
+/// A loopback port free right now, for a daemon started as a separate process. Taken below
+/// the kernel's ephemeral range (32768 and up): a port from `bind(0)` could be handed to
+/// another test's `bind(0)` or outgoing connection before the daemon binds it. Unique within
+/// this process; the pid spreads concurrent test processes apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local address")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(97);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + offset.wrapping_add(n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// The directory holding this process's generated models.
