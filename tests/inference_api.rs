@@ -333,6 +333,13 @@ fn rejections_have_openai_shape_and_the_daemon_keeps_serving() {
     let r = s.post("/v1/chat/completions", &big);
     assert_eq!(r.status, 413, "{}", r.body);
     r.error();
+    // The admin API too.
+    let r = s.post(
+        "/v1/sovereign/models/load",
+        &json!({"model": "x".repeat(10_000)}),
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.error().1.as_deref(), Some("request_too_large"));
     // Unknown model and route.
     let mut b = ok.clone();
     b["model"] = json!("nope");

@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -50,14 +49,13 @@ struct UnloadBody {
     all: bool,
 }
 
+/// The body as the typed request, with the daemon's own rejections (413 past the limit).
 fn body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
+    state: &ServerState,
+    raw: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|r| ApiError::BadRequest {
-        message: format!("cannot read the body: {r}"),
-        param: None,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+    let value = super::server::json_body(raw, state.body_limit)?;
+    serde_json::from_value(value).map_err(|e| ApiError::BadRequest {
         message: format!("the body is not a valid request: {e}"),
         param: None,
     })
@@ -75,32 +73,18 @@ fn catalog(state: &ServerState) -> Result<&Arc<Catalog>, ApiError> {
 /// A load error as an HTTP answer.
 fn load_error(e: LoadError) -> Response {
     match e {
-        LoadError::Api(e) => e.into_response(),
-        LoadError::NoFit(w) => {
-            let message = w.refusal.clone().unwrap_or_default();
-            let body = json!({"error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": "model",
-                "code": "insufficient_memory",
-                "details": *w,
-            }});
-            (StatusCode::CONFLICT, axum::Json(body)).into_response()
-        }
-        LoadError::Conflict(message) => {
-            let body = json!({"error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": "model",
-                "code": "loaded_with_other_options",
-            }});
-            (StatusCode::CONFLICT, axum::Json(body)).into_response()
-        }
+        LoadError::Api(e) => e,
+        LoadError::NoFit(w) => ApiError::InsufficientMemory {
+            message: w.refusal.clone().unwrap_or_default(),
+            details: serde_json::to_value(&*w).unwrap_or_default(),
+        },
+        LoadError::Conflict(message) => ApiError::LoadedWithOtherOptions(message),
     }
+    .into_response()
 }
 
 pub async fn load(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
-    let req: LoadBody = match body(raw) {
+    let req: LoadBody = match body(&state, raw) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -166,7 +150,7 @@ pub async fn load(State(state): State<AppState>, raw: Result<Bytes, BytesRejecti
 }
 
 pub async fn unload(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
-    let req: UnloadBody = match body(raw) {
+    let req: UnloadBody = match body(&state, raw) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -180,13 +164,7 @@ pub async fn unload(State(state): State<AppState>, raw: Result<Bytes, BytesRejec
             if catalog.unload(&name) {
                 axum::Json(json!({"unloaded": [name]})).into_response()
             } else {
-                let e = json!({"error": {
-                    "message": format!("the model {name:?} is not loaded; GET /v1/sovereign/models lists the loaded models"),
-                    "type": "invalid_request_error",
-                    "param": "model",
-                    "code": "model_not_loaded",
-                }});
-                (StatusCode::NOT_FOUND, axum::Json(e)).into_response()
+                ApiError::NotLoaded(name).into_response()
             }
         }
         _ => ApiError::bad("model", "give either \"model\" or \"all\": true").into_response(),

@@ -27,6 +27,15 @@ pub enum ApiError {
     UnknownModel(String),
     /// No such route.
     NotFound,
+    /// A cached model is not loaded (unload).
+    NotLoaded(String),
+    /// The model does not fit in free memory; `details` holds the estimate and the devices.
+    InsufficientMemory {
+        message: String,
+        details: serde_json::Value,
+    },
+    /// The model is loaded already, with other options.
+    LoadedWithOtherOptions(String),
     /// The route exists but not for this method (the response's Allow header lists them).
     MethodNotAllowed { method: String, path: String },
     /// The body exceeds the limit.
@@ -56,7 +65,12 @@ impl ApiError {
             | ApiError::ContextOverflow { .. }
             | ApiError::Template(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::UnknownModel(_) | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::UnknownModel(_) | ApiError::NotFound | ApiError::NotLoaded(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::InsufficientMemory { .. } | ApiError::LoadedWithOtherOptions(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
@@ -119,6 +133,26 @@ impl ApiError {
                 None,
                 Some("not_found"),
             ),
+            ApiError::NotLoaded(name) => (
+                format!(
+                    "the model {name:?} is not loaded; GET /v1/sovereign/models lists the loaded models"
+                ),
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_loaded"),
+            ),
+            ApiError::InsufficientMemory { message, .. } => (
+                message.clone(),
+                "invalid_request_error",
+                Some("model"),
+                Some("insufficient_memory"),
+            ),
+            ApiError::LoadedWithOtherOptions(message) => (
+                message.clone(),
+                "invalid_request_error",
+                Some("model"),
+                Some("loaded_with_other_options"),
+            ),
             ApiError::MethodNotAllowed { method, path } => (
                 format!(
                     "{path} does not take {method}; the Allow header lists the methods it takes"
@@ -148,7 +182,12 @@ impl ApiError {
             ),
             ApiError::Engine(why) => (why.clone(), "server_error", None, None),
         };
-        json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+        let mut body =
+            json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+        if let ApiError::InsufficientMemory { details, .. } = self {
+            body["error"]["details"] = details.clone();
+        }
+        body
     }
 }
 

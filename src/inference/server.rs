@@ -215,7 +215,10 @@ async fn models(State(state): State<AppState>) -> Response {
 }
 
 /// The body as JSON, with the framework's rejections replaced by OpenAI-shaped ones.
-fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, ApiError> {
+pub(super) fn json_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Value, ApiError> {
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge { limit }
