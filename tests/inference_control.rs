@@ -9,11 +9,11 @@
 mod inference_support;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use inference_support::{call, free_port, sovereign, tiny};
+use inference_support::{Served, call, free_port, sovereign, tiny};
 use serde_json::{Value, json};
 use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
 
@@ -36,19 +36,10 @@ fn cache_with(root: &Path, names: &[&str]) {
 
 /// A daemon serving a cache; killed when the test ends, passed or not.
 struct Daemon {
-    child: Child,
+    served: Served,
     port: u16,
     /// The key the CLI sends (through SOVEREIGN_API_KEY).
     key: Option<String>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Daemon {
@@ -58,38 +49,21 @@ impl Daemon {
         let root = dir.path().join("root");
         cache_with(&root, names);
         let port = free_port();
-        let log = dir.path().join("serve.log");
         let mut cmd = sovereign();
         cmd.env("RUST_LOG", "sovereign=info")
             .arg("--root")
             .arg(&root)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--slots", "1", "--ctx", "256", "--threads", "2"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap();
-        let mut d = Daemon {
-            child,
+        Daemon {
+            served: Served::start(cmd, port, dir, None),
             port,
             key: None,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while d.http("GET", "/health", None).0 != 200 {
-            assert!(
-                d.child.try_wait().unwrap().is_none(),
-                "the daemon exited: {}",
-                d.log_text()
-            );
-            assert!(Instant::now() < deadline, "never healthy: {}", d.log_text());
-            std::thread::sleep(Duration::from_millis(50));
         }
-        d
     }
 
     fn with_key(mut self, key: &str) -> Self {
@@ -98,7 +72,7 @@ impl Daemon {
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.served.log_text()
     }
 
     fn url(&self) -> String {
@@ -470,32 +444,21 @@ fn model_ls_shows_the_estimate_at_a_context() {
 #[test]
 fn a_daemon_with_fixed_models_lists_them_and_keeps_them() {
     let port = free_port();
-    let child = sovereign()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--slots",
-            "1",
-        ])
-        .args(["--ctx", "256", "--threads", "2", "--model"])
-        .arg(format!("tiny={}", tiny().display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = sovereign();
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--slots",
+        "1",
+    ])
+    .args(["--ctx", "256", "--threads", "2", "--model"])
+    .arg(format!("tiny={}", tiny().display()));
     let d = Daemon {
-        child,
+        served: Served::start(cmd, port, tempfile::tempdir().unwrap(), None),
         port,
         key: None,
-        log: PathBuf::new(),
-        _dir: tempfile::tempdir().unwrap(),
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while d.http("GET", "/health", None).0 != 200 {
-        assert!(Instant::now() < deadline, "never healthy");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let status = d.cli_json(&["server", "status", "--json"]);
     assert_eq!(status["fixed_models"], json!(["tiny"]), "{status}");
     let ps = d.cli_json(&["model", "ps", "--json"]);

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sovereign::inference::gguf::{self, GgufError};
+use sovereign_fuzz::driver::read_corpus;
 
 const USAGE: &str = "usage: fuzz-gguf [--seconds N] [--seed N] [--corpus DIR] | --write-seeds DIR";
 
@@ -103,17 +104,6 @@ fn outcome(result: &Result<gguf::Header, GgufError>) -> String {
             )
         }
     }
-}
-
-fn read_corpus(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|p| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())))
-        .collect()
 }
 
 fn save_crash(dir: &Path, input: &[u8]) -> Result<PathBuf, String> {

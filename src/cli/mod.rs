@@ -99,7 +99,8 @@ pub enum Command {
     Apply(apply::Args),
     Generations(generations::Args),
     Rollback(rollback::Args),
-    Serve(serve::Args),
+    // Boxed: its many flags would make every other command as large.
+    Serve(Box<serve::Args>),
     #[command(subcommand)]
     Model(model::Command),
     #[command(subcommand)]
@@ -122,7 +123,7 @@ fn dispatch(command: Command, out: &Output) -> CmdResult {
         Command::Apply(a) => apply::run(a, out),
         Command::Generations(a) => generations::run(a, out),
         Command::Rollback(a) => rollback::run(a, out),
-        Command::Serve(a) => serve::run(a, out),
+        Command::Serve(a) => serve::run(*a, out),
         Command::Model(c) => model::run(c, out),
         Command::Server(c) => server::run(c, out),
         Command::Completions(a) => completions::run(a, out),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::{CmdResult, Output};
 use crate::inference::daemon::{self, DaemonOptions};
+use crate::inference::limits::{BOUNDS, Bound, BoundKind, ServerLimits};
 use crate::inference::model_options::{GpuLayers, ModelsFile};
 use crate::profile::units::{Duration as TextDuration, Size};
 
@@ -26,7 +27,13 @@ recorded hash are checked, and a corrupt one is refused with 503 (run `sovereign
 verify`, then pull it again), and a model whose estimated memory (weights, KV cache,
 compute buffers) exceeds what is free is refused with the numbers (`sovereign model load
 --force` loads it anyway). SIGTERM stops accepting, lets in-flight
-requests finish, and exits 0.";
+requests finish within --shutdown-timeout, ends the rest with an error, and exits 0.
+
+Clients are bounded: a request head must arrive within --header-timeout however slowly
+it trickles, a body within --body-timeout (408 beyond), an idle keep-alive connection is
+closed after --idle-timeout, and beyond --max-connections a connection is answered 503.
+Grammar compiles (response_format, grammar) run two at a time at low CPU priority, eight
+more may wait (429 beyond), and each has --grammar-compile-timeout (503 beyond).";
 
 /// Run the inference daemon in the foreground.
 #[derive(Debug, clap::Args)]
@@ -77,12 +84,87 @@ pub struct Args {
     /// Read the model into memory instead of mapping it.
     #[arg(long)]
     pub no_mmap: bool,
+    #[command(flatten)]
+    pub bounds: ClientBounds,
     /// Benchmark baseline: instead of serving, run a plain llama.cpp loop on the first
     /// model (PROMPT prompt tokens, GEN generated in each of SEQUENCES sequences decoded
     /// together, default 1) in a context shaped by --slots and --ctx as the daemon's, and
     /// print its figures as JSON.
     #[arg(long, hide = true, value_name = "PROMPT:GEN[:SEQUENCES]")]
     pub raw_bench: Option<String>,
+}
+
+/// The daemon's bounds on clients: one flag per entry of [`BOUNDS`], whose name, help,
+/// default and range all come from there.
+#[derive(Debug, Clone)]
+pub struct ClientBounds(Vec<(&'static str, u64)>);
+
+impl ClientBounds {
+    /// The value given (or defaulted) for `b`.
+    fn get(&self, b: &Bound) -> u64 {
+        self.0
+            .iter()
+            .find(|(key, _)| *key == b.key)
+            .map_or(b.kind.default_value(), |(_, v)| *v)
+    }
+}
+
+impl clap::FromArgMatches for ClientBounds {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(ClientBounds(
+            BOUNDS
+                .iter()
+                .map(|b| {
+                    let v = m.get_one::<u64>(b.flag).copied();
+                    (b.key, v.unwrap_or(b.kind.default_value()))
+                })
+                .collect(),
+        ))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for ClientBounds {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        BOUNDS.iter().fold(cmd, |cmd, b| {
+            let bound: &'static Bound = b;
+            let value_name = match b.kind {
+                BoundKind::Seconds { .. } => "DURATION",
+                BoundKind::Count { .. } => "N",
+            };
+            cmd.arg(
+                clap::Arg::new(b.flag)
+                    .long(b.flag)
+                    .help(b.about)
+                    .value_name(value_name)
+                    .default_value(b.default_text())
+                    .value_parser(move |s: &str| parse_bound(bound, s)),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// Parse a bound's flag (a duration such as `30s`, or a count) and check its range.
+fn parse_bound(b: &Bound, s: &str) -> Result<u64, String> {
+    let v = match b.kind {
+        BoundKind::Seconds { .. } => {
+            let d: TextDuration = s.parse()?;
+            d.as_std().as_secs()
+        }
+        BoundKind::Count { .. } => s
+            .parse::<u64>()
+            .map_err(|_| format!("{s:?} is not a whole number"))?,
+    };
+    b.check(v)
+        .map_err(|e| e.replacen(b.key, &format!("--{}", b.flag), 1))
 }
 
 fn parse_ttl(s: &str) -> Result<TextDuration, String> {
@@ -155,6 +237,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         ttl: args.ttl.map(TextDuration::as_std),
         model_defaults,
         memory_limit: args.memory_limit.map(Size::bytes),
+        limits: ServerLimits::from_bounds(|b| args.bounds.get(b)),
     };
     serve(opts, out)
 }

@@ -57,6 +57,39 @@ struct UnitContext<'a> {
     models_file: &'a str,
     api_key_file: Option<&'a str>,
     models_dir: String,
+    /// The client bounds the profile sets, as `serve` flags (` --header-timeout 5s`).
+    client_flags: String,
+    /// LimitNOFILE: one descriptor per connection of the cap, and headroom.
+    nofile: u64,
+    /// TimeoutStopSec, in seconds: the daemon's shutdown deadline and time to exit.
+    stop_timeout: u64,
+}
+
+/// The `serve` flags for the client bounds `section` sets, in the daemon's order.
+fn client_flags(section: &Inference) -> String {
+    use crate::inference::limits::{
+        BODY_TIMEOUT, COMPILE_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS,
+        SHUTDOWN_TIMEOUT,
+    };
+    let mut out = String::new();
+    let mut flag = |name: &str, value: Option<String>| {
+        if let Some(v) = value {
+            out.push_str(&format!(" --{name} {v}"));
+        }
+    };
+    let secs = |d: Option<crate::profile::units::Duration>| {
+        d.map(|d| format!("{}s", d.as_std().as_secs()))
+    };
+    flag(HEADER_TIMEOUT.flag, secs(section.header_timeout));
+    flag(BODY_TIMEOUT.flag, secs(section.body_timeout));
+    flag(IDLE_TIMEOUT.flag, secs(section.idle_timeout));
+    flag(
+        MAX_CONNECTIONS.flag,
+        section.max_connections.map(|n| n.to_string()),
+    );
+    flag(SHUTDOWN_TIMEOUT.flag, secs(section.shutdown_timeout));
+    flag(COMPILE_TIMEOUT.flag, secs(section.grammar_compile_timeout));
+    out
 }
 
 /// Render the daemon's unit. `exe` is the sovereign binary the unit runs; `template` is
@@ -78,6 +111,23 @@ pub fn unit(
         models_file,
         api_key_file: section.api_key_file.as_deref(),
         models_dir: format!("/{MODELS_DIR}"),
+        client_flags: client_flags(section),
+        nofile: crate::inference::limits::nofile_for(
+            section.max_connections.map_or(
+                crate::inference::limits::MAX_CONNECTIONS
+                    .kind
+                    .default_value(),
+                u64::from,
+            ),
+        ),
+        // The daemon's deadline, then ten seconds to end what is left and exit, before
+        // systemd's SIGKILL.
+        stop_timeout: section.shutdown_timeout.map_or(
+            crate::inference::limits::SHUTDOWN_TIMEOUT
+                .kind
+                .default_value(),
+            |d| d.as_std().as_secs(),
+        ) + 10,
     };
     env.render_str(
         template,
@@ -125,6 +175,9 @@ mod tests {
             threads: Some(8),
             max_loaded: Some(1),
             models,
+            header_timeout: Some("5s".parse().unwrap()),
+            max_connections: Some(2000),
+            ..Default::default()
         }
     }
 

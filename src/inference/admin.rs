@@ -6,9 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -50,11 +49,11 @@ struct UnloadBody {
 }
 
 /// The body as the typed request, with the daemon's own rejections (413 past the limit).
-fn body<T: serde::de::DeserializeOwned>(
+async fn body<T: serde::de::DeserializeOwned>(
     state: &ServerState,
-    raw: Result<Bytes, BytesRejection>,
+    raw: Body,
 ) -> Result<T, ApiError> {
-    let value = super::server::json_body(raw, state.body_limit)?;
+    let value = super::server::json_body(state, raw).await?;
     serde_json::from_value(value).map_err(|e| ApiError::BadRequest {
         message: format!("the body is not a valid request: {e}"),
         param: None,
@@ -83,8 +82,8 @@ fn load_error(e: LoadError) -> Response {
     .into_response()
 }
 
-pub async fn load(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
-    let req: LoadBody = match body(&state, raw) {
+pub async fn load(State(state): State<AppState>, raw: Body) -> Response {
+    let req: LoadBody = match body(&state, raw).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -149,8 +148,8 @@ pub async fn load(State(state): State<AppState>, raw: Result<Bytes, BytesRejecti
     axum::Json(loaded).into_response()
 }
 
-pub async fn unload(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
-    let req: UnloadBody = match body(&state, raw) {
+pub async fn unload(State(state): State<AppState>, raw: Body) -> Response {
+    let req: UnloadBody = match body(&state, raw).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };

@@ -34,6 +34,8 @@ pub struct DaemonOptions {
     pub model_defaults: BTreeMap<String, ModelOptions>,
     /// The memory budget instead of the detected one (`--memory-limit`, for tests).
     pub memory_limit: Option<u64>,
+    /// Deadlines, the connection cap and the compile budget.
+    pub limits: super::limits::ServerLimits,
 }
 
 /// Read the key file, refusing one that group or others can read.
@@ -121,16 +123,29 @@ pub fn physical_cores() -> usize {
 #[cfg(feature = "engine")]
 pub fn serve(opts: DaemonOptions) -> Result<(), String> {
     use super::metrics::Metrics;
-    use super::server::{ApiKey, DEFAULT_BODY_LIMIT, ServerState};
+    use super::server::{ApiKey, ServerState};
     use std::sync::Arc;
 
     check_listen(&opts.listen, opts.api_key.is_some())?;
+    // A `--model` file gets the same header check as a cached one, before anything starts.
+    for (name, path) in &opts.models {
+        if !path.is_file() {
+            return Err(format!("--model {name}={}: no such file", path.display()));
+        }
+        super::gguf::parse_file(path).map_err(|e| {
+            format!(
+                "--model {name}={}: not a valid GGUF file: {e}",
+                path.display()
+            )
+        })?;
+    }
+    fit_descriptors(opts.limits.max_connections as u64);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
@@ -151,9 +166,6 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
         };
         let mut models = BTreeMap::new();
         for (name, path) in &opts.models {
-            if !path.is_file() {
-                return Err(format!("--model {name}={}: no such file", path.display()));
-            }
             let handle = super::engine::spawn(name, config(path.clone()), metrics.clone())
                 .map_err(|e| format!("cannot start the engine thread: {e}"))?;
             models.insert(name.clone(), handle);
@@ -196,12 +208,14 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
             None => format!("{} model(s)", opts.models.len()),
         };
         let state = Arc::new(ServerState {
-            models,
-            catalog,
-            api_key: opts.api_key.as_deref().map(ApiKey::new),
-            metrics,
-            body_limit: DEFAULT_BODY_LIMIT,
             log_requests: true,
+            ..ServerState::new(
+                models,
+                catalog,
+                opts.api_key.as_deref().map(ApiKey::new),
+                metrics,
+                opts.limits.clone(),
+            )
         });
         eprintln!(
             "sovereign serve: listening on http://{} ({served}, {} slots of {} tokens)",
@@ -215,7 +229,42 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
             .map_err(|e| format!("server error: {e}"))?;
         eprintln!("sovereign serve: stopped");
         Ok(())
-    })
+    });
+    // Blocking tasks still running (a model check, a catalog scan) must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
+}
+
+/// Raise the soft descriptor limit towards what `max_connections` needs (the hard limit
+/// caps it), and warn when even that is short: past it, accept fails and every client
+/// waits, `/health` included.
+#[cfg(feature = "engine")]
+fn fit_descriptors(max_connections: u64) {
+    let need = super::limits::nofile_for(max_connections);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur >= need {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: need.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct it is given; lowering nothing, raising the soft
+    // limit within the hard one is always allowed.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
+    let now = if ok { raised.rlim_cur } else { lim.rlim_cur };
+    if now < need {
+        eprintln!(
+            "sovereign serve: warning: --max-connections {max_connections} needs {need} file descriptors but the limit is {now}; raise it (LimitNOFILE=, ulimit -n) or lower --max-connections"
+        );
+    }
 }
 
 /// Unload the models idle past their TTL, twice a second, while the catalog lives.

@@ -57,6 +57,9 @@ pub struct EngineConfig {
     pub batch: usize,
 }
 
+/// Stack of an engine thread (address space; only the pages touched are memory).
+const ENGINE_STACK: usize = 64 << 20;
+
 /// llama.cpp's backend initializes once per process; every engine shares it.
 pub fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
@@ -96,8 +99,21 @@ pub fn spawn(
     let label = name.to_string();
     std::thread::Builder::new()
         .name(format!("engine-{name}"))
+        // llguidance steps each constrained slot on this thread; give its regex and
+        // parser code the same room as a compile.
+        .stack_size(ENGINE_STACK)
         .spawn(move || {
-            if let Err(why) = run_engine(&label, cfg, jobs_rx, &state_tx, &metrics) {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_engine(&label, cfg, jobs_rx, &state_tx, &metrics)
+            }));
+            let failed = match run {
+                Ok(Ok(())) => None,
+                Ok(Err(why)) => Some(why),
+                // A bug in the engine: the model is marked failed (health says so, every
+                // request gets a 503) and the daemon lives on.
+                Err(_) => Some("the engine thread panicked; reload the model".to_string()),
+            };
+            if let Some(why) = failed {
                 tracing::error!(model = %label, "engine stopped: {why}");
                 state_tx.send_replace(ModelState::Failed(why));
             }
@@ -180,6 +196,11 @@ fn run_engine(
     } else {
         0
     });
+    // The project's own bounded parser reads the header first, whichever path the file
+    // came by (`--model`, the cache, the admin load): llama.cpp's loader never sees a file
+    // that parser refuses.
+    super::gguf::parse_file(&cfg.path)
+        .map_err(|e| format!("{} is not a valid GGUF file: {e}", cfg.path.display()))?;
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(gpu_layers)
         .with_use_mlock(cfg.mlock)
@@ -328,7 +349,12 @@ fn run_engine(
             let token = match j.grammar.as_mut() {
                 // `sample` also accepts the token into the chain (penalties, RNG).
                 None => sampler.sample(&lctx, idx - 1),
-                Some(g) => match constrained_sample(&lctx, idx - 1, sampler, g, metrics) {
+                // A panic in the grammar code fails this request alone.
+                Some(g) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    constrained_sample(&lctx, idx - 1, sampler, g, metrics)
+                }))
+                .unwrap_or_else(|_| Err(StepError("the grammar step failed unexpectedly".into())))
+                {
                     Ok(t) => t,
                     Err(e) => {
                         // Fail closed: the request ends here, the unchecked token is never sent.

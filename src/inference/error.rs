@@ -48,6 +48,20 @@ pub enum ApiError {
     Template(String),
     /// The engine failed while generating.
     Engine(String),
+    /// hyper refused the request head (malformed 400, URI too long 414, head too large 431).
+    HeadRejected(StatusCode),
+    /// The connection cap is reached.
+    TooManyConnections,
+    /// The body did not arrive within the body deadline.
+    BodyTimeout { seconds: u64 },
+    /// Every grammar compiler is busy and the compile queue is full.
+    CompileQueueFull,
+    /// A grammar compile, or the wait for a compiler, ran past its time budget.
+    CompileTimeout { seconds: u64, waiting: bool },
+    /// The shutdown deadline passed while the request was in flight.
+    ShuttingDown,
+    /// A bug: a panic in the request's path, caught so the daemon lives on.
+    Internal(String),
 }
 
 impl ApiError {
@@ -73,9 +87,14 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::QueueFull | ApiError::CompileQueueFull => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotReady(_)
+            | ApiError::TooManyConnections
+            | ApiError::CompileTimeout { .. }
+            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Engine(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::HeadRejected(status) => *status,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -181,6 +200,66 @@ impl ApiError {
                 Some("chat_template_error"),
             ),
             ApiError::Engine(why) => (why.clone(), "server_error", None, None),
+            ApiError::HeadRejected(status) => {
+                let (message, code) = match status.as_u16() {
+                    414 => ("the request URI is too long".to_string(), "uri_too_long"),
+                    431 => (
+                        format!(
+                            "the request head is too large: at most {} headers and {} KiB in all",
+                            super::conn::MAX_HEADERS,
+                            super::conn::MAX_HEAD_BYTES / 1024
+                        ),
+                        "request_header_fields_too_large",
+                    ),
+                    _ => (
+                        "the request is not valid HTTP/1.1".to_string(),
+                        "malformed_request",
+                    ),
+                };
+                (message, "invalid_request_error", None, Some(code))
+            }
+            ApiError::TooManyConnections => (
+                "the server has as many connections open as it serves at once; retry later".into(),
+                "server_error",
+                None,
+                Some("too_many_connections"),
+            ),
+            ApiError::BodyTimeout { seconds } => (
+                format!("the request body did not arrive within {seconds}s"),
+                "invalid_request_error",
+                None,
+                Some("request_timeout"),
+            ),
+            ApiError::CompileQueueFull => (
+                "every grammar compiler is busy and the compile queue is full; retry later".into(),
+                "rate_limit_error",
+                None,
+                Some("grammar_queue_full"),
+            ),
+            ApiError::CompileTimeout { seconds, waiting } => (
+                if *waiting {
+                    format!("no grammar compiler came free within {seconds}s; retry later")
+                } else {
+                    format!(
+                        "compiling the grammar took longer than its budget of {seconds}s; simplify the schema or grammar"
+                    )
+                },
+                "server_error",
+                None,
+                Some("grammar_compile_timeout"),
+            ),
+            ApiError::ShuttingDown => (
+                "the daemon is shutting down and ended this request".into(),
+                "server_error",
+                None,
+                Some("shutting_down"),
+            ),
+            ApiError::Internal(why) => (
+                format!("internal error: {why}"),
+                "server_error",
+                None,
+                Some("internal_error"),
+            ),
         };
         let mut body =
             json!({"error": {"message": message, "type": kind, "param": param, "code": code}});

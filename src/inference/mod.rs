@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod cache;
 pub mod catalog;
+pub mod conn;
 pub mod daemon;
 #[cfg(feature = "engine")]
 pub mod engine;
@@ -17,6 +18,7 @@ pub mod estimate;
 pub mod gguf;
 pub mod grammar;
 pub mod job;
+pub mod limits;
 pub mod metrics;
 pub mod model_options;
 pub mod quantize;

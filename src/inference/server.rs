@@ -1,5 +1,7 @@
-//! The OpenAI-compatible HTTP API on axum: routes, Bearer auth, body limits, one log line
-//! per request, and [`run`], which serves a listener until a shutdown future resolves.
+//! The OpenAI-compatible HTTP API on axum: routes, Bearer auth, body limits and deadlines,
+//! one log line per request, a panic in a handler caught as a 500, and [`run`], which
+//! serves a listener (through [`super::conn`]'s bounded connections) until a shutdown
+//! future resolves.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -7,20 +9,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::error::ApiError;
+use super::grammar::CompileGate;
 use super::job::{EngineHandle, Event, FinishReason, ModelState};
+use super::limits::ServerLimits;
 use super::metrics::Metrics;
 use super::validate::{Endpoint, ParsedRequest, Prompt, ValidRequest, parse};
 
@@ -68,13 +72,50 @@ pub struct ServerState {
     pub body_limit: usize,
     /// Write one access line per request to stderr (the daemon does; tests need not).
     pub log_requests: bool,
+    /// Deadlines, the connection cap and the compile budget.
+    pub limits: ServerLimits,
+    /// Admission and time budget of grammar compiles, shared by every model.
+    pub compiles: CompileGate,
+    /// Set when the shutdown deadline passes: handlers end what they still wait on.
+    pub ending: watch::Sender<bool>,
+}
+
+impl ServerState {
+    /// The state for these models under `limits`, not ending.
+    pub fn new(
+        models: BTreeMap<String, EngineHandle>,
+        catalog: Option<Arc<super::catalog::Catalog>>,
+        api_key: Option<ApiKey>,
+        metrics: Arc<Metrics>,
+        limits: ServerLimits,
+    ) -> Self {
+        ServerState {
+            models,
+            catalog,
+            api_key,
+            metrics,
+            body_limit: DEFAULT_BODY_LIMIT,
+            log_requests: false,
+            compiles: CompileGate::new(&limits),
+            limits,
+            ending: watch::channel(false).0,
+        }
+    }
+
+    /// Resolves once the shutdown deadline has passed.
+    async fn ended(&self) {
+        let mut rx = self.ending.subscribe();
+        // An error means the sender is gone with the state: nothing will end us then.
+        if rx.wait_for(|e| *e).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 type AppState = Arc<ServerState>;
 
 /// The router, for tests that want it without a listener.
 pub fn router(state: AppState) -> Router {
-    let limit = state.body_limit;
     let authed = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
@@ -95,20 +136,45 @@ pub fn router(state: AppState) -> Router {
                 path: uri.path().to_string(),
             }
         })
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(catch_panic))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
-/// Serve until `shutdown` resolves; then stop accepting and let in-flight requests finish.
+/// Serve until `shutdown` resolves; then stop accepting, let in-flight requests finish
+/// within the shutdown deadline, end the rest with an error, and return.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let limits = state.limits.clone();
+    let ending = state.ending.clone();
+    super::conn::serve(listener, router(state), limits, shutdown, move || {
+        ending.send_replace(true);
+    })
+    .await
+}
+
+/// A panic in a handler is a bug in that request's path: answer it with a 500 and keep
+/// serving (without this the connection would just drop).
+async fn catch_panic(req: Request, next: Next) -> Response {
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
         .await
+    {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a handler panicked".into());
+            tracing::error!("request handler panicked: {why}");
+            ApiError::Internal("the request failed unexpectedly; the daemon logged it".into())
+                .into_response()
+        }
+    }
 }
 
 async fn log_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -214,49 +280,54 @@ async fn models(State(state): State<AppState>) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-/// The body as JSON, with the framework's rejections replaced by OpenAI-shaped ones.
-pub(super) fn json_body(
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<Value, ApiError> {
-    let bytes = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit }
-        } else {
-            ApiError::BadRequest {
-                message: format!("cannot read the body: {r}"),
-                param: None,
+/// The body as JSON: at most `body_limit` bytes (413 beyond), within the body deadline
+/// (408 beyond), parsed with serde's nesting limit.
+pub(super) async fn json_body(state: &ServerState, body: Body) -> Result<Value, ApiError> {
+    let limit = state.body_limit;
+    let seconds = state.limits.body_timeout.as_secs();
+    let read = tokio::time::timeout(state.limits.body_timeout, axum::body::to_bytes(body, limit));
+    let bytes = tokio::select! {
+        r = read => r,
+        // A body still trickling in when the shutdown deadline passes ends here.
+        () = state.ended() => return Err(ApiError::ShuttingDown),
+    };
+    let bytes = bytes
+        .map_err(|_| ApiError::BodyTimeout { seconds })?
+        .map_err(|e| {
+            // to_bytes reports the limit through its error source: anything else is a
+            // broken or reset body.
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::TooLarge { limit }
+            } else {
+                ApiError::BadRequest {
+                    message: format!("cannot read the body: {e}"),
+                    param: None,
+                }
             }
-        }
-    })?;
+        })?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
         message: format!("the body is not valid JSON: {e}"),
         param: None,
     })
 }
 
-async fn chat(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat(State(state): State<AppState>, body: Body) -> Response {
     handle(state, Endpoint::Chat, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn completions(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn completions(State(state): State<AppState>, body: Body) -> Response {
     handle(state, Endpoint::Completion, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Body → ParsedRequest → (model) → ValidRequest → engine → response.
-async fn handle(
-    state: AppState,
-    endpoint: Endpoint,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let value = json_body(body, state.body_limit)?;
+async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Result<Response, ApiError> {
+    let value = json_body(&state, body).await?;
     let parsed = parse(endpoint, &value)?;
     let engine = match (state.models.get(&parsed.model), &state.catalog) {
         (Some(engine), _) => engine.clone(),
@@ -271,18 +342,37 @@ async fn handle(
     };
     let info = engine.info()?;
     let constraint = parsed.constraint.clone();
-    let mut valid = tokenize(parsed, &info)?;
+    // Formatting and tokenizing a prompt of up to the body limit takes CPU time the
+    // client chooses: off the runtime's few worker threads, which every connection shares.
+    let mut valid = tokio::task::spawn_blocking({
+        let info = info.clone();
+        move || tokenize(parsed, &info)
+    })
+    .await
+    .map_err(|_| ApiError::Internal("formatting the prompt failed unexpectedly".into()))??;
     // Compiled before submitting: a grammar that does not compile is a 400, not a slot.
-    valid.grammar = super::grammar::compile_for(&info, constraint, &state.metrics).await?;
+    valid.grammar =
+        super::grammar::compile_for(&info, constraint, &state.compiles, &state.metrics).await?;
     let stream = valid.stream;
     let include_usage = valid.include_usage;
     let model = valid.model.clone();
     let rx = engine.submit(valid)?;
     let id = response_id(endpoint);
     if stream {
-        Ok(stream_response(rx, endpoint, id, model, include_usage))
+        Ok(stream_response(
+            rx,
+            endpoint,
+            id,
+            model,
+            include_usage,
+            state,
+        ))
     } else {
-        collect_response(rx, endpoint, id, model).await
+        tokio::select! {
+            r = collect_response(rx, endpoint, id, model) => r,
+            // Dropping the receiver frees the slot in the engine.
+            () = state.ended() => Err(ApiError::ShuttingDown),
+        }
     }
 }
 
@@ -380,6 +470,8 @@ struct StreamState {
     tail: std::collections::VecDeque<SseEvent>,
     /// The stream has ended.
     over: bool,
+    /// Tells the stream that the shutdown deadline has passed.
+    state: AppState,
 }
 
 impl StreamState {
@@ -406,8 +498,10 @@ fn stream_response(
     id: String,
     model: String,
     include_usage: bool,
+    state: AppState,
 ) -> Response {
     let st = StreamState {
+        state,
         rx,
         endpoint,
         id,
@@ -430,7 +524,18 @@ fn stream_response(
             let ev = st.chunk(json!({"role": "assistant", "content": ""}), None);
             return Some((Ok(ev), st));
         }
-        let ev = match st.rx.recv().await {
+        let next = tokio::select! {
+            ev = st.rx.recv() => Ok(ev),
+            () = st.state.ended() => Err(ApiError::ShuttingDown),
+        };
+        let next = match next {
+            Ok(ev) => ev,
+            Err(e) => {
+                st.over = true;
+                return Some((Ok(SseEvent::default().data(e.body().to_string())), st));
+            }
+        };
+        let ev = match next {
             Some(Event::Text(t)) => st.chunk(json!({"content": t}), None),
             Some(Event::Done {
                 reason,
@@ -499,14 +604,13 @@ mod tests {
     #[tokio::test]
     async fn health_is_503_while_loading_and_requests_are_refused() {
         let (h, state_tx) = loading_handle();
-        let state = Arc::new(ServerState {
-            models: [("m".to_string(), h)].into_iter().collect(),
-            catalog: None,
-            api_key: Some(ApiKey::new("k")),
-            metrics: Arc::new(Metrics::default()),
-            body_limit: DEFAULT_BODY_LIMIT,
-            log_requests: false,
-        });
+        let state = Arc::new(ServerState::new(
+            [("m".to_string(), h)].into_iter().collect(),
+            None,
+            Some(ApiKey::new("k")),
+            Arc::new(Metrics::default()),
+            ServerLimits::default(),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

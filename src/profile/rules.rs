@@ -586,6 +586,7 @@ fn inference(root: &Node, out: &mut Vec<Issue>) {
             }
         }
     }
+    client_bounds(node, out);
     for (name, entry) in table_at(root, &["inference", "models"])
         .into_iter()
         .flatten()
@@ -629,6 +630,46 @@ fn inference(root: &Node, out: &mut Vec<Issue>) {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The daemon's bounds on clients (`header_timeout`, `max_connections`, ...): the ranges
+/// are the daemon's own ([`crate::inference::limits::BOUNDS`]), so `validate` refuses what
+/// `serve` would.
+fn client_bounds(section: &Node, out: &mut Vec<Issue>) {
+    use crate::inference::limits::{BOUNDS, BoundKind};
+    for bound in BOUNDS {
+        let Some(entry) = section.get(bound.key) else {
+            continue;
+        };
+        // A value of the wrong type is the schema's to report.
+        let value = match bound.kind {
+            BoundKind::Seconds { .. } => entry
+                .node
+                .str()
+                .and_then(|s| s.parse::<super::units::Duration>().ok())
+                .map(|d| d.as_std().as_secs()),
+            BoundKind::Count { .. } => entry.node.int().map(|n| n.max(0) as u64),
+        };
+        let Some(value) = value else {
+            continue;
+        };
+        if let Err(why) = bound.check(value) {
+            let (min, max) = bound.kind.range();
+            let range = match bound.kind {
+                BoundKind::Seconds { .. } => format!("from \"{min}s\" to \"{max}s\""),
+                BoundKind::Count { .. } => format!("from {min} to {max}"),
+            };
+            out.push(
+                Issue::new(&entry.node.loc, kp(&["inference", bound.key]), why)
+                    .label("out of range")
+                    .hint(format!(
+                        "{}: {range}; leave it out for the default, {}",
+                        bound.about,
+                        bound.default_text()
+                    )),
+            );
         }
     }
 }

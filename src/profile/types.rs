@@ -331,6 +331,42 @@ pub struct Inference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_loaded: Option<u32>,
 
+    /// Deadline for a request's whole head. The schema's description, default and range come from the daemon's
+    /// own definition (`inference::limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::bound_schema::<0>)]
+    pub header_timeout: Option<Duration>,
+
+    /// Deadline for a request's body and for a client that stops reading. The schema's description, default and range come from the daemon's
+    /// own definition (`inference::limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::bound_schema::<1>)]
+    pub body_timeout: Option<Duration>,
+
+    /// Idle keep-alive timeout. The schema's description, default and range come from the daemon's
+    /// own definition (`inference::limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::bound_schema::<2>)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Connections served at once. The schema's description, default and range come from the daemon's
+    /// own definition (`inference::limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::bound_schema::<3>)]
+    pub max_connections: Option<u32>,
+
+    /// Shutdown deadline for in-flight requests. The schema's description, default and range come from the daemon's
+    /// own definition (`inference::limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::bound_schema::<4>)]
+    pub shutdown_timeout: Option<Duration>,
+
+    /// Time budget of one grammar compile. The schema's description, default and range come from the daemon's
+    /// own definition (`inference::limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::bound_schema::<5>)]
+    pub grammar_compile_timeout: Option<Duration>,
+
     /// Models to pull, verify and serve, keyed by the name clients use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, ModelSpec>,

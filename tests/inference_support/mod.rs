@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sovereign::inference::engine::{self, EngineConfig};
 use sovereign::inference::job::ModelState;
+use sovereign::inference::limits::ServerLimits;
 use sovereign::inference::metrics::Metrics;
 use sovereign::inference::server::{self, ApiKey, ServerState};
 
@@ -30,6 +31,63 @@ pub fn sovereign() -> std::process::Command {
         .env_remove("CREDENTIALS_DIRECTORY")
         .env("NO_COLOR", "1");
     c
+}
+
+/// A daemon run as its own process on a loopback port, its stderr in a log file; killed
+/// when the test ends, passed or not.
+pub struct Served {
+    pub child: std::process::Child,
+    pub port: u16,
+    /// The daemon's stderr.
+    pub log: PathBuf,
+    /// Holds the log and whatever the test put beside it.
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    /// Start `cmd` (a `sovereign serve` listening on 127.0.0.1:`port`) with its stderr in
+    /// `dir`/serve.log, and wait until `/health` answers 200 (`key` is sent with it).
+    pub fn start(
+        mut cmd: std::process::Command,
+        port: u16,
+        dir: tempfile::TempDir,
+        key: Option<&str>,
+    ) -> Served {
+        let log = dir.path().join("serve.log");
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn sovereign serve");
+        let mut d = Served {
+            child,
+            port,
+            log,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while call(port, "GET", "/health", key, None).0 != 200 {
+            assert!(d.running(), "the daemon exited: {}", d.log_text());
+            assert!(Instant::now() < deadline, "never healthy: {}", d.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 /// A loopback port free right now, for a daemon started as a separate process. Taken below
@@ -83,6 +141,8 @@ pub struct ServerOptions {
     pub ctx: usize,
     pub key: Option<String>,
     pub body_limit: usize,
+    /// Deadlines, the connection cap and the compile budget.
+    pub limits: ServerLimits,
 }
 
 impl Default for ServerOptions {
@@ -94,6 +154,7 @@ impl Default for ServerOptions {
             ctx: 1024,
             key: Some("test-key".into()),
             body_limit: server::DEFAULT_BODY_LIMIT,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -155,12 +216,14 @@ pub fn start(opts: ServerOptions) -> TestServer {
         }
     }
     let state = Arc::new(ServerState {
-        catalog: None,
-        models,
-        api_key: opts.key.as_deref().map(ApiKey::new),
-        metrics,
         body_limit: opts.body_limit,
-        log_requests: false,
+        ..ServerState::new(
+            models,
+            None,
+            opts.key.as_deref().map(ApiKey::new),
+            metrics,
+            opts.limits.clone(),
+        )
     });
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     std_listener.set_nonblocking(true).expect("nonblocking");

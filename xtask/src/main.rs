@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod gen_model;
 mod setup;
 mod tidy;
@@ -22,8 +23,9 @@ Tasks:
   demo      setup, build, and run the main job on profiles/demo.toml
             (`demo clean` destroys the demo pool and removes .demo/)
   ci        setup, cargo fmt --check, clippy -D warnings, every test
-  bench     benchmarks: engine, storage, inference, models (figures for BENCHMARKS.md)
+  bench     benchmarks: engine, storage, inference, hostile, models (figures for BENCHMARKS.md)
   gen-model write a generated llama-architecture GGUF (--preset tiny|bench --out FILE [--seed N])
+  fuzz      run each fuzzer (GGUF, grammar, schema) in release for N seconds [--seconds N]
   tidy      check the code's house rules (also run as a test by `ci`)
 ";
 
@@ -46,6 +48,7 @@ fn run() -> Result<()> {
         "ci" => ci(),
         "bench" => bench::run(rest),
         "gen-model" => gen_model::run(rest),
+        "fuzz" => fuzz::run(rest),
         "tidy" => tidy::check(&project_root()).map(|_| println!("tidy: ok")),
         "help" | "-h" | "--help" => {
             print!("{HELP}");

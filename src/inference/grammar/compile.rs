@@ -1,7 +1,7 @@
 //! Compiling a [`GrammarSpec`] with llguidance once per distinct grammar (cached by
-//! digest, per model), and the per-request [`Session`] the engine thread steps token by
-//! token. Every llguidance error surfaces as a `Result`: nothing here falls back to
-//! unconstrained text.
+//! digest, per model, within a memory budget), and the per-request [`Session`] the engine
+//! thread steps token by token. Every llguidance error surfaces as a `Result`: nothing here
+//! falls back to unconstrained text.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,8 +16,10 @@ use super::GrammarSpec;
 use crate::inference::error::ApiError;
 use crate::inference::metrics::Metrics;
 
-/// Compiled grammars kept per model; the least recently used goes first.
+/// Compiled grammars kept per model; the least recently used goes first. The memory they
+/// keep is bounded too, by [`GRAMMAR_CACHE_BYTES`].
 pub const CACHE_ENTRIES: usize = 64;
+pub use crate::inference::limits::GRAMMAR_CACHE_BYTES;
 /// Longest compile error passed to the client (llguidance can quote whole grammars).
 const MAX_ERROR: usize = 2000;
 
@@ -57,15 +59,28 @@ pub struct Compiler {
     factory: ParserFactory,
     /// Compiled grammars by digest, shared by the handlers of this model.
     cache: Mutex<Cache>,
+    /// The memory the cached grammars may keep.
+    budget: u64,
 }
 
-/// A small least-recently-used map.
+/// A small least-recently-used map, bounded in entries and in bytes.
 #[derive(Default)]
 struct Cache {
-    /// Digest to grammar and the tick of its last use.
-    entries: HashMap<[u8; 32], (Arc<Compiled>, u64)>,
+    /// Digest to grammar.
+    entries: HashMap<[u8; 32], Entry>,
     /// Counts uses, to find the least recently used entry.
     tick: u64,
+    /// The bytes every entry keeps, added up.
+    bytes: u64,
+}
+
+/// One cached grammar.
+struct Entry {
+    compiled: Arc<Compiled>,
+    /// The tick of its last use.
+    used: u64,
+    /// What its compile left allocated ([`super::meter`]).
+    bytes: u64,
 }
 
 impl Compiler {
@@ -79,7 +94,61 @@ impl Compiler {
         Ok(Compiler {
             factory,
             cache: Mutex::new(Cache::default()),
+            budget: GRAMMAR_CACHE_BYTES,
         })
+    }
+
+    /// The cached grammar for `spec`, marked as just used.
+    pub fn cached(&self, spec: &GrammarSpec) -> Option<Arc<Compiled>> {
+        let key = spec.digest();
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.tick += 1;
+        let tick = c.tick;
+        let hit = c.entries.get_mut(&key)?;
+        hit.used = tick;
+        Some(hit.compiled.clone())
+    }
+
+    /// Keep `compiled` (which keeps `bytes`) in the cache when it fits the budget,
+    /// evicting the least recently used until it does; a grammar larger than a quarter of
+    /// the budget is served but not kept.
+    pub fn keep(&self, spec: &GrammarSpec, compiled: Compiled, bytes: u64) -> Arc<Compiled> {
+        let compiled = Arc::new(compiled);
+        if bytes > self.budget / 4 {
+            return compiled;
+        }
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.tick += 1;
+        let tick = c.tick;
+        while c.entries.len() >= CACHE_ENTRIES || c.bytes + bytes > self.budget {
+            let Some(oldest) = c
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(gone) = c.entries.remove(&oldest) {
+                c.bytes -= gone.bytes;
+            }
+        }
+        let entry = Entry {
+            compiled: compiled.clone(),
+            used: tick,
+            bytes,
+        };
+        if let Some(old) = c.entries.insert(spec.digest(), entry) {
+            c.bytes -= old.bytes;
+        }
+        c.bytes += bytes;
+        compiled
+    }
+
+    /// Entries and bytes the cache holds now.
+    pub fn cache_usage(&self) -> (usize, u64) {
+        let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        (c.entries.len(), c.bytes)
     }
 
     /// The vocabulary the grammars are compiled against.
@@ -89,41 +158,23 @@ impl Compiler {
 
     /// Compile `spec`, or return the cached result for the same digest. A grammar that
     /// does not compile is a 400 naming the request field and llguidance's reason.
+    /// Call it on a compile thread ([`super::CompileGate`]): the compile is measured on
+    /// the calling thread.
     pub fn compile(
         &self,
         spec: &GrammarSpec,
         metrics: &Metrics,
     ) -> Result<Arc<Compiled>, ApiError> {
-        let key = spec.digest();
-        {
-            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            c.tick += 1;
-            let tick = c.tick;
-            if let Some((hit, used)) = c.entries.get_mut(&key) {
-                *used = tick;
-                return Ok(hit.clone());
-            }
+        if let Some(hit) = self.cached(spec) {
+            return Ok(hit);
         }
         let start = Instant::now();
-        let compiled = Arc::new(self.build(spec)?);
+        let (built, bytes) = super::meter::measure(|| self.build(spec));
+        let compiled = built?;
         metrics
             .grammar_compile
             .observe(start.elapsed().as_secs_f64());
-        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        c.tick += 1;
-        let tick = c.tick;
-        if c.entries.len() >= CACHE_ENTRIES {
-            if let Some(oldest) = c
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| *k)
-            {
-                c.entries.remove(&oldest);
-            }
-        }
-        c.entries.insert(key, (compiled.clone(), tick));
-        Ok(compiled)
+        Ok(self.keep(spec, compiled, bytes))
     }
 
     /// Compile without the cache or metrics.
@@ -156,6 +207,14 @@ impl Compiler {
         let start = Matcher::new(Ok(parser));
         if let Some(e) = start.get_error() {
             return Err(refused(e));
+        }
+        // The first mask, here on the compile thread: a grammar whose very first step
+        // exceeds llguidance's per-step limits is the client's 400 now, not a failed
+        // generation later. It also warms the lexer cache the clones share.
+        if let Err(e) = start.clone().compute_mask() {
+            return Err(refused(format!(
+                "its first step exceeds the per-step limits: {e}"
+            )));
         }
         Ok(Compiled {
             start,
@@ -297,32 +356,7 @@ mod tests {
     }
 
     /// llama.cpp's own `grammars/json.gbnf`, as its users send it.
-    const LLAMA_JSON_GBNF: &str = r#"root   ::= object
-value  ::= object | array | string | number | ("true" | "false" | "null") ws
-
-object ::=
-  "{" ws (
-            string ":" ws value
-    ("," ws string ":" ws value)*
-  )? "}" ws
-
-array  ::=
-  "[" ws (
-            value
-    ("," ws value)*
-  )? "]" ws
-
-string ::=
-  "\"" (
-    [^"\\\x7F\x00-\x1F] |
-    "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) # escapes
-  )* "\"" ws
-
-number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
-
-# Optional space: by convention, applied in this grammar after literal chars when allowed
-ws ::= | " " | "\n" [ \t]{0,20}
-"#;
+    const LLAMA_JSON_GBNF: &str = include_str!("../../../fuzz/corpus/gbnf/ok-json.gbnf");
 
     #[test]
     fn llama_cpps_json_grammar_converts_and_constrains() {

@@ -4,9 +4,17 @@
 //!
 //! Names map one-to-one: `g-` prefix, an upper-case letter becomes `_` and its lower case
 //! (Lark rule names are lower case), so `root` is `g-root` and `myRule` is `g-my_rule`.
+//!
+//! The reader recurses once per group, so it refuses groups nested past
+//! [`limits::MAX_NESTING`] (a stacked repetition operator, `x*?`, counts as a group: it
+//! becomes one in the Lark), grammars past [`limits::MAX_GRAMMAR_BYTES`] and more than
+//! [`limits::MAX_RULES`] rules. Positions are kept as offsets and turned into a line and
+//! column only for an error, so a large grammar reads in linear time.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+use super::limits;
 
 /// Why a grammar does not convert; positions are 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +57,10 @@ struct Parser<'a> {
     src: &'a [char],
     /// The next character to read.
     pos: usize,
-    /// Rules referenced, with where they were first referenced.
-    used: BTreeMap<String, (usize, usize)>,
+    /// Groups open around `pos`: the reader's recursion depth, bounded by the limit.
+    depth: usize,
+    /// Rules referenced, with the offset of their first reference.
+    used: BTreeMap<String, usize>,
 }
 
 /// The Lark rule name for a GBNF rule name.
@@ -73,27 +83,44 @@ fn is_word(c: char) -> bool {
 
 /// Convert a GBNF grammar (with a `root` rule) into a Lark grammar.
 pub fn to_lark(gbnf: &str) -> Result<String, GbnfError> {
+    if gbnf.len() > limits::MAX_GRAMMAR_BYTES {
+        return Err(GbnfError::Syntax {
+            line: 1,
+            col: 1,
+            message: format!(
+                "the grammar is {} bytes, beyond the limit of {} bytes",
+                gbnf.len(),
+                limits::MAX_GRAMMAR_BYTES
+            ),
+        });
+    }
     let chars: Vec<char> = gbnf.chars().collect();
     let mut p = Parser {
         src: &chars,
         pos: 0,
+        depth: 0,
         used: BTreeMap::new(),
     };
     let mut rules: Vec<(String, String)> = Vec::new();
-    let mut defined: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut defined: BTreeMap<String, usize> = BTreeMap::new();
+    // Where the first rule past the limit starts, for the error once all are counted.
+    let mut too_many_at: Option<usize> = None;
     p.space(true);
     while p.peek().is_some() {
-        let at = p.line_col();
+        let at = p.pos;
         let name = p.name()?;
         if defined.insert(name.clone(), at).is_some() {
             return Err(p.syntax_at(at, format!("rule {name:?} is defined twice")));
+        }
+        if defined.len() > limits::MAX_RULES && too_many_at.is_none() {
+            too_many_at = Some(at);
         }
         p.space(false);
         if !p.eat_str("::=") {
             return Err(p.syntax(format!("expected ::= after the rule name {name:?}")));
         }
         p.space(true);
-        let body = p.alternates(false)?;
+        let (body, _) = p.alternates(false)?;
         match p.peek() {
             None => {}
             Some('\r') | Some('\n') => {}
@@ -102,6 +129,16 @@ pub fn to_lark(gbnf: &str) -> Result<String, GbnfError> {
         p.space(true);
         rules.push((name, body));
     }
+    if let Some(at) = too_many_at {
+        return Err(p.syntax_at(
+            at,
+            format!(
+                "{} rules exceed the limit of {}",
+                defined.len(),
+                limits::MAX_RULES
+            ),
+        ));
+    }
     if !defined.contains_key("root") {
         return Err(GbnfError::Syntax {
             line: 1,
@@ -109,12 +146,8 @@ pub fn to_lark(gbnf: &str) -> Result<String, GbnfError> {
             message: "the grammar has no root rule (root ::= ...)".into(),
         });
     }
-    if let Some((name, (line, col))) = p.used.iter().find(|(n, _)| !defined.contains_key(*n)) {
-        return Err(GbnfError::Syntax {
-            line: *line,
-            col: *col,
-            message: format!("the rule {name:?} is used but never defined"),
-        });
+    if let Some((name, at)) = p.used.iter().find(|(n, _)| !defined.contains_key(*n)) {
+        return Err(p.syntax_at(*at, format!("the rule {name:?} is used but never defined")));
     }
     let mut out = String::from("start: g-root\n");
     for (name, body) in rules {
@@ -145,23 +178,26 @@ impl Parser<'_> {
         }
     }
 
-    fn line_col(&self) -> (usize, usize) {
-        let before = &self.src[..self.pos.min(self.src.len())];
+    /// The 1-based line and column of the offset `at`. It scans from the start, so it is
+    /// only called to build an error.
+    fn line_col(&self, at: usize) -> (usize, usize) {
+        let before = &self.src[..at.min(self.src.len())];
         let line = before.iter().filter(|c| **c == '\n').count() + 1;
         let col = before.iter().rev().take_while(|c| **c != '\n').count() + 1;
         (line, col)
     }
 
     fn syntax(&self, message: String) -> GbnfError {
-        self.syntax_at(self.line_col(), message)
+        self.syntax_at(self.pos, message)
     }
 
-    fn syntax_at(&self, (line, col): (usize, usize), message: String) -> GbnfError {
+    fn syntax_at(&self, at: usize, message: String) -> GbnfError {
+        let (line, col) = self.line_col(at);
         GbnfError::Syntax { line, col, message }
     }
 
     fn unsupported(&self, construct: &str) -> GbnfError {
-        let (line, col) = self.line_col();
+        let (line, col) = self.line_col(self.pos);
         GbnfError::Unsupported {
             line,
             col,
@@ -199,19 +235,41 @@ impl Parser<'_> {
         Ok(self.src[start..self.pos].iter().collect())
     }
 
-    fn alternates(&mut self, nested: bool) -> Result<String, GbnfError> {
-        let mut alts = vec![self.sequence(nested)?];
+    /// Alternatives up to a `)` or the end of the rule, with the deepest group nesting
+    /// inside them in the Lark written.
+    fn alternates(&mut self, nested: bool) -> Result<(String, usize), GbnfError> {
+        let (first, mut depth) = self.sequence(nested)?;
+        let mut alts = vec![first];
         while self.peek() == Some('|') {
             self.pos += 1;
             self.space(true);
-            alts.push(self.sequence(nested)?);
+            let (alt, d) = self.sequence(nested)?;
+            alts.push(alt);
+            depth = depth.max(d);
         }
-        Ok(alts.join(" | "))
+        Ok((alts.join(" | "), depth))
     }
 
-    fn sequence(&mut self, nested: bool) -> Result<String, GbnfError> {
-        // Each item with whether it already carries a repetition operator.
-        let mut items: Vec<(String, bool)> = Vec::new();
+    /// Refuse a group (or a stacked operator's parentheses) that takes the nesting past
+    /// the limit; `depth` is the nesting it would reach. The message gives the deepest
+    /// nesting of the whole grammar, counted without recursion.
+    fn nesting(&self, depth: usize) -> Result<(), GbnfError> {
+        if depth <= limits::MAX_NESTING {
+            return Ok(());
+        }
+        let total = max_group_depth(self.src).max(depth);
+        Err(self.syntax(format!(
+            "{total} nested groups exceed the limit of {} (a stacked repetition operator such as x*? counts as a group)",
+            limits::MAX_NESTING
+        )))
+    }
+
+    /// Items up to a `|`, a `)` or the end of the rule, with the deepest group nesting
+    /// inside them.
+    fn sequence(&mut self, nested: bool) -> Result<(String, usize), GbnfError> {
+        // Each item with whether it already carries a repetition operator, and the group
+        // nesting inside it.
+        let mut items: Vec<(String, bool, usize)> = Vec::new();
         while let Some(c) = self.peek() {
             let item = match c {
                 '"' => {
@@ -275,22 +333,32 @@ impl Parser<'_> {
                     "/(?s:.)/".into()
                 }
                 '(' => {
+                    self.nesting(self.depth + 1)?;
                     self.pos += 1;
+                    self.depth += 1;
                     self.space(true);
-                    let inner = self.alternates(true)?;
+                    let (inner, depth) = self.alternates(true)?;
+                    self.depth -= 1;
                     if self.peek() != Some(')') {
                         return Err(self.syntax("expected ) to close the group".into()));
                     }
                     self.pos += 1;
-                    format!("({inner})")
+                    items.push((format!("({inner})"), false, depth + 1));
+                    self.space(nested);
+                    continue;
                 }
                 '<' => return Err(self.unsupported("a token reference (<...>)")),
                 '!' => return Err(self.unsupported("a negated token (!...)")),
                 '*' | '+' | '?' | '{' => {
-                    let Some((last, has_op)) = items.pop() else {
+                    let Some((last, has_op, depth)) = items.pop() else {
                         return Err(self.syntax(format!("{c:?} follows nothing")));
                     };
-                    let base = if has_op { format!("({last})") } else { last };
+                    let (base, depth) = if has_op {
+                        self.nesting(self.depth + depth + 1)?;
+                        (format!("({last})"), depth + 1)
+                    } else {
+                        (last, depth)
+                    };
                     let op = if c == '{' {
                         self.braces()?
                     } else {
@@ -303,30 +371,34 @@ impl Parser<'_> {
                     } else {
                         format!("{base}{op}")
                     };
-                    items.push((item, true));
+                    items.push((item, true, depth));
                     self.space(nested);
                     continue;
                 }
                 c if is_word(c) => {
-                    let at = self.line_col();
+                    let at = self.pos;
                     let name = self.name()?;
                     self.used.entry(name.clone()).or_insert(at);
                     lark_name(&name)
                 }
                 _ => break,
             };
-            items.push((item, false));
+            items.push((item, false, 0));
             self.space(nested);
         }
         if items.is_empty() {
             // An empty alternative matches the empty string.
-            return Ok("\"\"".into());
+            return Ok(("\"\"".into(), 0));
         }
-        Ok(items
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect::<Vec<_>>()
-            .join(" "))
+        let depth = items.iter().map(|(_, _, d)| *d).max().unwrap_or(0);
+        Ok((
+            items
+                .into_iter()
+                .map(|(i, _, _)| i)
+                .collect::<Vec<_>>()
+                .join(" "),
+            depth,
+        ))
     }
 
     /// `{m}`, `{m,}`, `{m,n}` or `{,n}` (at `{`).
@@ -407,6 +479,39 @@ impl Parser<'_> {
             other => Err(self.syntax(format!("unknown escape \\{other}"))),
         }
     }
+}
+
+/// The deepest nesting of `(` in a GBNF grammar, outside literals, classes and comments,
+/// counted in one pass (for the message when the reader stops at the limit).
+fn max_group_depth(src: &[char]) -> usize {
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while let Some(&c) = src.get(i) {
+        match c {
+            '"' | '[' => {
+                let close = if c == '"' { '"' } else { ']' };
+                i += 1;
+                while let Some(&d) = src.get(i) {
+                    if d == close {
+                        break;
+                    }
+                    i += if d == '\\' { 2 } else { 1 };
+                }
+            }
+            '#' => {
+                while src.get(i).is_some_and(|d| *d != '\n') {
+                    i += 1;
+                }
+            }
+            '(' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    max
 }
 
 /// A Lark string literal (JSON escapes) for `text`.
@@ -496,6 +601,102 @@ ws ::= [ \t]*
             assert!(matches!(e, GbnfError::Syntax { .. }), "{g}: {e}");
             assert!(e.to_string().contains(needle), "{g}: {e}");
         }
+    }
+
+    /// Run `f` on a thread with the 2 MiB stack of tokio's workers and Rust's default.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = |n: usize| format!("root ::= {}\"a\"{}", "(".repeat(n), ")".repeat(n));
+        // 100,000 deep is past the size limit too; 60,000 deep is not.
+        let e = on_small_stack(move || to_lark(&deep(100_000))).unwrap_err();
+        assert!(
+            e.to_string().contains("beyond the limit of 131072 bytes"),
+            "{e}"
+        );
+        let e = on_small_stack(move || to_lark(&deep(60_000))).unwrap_err();
+        assert!(matches!(e, GbnfError::Syntax { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("line 1, column 74: 60000 nested groups exceed the limit of 64"),
+            "{e}"
+        );
+        // Exactly at the limit converts; one more does not.
+        let at = |n: usize| format!("root ::= {}\"a\"{}", "(".repeat(n), ")".repeat(n));
+        to_lark(&at(limits::MAX_NESTING)).unwrap();
+        assert!(to_lark(&at(limits::MAX_NESTING + 1)).is_err());
+        // Stacked operators each add a group in the Lark: bounded the same way.
+        let e = on_small_stack(|| to_lark(&format!("root ::= \"a\"{}", "*?".repeat(5000))))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("nested groups exceed the limit of 64"),
+            "{e}"
+        );
+        let l = to_lark(&format!(
+            "root ::= \"a\"{}",
+            "?".repeat(limits::MAX_NESTING + 1)
+        ))
+        .unwrap();
+        assert_eq!(l.matches('(').count(), limits::MAX_NESTING, "{l}");
+    }
+
+    #[test]
+    fn rule_count_and_size_are_bounded() {
+        let mut g = String::from("root ::= r0\n");
+        for k in 0..limits::MAX_RULES {
+            g.push_str(&format!("r{k} ::= \"a\"\n"));
+        }
+        let e = to_lark(&g).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 1025, column 1: 1025 rules exceed the limit of 1024"
+        );
+        // A chain of 700 is within the rule count; its depth is refused by the limits on
+        // the Lark it converts to (see limits.rs).
+        let mut chain = String::from("root ::= r0\n");
+        for k in 0..700 {
+            chain.push_str(&format!("r{k} ::= \"a\" r{} | \"b\"\n", k + 1));
+        }
+        chain.push_str("r700 ::= \"c\"\n");
+        to_lark(&chain).unwrap();
+        let big = format!("root ::= \"{}\"", "a".repeat(limits::MAX_GRAMMAR_BYTES));
+        assert!(
+            to_lark(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("beyond the limit")
+        );
+    }
+
+    #[test]
+    fn a_large_grammar_with_many_references_converts_in_linear_time() {
+        // 1,000 rules of about 100 bytes, each referring to ten earlier ones: 10,000
+        // references in 100 KB. Finding each reference's line and column from the start
+        // made this take seconds; now positions are only worked out for an error.
+        let mut g = String::from("root ::= r999\nr0 ::= \"x\"\n");
+        for k in 1..1000 {
+            let refs: Vec<String> = (1..=10).map(|d| format!("r{}", k - k.min(d))).collect();
+            g.push_str(&format!(
+                "r{k} ::= \"abcdefgh\" ({}) | [0-9]+ \"b\"\n",
+                refs.join(" | ")
+            ));
+        }
+        assert!(g.len() > 100_000, "{}", g.len());
+        let l = to_lark(&g).unwrap();
+        assert!(
+            l.contains("g-r999: \"abcdefgh\" (g-r998 | "),
+            "{}",
+            &l[..200]
+        );
     }
 
     #[test]

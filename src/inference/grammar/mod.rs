@@ -9,17 +9,22 @@
 //! when the pick is rejected.
 
 pub mod gbnf;
+pub mod limits;
 pub mod schema;
 
 #[cfg(feature = "engine")]
 mod compile;
+mod gate;
 #[cfg(feature = "engine")]
 pub mod maskbench;
+#[cfg(feature = "engine")]
+pub mod meter;
 #[cfg(feature = "engine")]
 pub mod vocab;
 
 #[cfg(feature = "engine")]
 pub use compile::{Compiled, Compiler, Session, StepError};
+pub use gate::{COMPILE_STACK, CompileGate};
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -200,6 +205,8 @@ fn response_format(v: &Value) -> Result<Option<GrammarSpec>, ApiError> {
                     ));
                 }
             };
+            // The limits first: every walk after them is then bounded by them.
+            limits::check_schema(&schema)?;
             schema::check(&schema)
                 .and_then(|()| schema::check_refs(&schema))
                 .map_err(schema::SchemaError::into_api_error)?;
@@ -223,20 +230,26 @@ fn response_format(v: &Value) -> Result<Option<GrammarSpec>, ApiError> {
 
 /// The raw `grammar` field: Lark when it starts with `%llguidance`, GBNF otherwise.
 fn raw_grammar(text: &str) -> Result<GrammarSpec, ApiError> {
+    // Size before anything reads the text.
+    limits::check_grammar_bytes(text)?;
     if text.trim_start().starts_with("%llguidance") {
-        // An embedded `%json` schema would bypass the keyword check: refuse it by name.
+        let scan = limits::scan_lark(text);
+        // An embedded `%json` schema would bypass the keyword check and the schema limits:
+        // refuse it by name, wherever the scanner finds one (`(%json {...})` too).
         if let Some(line) = text
             .lines()
             .position(|l| l.trim_start().starts_with("%json") || l.contains(" %json"))
+            .map(|l| l + 1)
+            .or(scan.json_at.map(|at| at.line))
         {
             return Err(ApiError::Unsupported {
                 param: "grammar".into(),
                 message: format!(
-                    "grammar line {}: %json inside a Lark grammar is not supported; use response_format json_schema",
-                    line + 1
+                    "grammar line {line}: %json inside a Lark grammar is not supported; use response_format json_schema"
                 ),
             });
         }
+        scan.check(limits::LarkSource::Lark)?;
         return Ok(GrammarSpec::Lark {
             from_gbnf: false,
             text: text.to_string(),
@@ -249,28 +262,34 @@ fn raw_grammar(text: &str) -> Result<GrammarSpec, ApiError> {
         },
         gbnf::GbnfError::Syntax { .. } => ApiError::bad("grammar", format!("grammar (GBNF): {e}")),
     })?;
+    // The reader bounds nesting and rules itself; the chain of rule references is only
+    // visible in the whole grammar.
+    limits::scan_lark(&lark).check(limits::LarkSource::Gbnf)?;
     Ok(GrammarSpec::Lark {
         from_gbnf: true,
         text: lark,
     })
 }
 
-/// Compile `spec` for the model in `info` off the async runtime (compiles can take
-/// milliseconds), or take it from the model's cache.
+/// Take `spec` compiled for the model in `info` from its cache, or compile it through the
+/// gate (bounded in concurrency and time, off the async runtime, on a deep stack).
 #[cfg(feature = "engine")]
 pub async fn compile_for(
     info: &super::job::ModelInfo,
     spec: Option<GrammarSpec>,
+    gate: &CompileGate,
     metrics: &std::sync::Arc<super::metrics::Metrics>,
 ) -> Result<Option<std::sync::Arc<Compiled>>, ApiError> {
     let Some(spec) = spec else {
         return Ok(None);
     };
     let compiler = info.grammar.clone().map_err(ApiError::Engine)?;
+    if let Some(hit) = compiler.cached(&spec) {
+        return Ok(Some(hit));
+    }
     let metrics = metrics.clone();
-    tokio::task::spawn_blocking(move || compiler.compile(&spec, &metrics))
-        .await
-        .map_err(|e| ApiError::Engine(format!("grammar compile task failed: {e}")))?
+    gate.run(move || compiler.compile(&spec, &metrics))
+        .await?
         .map(Some)
 }
 
@@ -279,6 +298,7 @@ pub async fn compile_for(
 pub async fn compile_for(
     _info: &super::job::ModelInfo,
     spec: Option<GrammarSpec>,
+    _gate: &CompileGate,
     _metrics: &std::sync::Arc<super::metrics::Metrics>,
 ) -> Result<Option<std::sync::Arc<Compiled>>, ApiError> {
     match spec {

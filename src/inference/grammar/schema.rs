@@ -2,10 +2,14 @@
 //! such as `maximun`, or `uniqueItems` in some drafts), which would let output through that
 //! the caller believes is enforced; so every schema is walked here first and any keyword
 //! outside these lists is refused with its JSON pointer.
+//!
+//! Both walks here recurse on client input, so both stop at [`MAX_NESTING`]
+//! levels; the size and depth limits themselves are checked by [`super::limits`].
 
 use serde_json::Value;
 
 use super::super::error::ApiError;
+use super::limits::MAX_NESTING;
 
 /// Keywords the engine enforces on the output.
 pub const SUPPORTED: &[&str] = &[
@@ -106,7 +110,7 @@ impl SchemaError {
 
 /// Walk `schema` and refuse the first keyword the engine would not enforce.
 pub fn check(schema: &Value) -> Result<(), SchemaError> {
-    walk(schema, "")
+    walk(schema, "", 1)
 }
 
 /// JSON pointer escaping (RFC 6901).
@@ -114,7 +118,20 @@ fn token(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-fn walk(schema: &Value, at: &str) -> Result<(), SchemaError> {
+/// The message for a walk that stops at the nesting limit.
+fn too_deep(at: &str) -> SchemaError {
+    SchemaError::Malformed {
+        pointer: at.into(),
+        message: format!("the schema nests deeper than the limit of {MAX_NESTING}"),
+    }
+}
+
+/// `schema` is `depth` subschemas deep (the root is 1); deeper than [`MAX_NESTING`] is
+/// refused, so the recursion is bounded whatever the input.
+fn walk(schema: &Value, at: &str, depth: usize) -> Result<(), SchemaError> {
+    if depth > MAX_NESTING {
+        return Err(too_deep(at));
+    }
     let obj = match schema {
         Value::Bool(_) => return Ok(()),
         Value::Object(o) => o,
@@ -141,7 +158,7 @@ fn walk(schema: &Value, at: &str) -> Result<(), SchemaError> {
                     message: format!("{k} must be an object"),
                 })?;
                 for (name, sub) in map {
-                    walk(sub, &format!("{here}/{}", token(name)))?;
+                    walk(sub, &format!("{here}/{}", token(name)), depth + 1)?;
                 }
             }
             // Lists of subschemas.
@@ -151,11 +168,11 @@ fn walk(schema: &Value, at: &str) -> Result<(), SchemaError> {
                     message: format!("{k} must be an array"),
                 })?;
                 for (i, sub) in list.iter().enumerate() {
-                    walk(sub, &format!("{here}/{i}"))?;
+                    walk(sub, &format!("{here}/{i}"), depth + 1)?;
                 }
             }
             // One subschema.
-            "items" | "additionalItems" | "additionalProperties" => walk(v, &here)?,
+            "items" | "additionalItems" | "additionalProperties" => walk(v, &here, depth + 1)?,
             "$ref" => {
                 let r = v.as_str().ok_or_else(|| SchemaError::Malformed {
                     pointer: here.clone(),
@@ -190,7 +207,11 @@ fn resolve(r: &str) -> Option<&str> {
 /// Every `$ref` in the schema resolves inside it (llguidance reports a dangling one too,
 /// but naming the pointer here gives a clearer 400).
 pub fn check_refs(root: &Value) -> Result<(), SchemaError> {
-    fn go(root: &Value, v: &Value, at: &str) -> Result<(), SchemaError> {
+    // `depth` counts objects and arrays (the root is 1), bounded like `walk`.
+    fn go(root: &Value, v: &Value, at: &str, depth: usize) -> Result<(), SchemaError> {
+        if depth > MAX_NESTING && (v.is_object() || v.is_array()) {
+            return Err(too_deep(at));
+        }
         match v {
             Value::Object(o) => {
                 for (k, sub) in o {
@@ -209,20 +230,20 @@ pub fn check_refs(root: &Value) -> Result<(), SchemaError> {
                             }
                         }
                     } else if !matches!(k.as_str(), "enum" | "const" | "default" | "examples") {
-                        go(root, sub, &here)?;
+                        go(root, sub, &here, depth + 1)?;
                     }
                 }
             }
             Value::Array(a) => {
                 for (i, sub) in a.iter().enumerate() {
-                    go(root, sub, &format!("{at}/{i}"))?;
+                    go(root, sub, &format!("{at}/{i}"), depth + 1)?;
                 }
             }
             _ => {}
         }
         Ok(())
     }
-    go(root, root, "")
+    go(root, root, "", 1)
 }
 
 #[cfg(test)]
@@ -280,6 +301,38 @@ mod tests {
         let e = check_refs(&s).unwrap_err();
         assert!(e.to_string().contains("/properties/a/$ref"), "{e}");
         assert!(check(&json!({"$ref": "http://example.com/s.json"})).is_err());
+    }
+
+    #[test]
+    fn both_walks_stop_at_the_nesting_limit() {
+        // Deeper than serde would parse, built by hand; walked on a small stack.
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let mut v = json!({"type": "string"});
+                for _ in 0..5000 {
+                    let mut o = serde_json::Map::new();
+                    o.insert("items".into(), v);
+                    v = Value::Object(o);
+                }
+                let e = check(&v).unwrap_err();
+                assert!(e.to_string().contains("deeper than the limit of 64"), "{e}");
+                let e = check_refs(&v).unwrap_err();
+                assert!(e.to_string().contains("deeper than the limit of 64"), "{e}");
+                // serde_json drops a Value recursively: take it apart here instead.
+                while let Value::Object(mut o) = v {
+                    v = o.remove("items").unwrap_or(Value::Null);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let mut v = json!({"type": "string"});
+        for _ in 0..MAX_NESTING - 1 {
+            v = json!({"items": v});
+        }
+        check(&v).unwrap();
+        check_refs(&v).unwrap();
     }
 
     #[test]

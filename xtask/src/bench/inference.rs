@@ -19,7 +19,7 @@ const THREADS: &str = "2";
 /// Prompt and generation lengths of every run.
 const PROMPT: usize = 128;
 const GEN: usize = 128;
-const KEY: &str = "bench-key";
+pub(super) const KEY: &str = "bench-key";
 /// The daemon's context shape, which the raw loop's context copies.
 const SLOTS: &str = "4";
 const CTX: &str = "1024";
@@ -368,7 +368,7 @@ fn raw_loop(bin: &Path, model: &Path, prompt: usize, sequences: usize) -> Result
 }
 
 /// A daemon serving `model` as "m" with four slots on a free loopback port, once healthy.
-fn start_daemon(bin: &Path, model: &Path) -> Result<(u16, Daemon)> {
+pub(super) fn start_daemon(bin: &Path, model: &Path) -> Result<(u16, Daemon)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -396,7 +396,7 @@ fn start_daemon(bin: &Path, model: &Path) -> Result<(u16, Daemon)> {
 }
 
 /// Kills the daemon when the benchmark ends, whatever happened.
-struct Daemon(Child);
+pub(super) struct Daemon(pub(super) Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {

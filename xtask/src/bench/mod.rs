@@ -1,7 +1,8 @@
-//! `cargo xtask bench [engine|storage|inference|models]`: benchmarks measured as
+//! `cargo xtask bench [engine|storage|inference|hostile|models]`: benchmarks measured as
 //! ratios side by side in one run; figures go to BENCHMARKS.md.
 
 mod engine;
+mod hostile;
 mod inference;
 mod models;
 mod storage;
@@ -51,14 +52,18 @@ pub fn run(args: &[String]) -> Result<()> {
     match which {
         "engine" => engine::run(rest),
         "inference" => inference::run(rest),
+        "hostile" => hostile::run(rest),
         "models" => models::run(rest),
         "storage" => storage::run(rest),
         "all" => {
             engine::run(rest)?;
             storage::run(rest)?;
             inference::run(rest)?;
+            hostile::run(rest)?;
             models::run(rest)
         }
-        other => bail!("unknown benchmark {other:?}: engine, storage, inference, models or all"),
+        other => {
+            bail!("unknown benchmark {other:?}: engine, storage, inference, hostile, models or all")
+        }
     }
 }

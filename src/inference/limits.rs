@@ -1,0 +1,271 @@
+//! The daemon's bounds on its clients: connection deadlines, the connection cap, the
+//! shutdown deadline and the grammar-compile budget. Each bound is defined once here, with
+//! its default and its range; `serve`'s flags, the profile's `[inference]` keys, the
+//! validator and the rendered unit all take them from [`BOUNDS`], so a value the daemon
+//! would refuse never gets past `sovereign validate`.
+
+use std::time::Duration;
+
+/// One bound on clients: its names on every side, default and allowed range.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// The profile key under `[inference]` (snake case).
+    pub key: &'static str,
+    /// The `serve` flag, without the dashes.
+    pub flag: &'static str,
+    /// What it bounds, for `--help`, the schema and error messages.
+    pub about: &'static str,
+    /// The default and the range, in the bound's unit.
+    pub kind: BoundKind,
+}
+
+/// A duration in seconds or a count, with its default and inclusive range.
+#[derive(Debug, Clone, Copy)]
+pub enum BoundKind {
+    Seconds { default: u64, min: u64, max: u64 },
+    Count { default: u64, min: u64, max: u64 },
+}
+
+impl BoundKind {
+    pub fn default_value(self) -> u64 {
+        match self {
+            BoundKind::Seconds { default, .. } | BoundKind::Count { default, .. } => default,
+        }
+    }
+
+    pub fn range(self) -> (u64, u64) {
+        match self {
+            BoundKind::Seconds { min, max, .. } | BoundKind::Count { min, max, .. } => (min, max),
+        }
+    }
+}
+
+impl Bound {
+    /// Check `value` (seconds or a count) against the range; the error names the bound,
+    /// the range and the value given.
+    pub fn check(&self, value: u64) -> Result<u64, String> {
+        let (min, max) = self.kind.range();
+        if (min..=max).contains(&value) {
+            return Ok(value);
+        }
+        Err(match self.kind {
+            BoundKind::Seconds { .. } => format!(
+                "{} must be between {} and {}, not {}",
+                self.key,
+                show_secs(min),
+                show_secs(max),
+                show_secs(value)
+            ),
+            BoundKind::Count { .. } => {
+                format!("{} must be between {min} and {max}, not {value}", self.key)
+            }
+        })
+    }
+
+    /// The default as the profile and the flag write it (`10s`, `512`).
+    pub fn default_text(&self) -> String {
+        match self.kind {
+            BoundKind::Seconds { default, .. } => show_secs(default),
+            BoundKind::Count { default, .. } => default.to_string(),
+        }
+    }
+}
+
+fn show_secs(s: u64) -> String {
+    format!("{s}s")
+}
+
+/// The whole request head (request line and headers) must arrive within this time of the
+/// connection opening, or of its first byte after a response, however slowly it trickles.
+pub const HEADER_TIMEOUT: Bound = Bound {
+    key: "header_timeout",
+    flag: "header-timeout",
+    about: "Deadline for a request's whole head (request line and headers), however slowly it arrives",
+    kind: BoundKind::Seconds {
+        default: 10,
+        min: 1,
+        max: 300,
+    },
+};
+
+/// The body must arrive within this time of the head; a slower one is a 408. Also bounds
+/// how long a response may wait on a client that stopped reading.
+pub const BODY_TIMEOUT: Bound = Bound {
+    key: "body_timeout",
+    flag: "body-timeout",
+    about: "Deadline for a request's body once its head arrived, and for a client that stops reading its response",
+    kind: BoundKind::Seconds {
+        default: 30,
+        min: 1,
+        max: 3600,
+    },
+};
+
+/// A keep-alive connection with no request in flight is closed after this long.
+pub const IDLE_TIMEOUT: Bound = Bound {
+    key: "idle_timeout",
+    flag: "idle-timeout",
+    about: "How long a keep-alive connection may wait for its next request",
+    kind: BoundKind::Seconds {
+        default: 60,
+        min: 1,
+        max: 3600,
+    },
+};
+
+/// Connections served at once; one beyond the cap is answered 503 and closed at once.
+pub const MAX_CONNECTIONS: Bound = Bound {
+    key: "max_connections",
+    flag: "max-connections",
+    about: "Connections served at once; beyond it a connection is answered 503 and closed",
+    kind: BoundKind::Count {
+        default: 512,
+        min: 1,
+        max: 65_536,
+    },
+};
+
+/// On SIGTERM, in-flight requests get this long to finish; then they end with an error
+/// and the daemon exits 0.
+pub const SHUTDOWN_TIMEOUT: Bound = Bound {
+    key: "shutdown_timeout",
+    flag: "shutdown-timeout",
+    about: "On SIGTERM, how long in-flight requests may finish before they end with an error",
+    kind: BoundKind::Seconds {
+        default: 20,
+        min: 0,
+        max: 3600,
+    },
+};
+
+/// One grammar compile may take this long (a 503 beyond, saying so).
+pub const COMPILE_TIMEOUT: Bound = Bound {
+    key: "grammar_compile_timeout",
+    flag: "grammar-compile-timeout",
+    about: "Time budget of one grammar compile (response_format or grammar); beyond it the request is a 503",
+    kind: BoundKind::Seconds {
+        default: 10,
+        min: 1,
+        max: 300,
+    },
+};
+
+/// Every bound, in the order `--help` and the schema list them.
+pub const BOUNDS: [&Bound; 6] = [
+    &HEADER_TIMEOUT,
+    &BODY_TIMEOUT,
+    &IDLE_TIMEOUT,
+    &MAX_CONNECTIONS,
+    &SHUTDOWN_TIMEOUT,
+    &COMPILE_TIMEOUT,
+];
+
+/// Schema transform for the profile key of `BOUNDS[I]`: the description states what it
+/// bounds, its default and its range; a count also gets `minimum` and `maximum`, so
+/// editors and `validate` refuse what the daemon would.
+pub fn bound_schema<const I: usize>(schema: &mut schemars::Schema) {
+    let b = BOUNDS[I];
+    let (min, max) = b.kind.range();
+    let about = b.about;
+    let text = match b.kind {
+        BoundKind::Seconds { .. } => format!(
+            "{about}, e.g. \"{}\". Default \"{}\"; from \"{min}s\" to \"{max}s\".",
+            b.default_text(),
+            b.default_text()
+        ),
+        BoundKind::Count { .. } => {
+            format!(
+                "{about}. Default {}; from {min} to {max}.",
+                b.default_text()
+            )
+        }
+    };
+    schema.insert("description".into(), text.into());
+    if let BoundKind::Count { .. } = b.kind {
+        schema.insert("minimum".into(), min.into());
+        schema.insert("maximum".into(), max.into());
+    }
+}
+
+/// Grammar compiles running at once, on threads of their own at the lowest CPU priority,
+/// so plain requests and the engine keep their cores.
+pub const COMPILE_CONCURRENCY: usize = 2;
+/// Compiles that may wait for one of those; one more is a 429.
+pub const COMPILE_QUEUE: usize = 8;
+/// Memory the compiled grammars cached for one loaded model may hold.
+pub const GRAMMAR_CACHE_BYTES: u64 = 128 << 20;
+/// Descriptors the daemon needs beside one per connection: model files, the cache, the
+/// listener, compile threads, the runtime.
+pub const FD_HEADROOM: u64 = 1024;
+
+/// The descriptor limit that fits `max_connections` (the unit's `LimitNOFILE`).
+pub fn nofile_for(max_connections: u64) -> u64 {
+    max_connections + FD_HEADROOM
+}
+
+/// The bounds one daemon runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+    pub compile_timeout: Duration,
+    pub compile_concurrency: usize,
+    pub compile_queue: usize,
+}
+
+impl ServerLimits {
+    /// The limits with each bound's value from `value` (seconds or a count), the rest
+    /// at their defaults.
+    pub fn from_bounds(value: impl Fn(&Bound) -> u64) -> Self {
+        let secs = |b: &Bound| Duration::from_secs(value(b));
+        ServerLimits {
+            header_timeout: secs(&HEADER_TIMEOUT),
+            body_timeout: secs(&BODY_TIMEOUT),
+            idle_timeout: secs(&IDLE_TIMEOUT),
+            max_connections: value(&MAX_CONNECTIONS) as usize,
+            shutdown_timeout: secs(&SHUTDOWN_TIMEOUT),
+            compile_timeout: secs(&COMPILE_TIMEOUT),
+            compile_concurrency: COMPILE_CONCURRENCY,
+            compile_queue: COMPILE_QUEUE,
+        }
+    }
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits::from_bounds(|b| b.kind.default_value())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_lie_in_their_ranges_and_the_head_deadline_is_at_most_30s() {
+        for b in BOUNDS {
+            let (min, max) = b.kind.range();
+            let d = b.kind.default_value();
+            assert!(min <= d && d <= max, "{}", b.key);
+            assert_eq!(b.check(d), Ok(d));
+            assert!(
+                b.flag
+                    .replace('-', "_")
+                    .ends_with(&b.key.replace("grammar_", ""))
+            );
+        }
+        assert!(HEADER_TIMEOUT.kind.default_value() <= 30);
+        assert!(COMPILE_TIMEOUT.kind.default_value() <= 30);
+    }
+
+    #[test]
+    fn out_of_range_names_the_key_range_and_value() {
+        let e = HEADER_TIMEOUT.check(0).unwrap_err();
+        assert_eq!(e, "header_timeout must be between 1s and 300s, not 0s");
+        let e = MAX_CONNECTIONS.check(70_000).unwrap_err();
+        assert!(e.contains("65536") && e.contains("70000"), "{e}");
+    }
+}
