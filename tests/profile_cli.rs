@@ -86,7 +86,7 @@ fn validate_reports_every_error_with_place_source_and_hint_and_exits_1() {
         "unknown key \"nmae\" in host (did you mean \"name\"?)",
         "help: keys allowed here: name, expect",
         "bad/parts/many_errors_part.toml:3:1]",
-        "inference.slots: expected an integer of at least 1, found string \"four\"",
+        "inference.slots: expected an integer from 1 to 256, found string \"four\"",
     ] {
         assert!(stderr.contains(needle), "missing {needle:?} in\n{stderr}");
     }

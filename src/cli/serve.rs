@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use super::{CmdResult, Output};
 use crate::inference::daemon::{self, DaemonOptions};
-use crate::inference::limits::{BOUNDS, Bound, BoundKind, ServerLimits};
+use crate::inference::limits::{
+    BOUNDS, Bound, BoundKind, CONTEXT, MAX_LOADED, SLOTS, ServerLimits, THREADS, TTL_SECS,
+    clap_range,
+};
 use crate::inference::model_options::{GpuLayers, ModelsFile};
 use crate::profile::units::{Duration as TextDuration, Size};
 
@@ -54,19 +57,21 @@ pub struct Args {
     #[arg(long, value_name = "NAME", conflicts_with = "models")]
     pub preload: Vec<String>,
     /// Sequences decoded together (continuous batching).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = SLOTS.kind.default_value() as u16,
+          value_parser = clap::value_parser!(u16).range(clap_range(SLOTS.kind.range_inclusive())))]
     pub slots: u16,
     /// Context length of each slot, in tokens.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    #[arg(long, default_value_t = CONTEXT.kind.default_value() as u32,
+          value_parser = clap::value_parser!(u32).range(clap_range(CONTEXT.kind.range_inclusive())))]
     pub ctx: u32,
     /// CPU threads (default: physical cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(clap_range(THREADS)))]
+    pub threads: Option<u16>,
     /// Layers to offload to the GPU: a number or `auto` (all the build supports).
     #[arg(long, default_value = "auto", value_name = "N|auto")]
     pub gpu_layers: GpuLayers,
     /// Most cached models loaded at once; loading another unloads the least recently used.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "models")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(clap_range(MAX_LOADED)), conflicts_with = "models")]
     pub max_loaded: Option<u16>,
     /// Unload a cached model idle this long (e.g. 30m) unless it was loaded with its own
     /// TTL. Default: never.
@@ -172,6 +177,12 @@ fn parse_ttl(s: &str) -> Result<TextDuration, String> {
     if d.as_std().is_zero() {
         return Err("a TTL of zero would unload at once; leave --ttl out to keep models".into());
     }
+    if !TTL_SECS.contains(&d.as_std().as_secs()) {
+        return Err(format!(
+            "a TTL is at most {}s; leave --ttl out to keep models",
+            TTL_SECS.end()
+        ));
+    }
     Ok(d)
 }
 
@@ -229,7 +240,9 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         models: args.models,
         slots: usize::from(args.slots),
         ctx: args.ctx as usize,
-        threads: args.threads.unwrap_or_else(daemon::physical_cores),
+        threads: args
+            .threads
+            .map_or_else(daemon::physical_cores, usize::from),
         gpu_layers: args.gpu_layers.as_option(),
         mlock: args.mlock,
         mmap: !args.no_mmap,
@@ -260,7 +273,9 @@ fn raw_bench(spec: &str, args: &Args, out: &Output) -> CmdResult {
     let Some((_, path)) = args.models.first() else {
         return Err(miette::miette!("--raw-bench needs --model NAME=PATH"));
     };
-    let threads = args.threads.unwrap_or_else(daemon::physical_cores);
+    let threads = args
+        .threads
+        .map_or_else(daemon::physical_cores, usize::from);
     let spec = crate::inference::rawbench::RawSpec {
         threads,
         ctx: args.ctx as usize,

@@ -16,8 +16,8 @@ pub const UNIT_TEMPLATE_TEXT: &str = include_str!("../../templates/sovereign-inf
 
 /// Defaults `serve` would use, written out so the unit says what runs.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-pub const DEFAULT_SLOTS: u32 = 4;
-pub const DEFAULT_CTX: u32 = 4096;
+pub const DEFAULT_SLOTS: u32 = crate::inference::limits::SLOTS.kind.default_value() as u32;
+pub const DEFAULT_CTX: u32 = crate::inference::limits::CONTEXT.kind.default_value() as u32;
 
 /// models.toml for `section`: one table per declared model, only the options it sets, in
 /// the daemon's own format ([`ModelsFile`]), so what apply writes is what `serve` reads.

@@ -27,13 +27,18 @@ pub enum BoundKind {
 }
 
 impl BoundKind {
-    pub fn default_value(self) -> u64 {
+    pub const fn default_value(self) -> u64 {
         match self {
             BoundKind::Seconds { default, .. } | BoundKind::Count { default, .. } => default,
         }
     }
 
-    pub fn range(self) -> (u64, u64) {
+    pub fn range_inclusive(self) -> std::ops::RangeInclusive<u64> {
+        let (min, max) = self.range();
+        min..=max
+    }
+
+    pub const fn range(self) -> (u64, u64) {
         match self {
             BoundKind::Seconds { min, max, .. } | BoundKind::Count { min, max, .. } => (min, max),
         }
@@ -185,6 +190,63 @@ pub fn bound_schema<const I: usize>(schema: &mut schemars::Schema) {
         schema.insert("minimum".into(), min.into());
         schema.insert("maximum".into(), max.into());
     }
+}
+
+/// Sequences one engine decodes together (continuous batching).
+pub const SLOTS: Bound = Bound {
+    key: "slots",
+    flag: "slots",
+    about: "Sequences decoded together (continuous batching)",
+    kind: BoundKind::Count {
+        default: 4,
+        min: 1,
+        max: 256,
+    },
+};
+
+/// Context length of each slot, in tokens: the daemon's default, and the range of every
+/// context a model may be loaded with (`serve`, `--models FILE`, `model load`, profiles).
+pub const CONTEXT: Bound = Bound {
+    key: "ctx",
+    flag: "ctx",
+    about: "Context length of each slot, in tokens",
+    kind: BoundKind::Count {
+        default: 4096,
+        min: 64,
+        max: 1_048_576,
+    },
+};
+
+/// CPU threads for the engine (the default is the machine's physical cores).
+pub const THREADS: std::ops::RangeInclusive<u64> = 1..=1024;
+/// Most models loaded at once (the default is no limit).
+pub const MAX_LOADED: std::ops::RangeInclusive<u64> = 1..=1024;
+/// An idle TTL, in seconds (the default is never): zero would unload at once.
+pub const TTL_SECS: std::ops::RangeInclusive<u64> = 1..=366 * 86_400;
+
+/// `range` as clap's integer parsers take it.
+pub fn clap_range(range: std::ops::RangeInclusive<u64>) -> std::ops::RangeInclusive<i64> {
+    (*range.start() as i64)..=(*range.end() as i64)
+}
+
+/// Schema transform: `minimum` and `maximum` of a count from its range here.
+pub fn range_schema(schema: &mut schemars::Schema, range: std::ops::RangeInclusive<u64>) {
+    schema.insert("minimum".into(), (*range.start()).into());
+    schema.insert("maximum".into(), (*range.end()).into());
+}
+
+/// Schema transforms for the profile's daemon options, each from its definition here.
+pub fn slots_schema(schema: &mut schemars::Schema) {
+    range_schema(schema, SLOTS.kind.range_inclusive());
+}
+pub fn context_schema(schema: &mut schemars::Schema) {
+    range_schema(schema, CONTEXT.kind.range_inclusive());
+}
+pub fn threads_schema(schema: &mut schemars::Schema) {
+    range_schema(schema, THREADS);
+}
+pub fn max_loaded_schema(schema: &mut schemars::Schema) {
+    range_schema(schema, MAX_LOADED);
 }
 
 /// Grammar compiles running at once, on threads of their own at the lowest CPU priority,

@@ -17,8 +17,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::profile::units::Duration;
 
-/// Smallest and largest context length per slot a model may be loaded with.
-pub const CTX_RANGE: std::ops::RangeInclusive<u32> = 64..=1_048_576;
+/// Smallest and largest context length per slot a model may be loaded with (the one
+/// definition is [`super::limits::CONTEXT`]).
+pub const CTX_RANGE: std::ops::RangeInclusive<u32> = {
+    let (min, max) = super::limits::CONTEXT.kind.range();
+    (min as u32)..=(max as u32)
+};
 
 /// GPU offload: every layer the build can offload, or a layer count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

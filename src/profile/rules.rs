@@ -631,6 +631,29 @@ fn inference(root: &Node, out: &mut Vec<Issue>) {
                 }
             }
         }
+        if let Some(ttl) = entry.node.get("ttl") {
+            let secs = ttl
+                .node
+                .str()
+                .and_then(|s| s.parse::<super::units::Duration>().ok())
+                .map(|d| d.as_std().as_secs());
+            let range = crate::inference::limits::TTL_SECS;
+            if let Some(secs) = secs.filter(|s| !range.contains(s)) {
+                out.push(
+                    Issue::new(
+                        &ttl.node.loc,
+                        kp(&["inference", "models", name, "ttl"]),
+                        format!(
+                            "ttl must be between {}s and {}s, not {secs}s (the daemon refuses it: a zero TTL would unload the model at once)",
+                            range.start(),
+                            range.end()
+                        ),
+                    )
+                    .label("out of range")
+                    .hint("give the idle time before the model is unloaded, e.g. \"30m\", or leave ttl out to keep it loaded"),
+                );
+            }
+        }
     }
 }
 

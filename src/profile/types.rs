@@ -316,19 +316,23 @@ pub struct Inference {
 
     /// Concurrent sequences decoded together (continuous batching). Default 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(transform = crate::inference::limits::slots_schema)]
     pub slots: Option<u32>,
 
     /// Context length per slot, in tokens. Default 4096.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::context_schema)]
     pub ctx: Option<u32>,
 
     /// CPU threads for the engine. Default: the number of physical cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::threads_schema)]
     pub threads: Option<u32>,
 
-    /// Most models loaded at once; the least recently used is unloaded first.
+    /// Most models loaded at once; the least recently used is unloaded first. Default: no
+    /// limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::max_loaded_schema)]
     pub max_loaded: Option<u32>,
 
     /// Deadline for a request's whole head. The schema's description, default and range come from the daemon's
@@ -386,6 +390,7 @@ pub struct ModelSpec {
 
     /// Context length to load the model with, in tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::context_schema)]
     pub context: Option<u32>,
 
     /// Layers to offload to the GPU: a number, or "auto" for as many as fit.

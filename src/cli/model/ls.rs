@@ -5,6 +5,7 @@ use crate::cli::{CmdResult, Output, exit, report};
 use crate::inference::cache::BlobState;
 use crate::inference::estimate::{Budget, Estimate, Offload, Shape, estimate, human_bytes as mem};
 use crate::inference::gguf::human_count;
+use crate::inference::limits::{CONTEXT, SLOTS, clap_range};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -25,10 +26,10 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Context length per slot for the memory estimate (default: the model's own).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(clap_range(CONTEXT.kind.range_inclusive())))]
     pub ctx: Option<u32>,
     /// Sequences decoded together, for the memory estimate.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(clap_range(SLOTS.kind.range_inclusive())))]
     pub slots: u16,
 }
 
