@@ -72,6 +72,34 @@ fn apply_without_a_terminal_needs_yes_and_a_second_apply_records_nothing() {
 }
 
 #[test]
+fn a_plan_saved_under_a_bare_file_name_lands_in_the_current_folder() {
+    let env = Env::new();
+    let p = env.profile("p.toml", &files_profile(&[("/etc/a", "a\n")]));
+    let out = env
+        .cmd(&["plan", p.to_str().unwrap(), "-o", "tonight.plan"])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved = env.dir.path().join("tonight.plan");
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(file["format_version"], 1);
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".sovereign-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    env.run(&["apply", "--yes", saved.to_str().unwrap()]).ok();
+    assert_eq!(env.read("/etc/a"), "a\n");
+}
+
+#[test]
 fn a_saved_plan_applies_and_a_stale_one_is_refused() {
     let env = Env::new();
     let p = env.profile("p.toml", &files_profile(&[("/etc/a", "a\n")]));

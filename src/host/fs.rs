@@ -208,11 +208,10 @@ pub fn write_atomic(
     mode: u32,
     owner: Option<Ownership>,
 ) -> io::Result<()> {
-    let dir = path
-        .parent()
+    let dir = folder_of(path)
         .ok_or_else(|| io::Error::other(format!("{} has no parent folder", path.display())))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.sovereign-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}.sovereign-{}", unique_suffix()));
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -244,6 +243,30 @@ pub fn write_atomic(
     result
 }
 
+/// The folder `path` is in: `.` for a bare file name (whose `parent()` is empty).
+fn folder_of(path: &Path) -> Option<&Path> {
+    match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    }
+}
+
+/// A temporary-file suffix no other writer has: the pid alone repeats after a crash in a
+/// PID namespace (the next run gets the same pid and finds the leftover), so the time and
+/// a per-process counter go with it.
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{nanos:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// fsync a folder so the entries created or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)
@@ -254,7 +277,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Remove a file and make the removal durable.
 pub fn remove_file(path: &Path) -> io::Result<()> {
     fs::remove_file(path).map_err(|e| with_path(e, "remove", path))?;
-    match path.parent() {
+    match folder_of(path) {
         Some(dir) => sync_dir(dir),
         None => Ok(()),
     }

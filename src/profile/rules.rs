@@ -213,17 +213,31 @@ fn component(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-const RESERVED_POOL_NAMES: [&str; 6] = ["mirror", "raidz", "draid", "spare", "log", "cache"];
+/// Prefixes ZFS reserves for pool names: they read as vdev types in `zpool create`.
+const RESERVED_POOL_PREFIXES: [&str; 4] = ["mirror", "raidz", "draid", "spare"];
 
+/// Why `name` is not a pool name ZFS accepts (its pool_namecheck: a letter first, no
+/// reserved vdev-type prefix, not exactly `log`, not `c` and a digit, which reads as a
+/// Solaris disk name).
 fn pool_name(name: &str) -> Result<(), String> {
     component(name)?;
     if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return Err("must start with a letter".into());
     }
-    if RESERVED_POOL_NAMES.iter().any(|r| name.starts_with(r)) {
-        return Err(
-            "starts with a name ZFS reserves (mirror, raidz, draid, spare, log, cache)".into(),
-        );
+    if let Some(r) = RESERVED_POOL_PREFIXES
+        .iter()
+        .find(|r| name.starts_with(**r))
+    {
+        return Err(format!(
+            "starts with {r:?}, which ZFS reserves (mirror, raidz, draid and spare name vdev types)"
+        ));
+    }
+    if name == "log" {
+        return Err("is \"log\", which ZFS reserves for log devices".into());
+    }
+    let mut chars = name.chars();
+    if chars.next() == Some('c') && chars.next().is_some_and(|c| c.is_ascii_digit()) {
+        return Err("is \"c\" and a digit, which ZFS reserves (it reads as a disk name)".into());
     }
     Ok(())
 }
@@ -543,7 +557,7 @@ fn inference(root: &Node, out: &mut Vec<Issue>) {
         if let Some(addr) = listen.node.str() {
             match addr.parse::<std::net::SocketAddr>() {
                 Err(_) => out.push(
-                    Issue::new(&listen.node.loc, "inference.listen", format!("listen address {} is not an address and port", quote(addr)))
+                    Issue::new(&listen.node.loc, "inference.listen", listen_problem(addr))
                         .label("not a socket address")
                         .hint("write an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
                 ),
@@ -623,7 +637,10 @@ fn inference(root: &Node, out: &mut Vec<Issue>) {
                         Issue::new(
                             &sha.node.loc,
                             kp(&["inference", "models", name, "sha256"]),
-                            format!("sha256 must be 64 hex digits, found {} character(s)", s.chars().count()),
+                            match s.chars().find(|c| !c.is_ascii_hexdigit()) {
+                                Some(c) => format!("sha256 must be 64 hex digits, and {} is not one", quote(&c.to_string())),
+                                None => format!("sha256 must be 64 hex digits, found {} character(s)", s.chars().count()),
+                            },
                         )
                         .label("not a sha256 digest")
                         .hint("copy the digest `sha256sum model.gguf` prints (64 characters 0-9, a-f)"),
@@ -654,6 +671,22 @@ fn inference(root: &Node, out: &mut Vec<Issue>) {
                 );
             }
         }
+    }
+}
+
+/// Why `addr` is not an IP address and port, in the operator's words.
+fn listen_problem(addr: &str) -> String {
+    let port = addr.rsplit_once(':').map(|(_, p)| p);
+    match port {
+        Some(p) if p.parse::<u64>().is_ok_and(|n| n > 65_535) => {
+            format!("listen address {}: port {p} is beyond 65535", quote(addr))
+        }
+        Some(p) if !p.is_empty() && p.parse::<u16>().is_ok() => format!(
+            "listen address {}: {} is not an IP address (a name is not resolved here)",
+            quote(addr),
+            quote(addr.rsplit_once(':').map_or(addr, |(h, _)| h))
+        ),
+        _ => format!("listen address {} is not an address and port", quote(addr)),
     }
 }
 
@@ -739,6 +772,13 @@ mod tests {
         assert!(dataset_name("tank/a b").is_err());
         assert!(pool_name("mirror0").is_err());
         assert!(pool_name("1tank").is_err());
+        // Exactly what ZFS reserves, no more.
+        for bad in ["log", "raidz2pool", "draidx", "spare", "c0", "c1tank"] {
+            assert!(pool_name(bad).is_err(), "{bad}");
+        }
+        for good in ["logs", "logpool", "cache", "cachepool", "ctank", "c"] {
+            assert!(pool_name(good).is_ok(), "{good}: {:?}", pool_name(good));
+        }
         assert!(model_name("qwen2.5-coder:7b").is_ok());
         assert!(model_name("../etc").is_err());
         assert!(model_name("a/b").is_err());
