@@ -264,9 +264,36 @@ fn unit_example(what: &str) -> &'static str {
     }
 }
 
+/// The largest value the integer's Rust type holds (schemars writes it as `format`), for
+/// a field whose schema sets no maximum: past it deserializing would fail with Rust's words
+/// and no place.
+fn type_max(schema: &Value) -> Option<i64> {
+    match schema.get("format").and_then(Value::as_str)? {
+        "uint8" => Some(u8::MAX.into()),
+        "uint16" => Some(u16::MAX.into()),
+        "uint32" => Some(u32::MAX.into()),
+        "int8" => Some(i8::MAX.into()),
+        "int16" => Some(i16::MAX.into()),
+        "int32" => Some(i32::MAX.into()),
+        _ => None,
+    }
+}
+
 fn check_range(schema: &Value, n: i64, node: &Node, path: &[Seg], out: &mut Findings) {
     let min = schema.get("minimum").and_then(Value::as_i64);
     let max = schema.get("maximum").and_then(Value::as_i64);
+    if max.is_none() {
+        if let Some(limit) = type_max(schema).filter(|m| n > *m) {
+            let issue = Issue::new(
+                &node.loc,
+                key_path(path),
+                format!("{}{n} is too large: at most {limit}", key_name(path)),
+            )
+            .label("too large");
+            out.issues.push(with_description_hint(issue, schema));
+            return;
+        }
+    }
     let too_small = min.is_some_and(|m| n < m);
     let too_big = max.is_some_and(|m| n > m);
     if too_small || too_big {
