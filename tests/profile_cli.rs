@@ -181,3 +181,30 @@ fn every_profile_command_has_examples_in_its_help() {
         );
     }
 }
+
+/// Values written by habit (a bare mode, a float count) get a hint that says what to write.
+#[test]
+fn habits_get_a_hint_saying_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, hint) in [
+        (
+            "[files.\"/etc/a\"]\ncontent = \"x\"\nmode = 0600\n",
+            "a mode is a quoted octal string, e.g. mode = \"0600\"",
+        ),
+        (
+            "[files.\"/etc/a\"]\ncontent = \"x\"\nmode = 644\n",
+            "quote it so it stays octal, e.g. mode = \"0644\"",
+        ),
+        (
+            "[storage.pools.tank]\nvdevs = [\"/x.img\"]\nashift = 12.0\n",
+            "write 12, without the decimal point",
+        ),
+    ] {
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, body).unwrap();
+        let out = sovereign(&["validate", p.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains(hint), "{body}: {err}");
+    }
+}

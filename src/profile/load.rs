@@ -137,6 +137,12 @@ impl Loader {
         for err in &syntax {
             let span = err.span().unwrap_or(0..0);
             let message = err.message().trim_end().to_string();
+            // A number with a leading zero is almost always a file mode written bare.
+            let hint = if message.contains("leading zero") {
+                "TOML numbers cannot start with 0; a mode is a quoted octal string, e.g. mode = \"0600\""
+            } else {
+                "fix the TOML syntax; see https://toml.io for the format"
+            };
             self.syntax.push(
                 Issue::new(
                     &Loc { file, span },
@@ -144,7 +150,7 @@ impl Loader {
                     format!("TOML syntax error: {message}"),
                 )
                 .label("here")
-                .hint("fix the TOML syntax; see https://toml.io for the format"),
+                .hint(hint),
             );
         }
         if !syntax.is_empty() {

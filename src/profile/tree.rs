@@ -119,7 +119,7 @@ impl Node {
             Kind::Array(_) => "an array".into(),
             Kind::String(s) => format!("string {}", quote(&preview(s))),
             Kind::Integer(i) => format!("integer {i}"),
-            Kind::Float(f) => format!("float {f}"),
+            Kind::Float(f) => format!("float {f:?}"),
             Kind::Bool(b) => format!("boolean {b}"),
             Kind::Datetime(d) => format!("date-time {d}"),
         }

@@ -112,7 +112,7 @@ impl JsonSchema for Size {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": "^[0-9]+([BKMGTPE]|[KMGTPE]i?B)$",
+            "pattern": "^[0-9]+([BbKkMmGgTtPpEe]|[KkMmGgTtPpEe][Ii]?[Bb])$",
             "description": "A size with a binary unit as ZFS writes it: \"64G\" is 64 GiB. Units: B, K, M, G, T, P, E.",
             "examples": ["64G", "16K", "512M"]
         })
@@ -239,10 +239,24 @@ impl FromStr for Mode {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let hint = "write the mode as an octal string of 3 or 4 digits, e.g. \"0644\" or \"0600\"";
-        if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            return Err(format!("mode {s:?} is not an octal permission; {hint}"));
+        if let Some(c) = s.chars().find(|c| !('0'..='7').contains(c)) {
+            return Err(format!(
+                "mode {s:?} is not octal: {c:?} is not a digit from 0 to 7; {hint}"
+            ));
         }
-        u32::from_str_radix(s, 8)
+        // chmod's spelling with a leading zero before four digits ("07777") is the same mode.
+        let digits = if s.len() == 5 {
+            s.strip_prefix('0').unwrap_or(s)
+        } else {
+            s
+        };
+        if !(3..=4).contains(&digits.len()) {
+            return Err(format!(
+                "mode {s:?} has {} digits, but a mode has 3 or 4 (setuid, setgid and sticky bits first); {hint}",
+                s.len()
+            ));
+        }
+        u32::from_str_radix(digits, 8)
             .map(Mode)
             .map_err(|_| format!("mode {s:?} is not an octal permission; {hint}"))
     }
@@ -274,7 +288,7 @@ impl JsonSchema for Mode {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": "^[0-7]{3,4}$",
+            "pattern": "^0?[0-7]{3,4}$",
             "description": "Unix permission bits as an octal string, e.g. \"0644\". Applied exactly, whatever the umask.",
             "examples": ["0644", "0600", "0755"]
         })
@@ -327,8 +341,11 @@ mod tests {
     fn modes_are_octal_strings() {
         assert_eq!("0644".parse::<Mode>().unwrap().0, 0o644);
         assert_eq!("755".parse::<Mode>().unwrap().to_string(), "0755");
-        for bad in ["0844", "64", "06444", "rw-r--r--"] {
+        assert_eq!("07777".parse::<Mode>().unwrap().0, 0o7777);
+        for bad in ["0844", "64", "16444", "007777", "rw-r--r--"] {
             assert!(bad.parse::<Mode>().is_err(), "{bad:?} should fail");
         }
+        let e = "0849".parse::<Mode>().unwrap_err();
+        assert!(e.contains("'8'"), "{e}");
     }
 }

@@ -63,7 +63,14 @@ fn check(schema: &Value, node: &Node, at: &Loc, path: &mut Vec<Seg>, out: &mut F
             format!("expected {}, found {}", expected(schema), node.describe()),
         )
         .label(format!("expected {}", expected(schema)));
-        out.issues.push(with_description_hint(issue, schema));
+        let issue = match &node.kind {
+            // `ashift = 12.0`: say what to write rather than what the key is for.
+            Kind::Float(f) if resolved(schema)["type"] == "integer" && f.fract() == 0.0 => {
+                issue.hint(format!("write {f:.0}, without the decimal point"))
+            }
+            _ => with_description_hint(issue, schema),
+        };
+        out.issues.push(issue);
         return;
     }
     match &node.kind {
@@ -235,6 +242,10 @@ fn check_unit<T: std::str::FromStr<Err = String>>(
         }
         _ => {
             let hint = match &node.kind {
+                // TOML reads `mode = 644` as the decimal number 644: the quotes matter.
+                Kind::Integer(n) if what.contains("mode") => {
+                    format!("quote it so it stays octal, e.g. mode = \"{n:04}\"")
+                }
                 Kind::Integer(n) => format!(
                     "write it as a quoted string with a unit, e.g. \"{n}{}\"",
                     unit_example(what)
