@@ -71,6 +71,67 @@ fn apply_without_a_terminal_needs_yes_and_a_second_apply_records_nothing() {
     env.assert_no_changes(&p);
 }
 
+/// A plan run while an apply holds the lock says an apply is running, never that it was
+/// interrupted. The running apply is staged: the journal of a stopped one is given the pid
+/// of a live process, which the lock file names as its holder (what a running apply leaves).
+#[test]
+fn a_plan_beside_a_running_apply_says_it_is_running() {
+    let env = Env::new();
+    let p = env.profile(
+        "p.toml",
+        &files_profile(&[("/etc/a", "a\n"), ("/etc/b", "b\n")]),
+    );
+    let r = to_run(
+        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
+            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "1")
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    #[allow(clippy::disallowed_methods)]
+    let mut live = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let state = env.root().join("var/lib/sovereign");
+    let journal = state.join("journal/1.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let begin: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let dead = begin["pid"].as_u64().unwrap();
+    let text = text.replacen(
+        &format!("\"pid\":{dead}"),
+        &format!("\"pid\":{}", live.id()),
+        1,
+    );
+    std::fs::write(&journal, text).unwrap();
+    std::fs::write(
+        state.join("lock"),
+        format!("pid {}\nstarted 2026-12-06T00:00:00Z\n", live.id()),
+    )
+    .unwrap();
+
+    let plan = env.plan(&p);
+    let _ = live.kill();
+    let _ = live.wait();
+    plan.ok();
+    assert!(
+        plan.stderr.contains(&format!(
+            "an apply is running (generation 1, pid {}",
+            live.id()
+        )),
+        "{}",
+        plan.stderr
+    );
+    assert!(!plan.stderr.contains("interrupted"), "{}", plan.stderr);
+    // Once that process is gone, the same journal is an interrupted apply again.
+    let plan = env.plan(&p);
+    assert!(
+        plan.stderr.contains("an interrupted apply (generation 1"),
+        "{}",
+        plan.stderr
+    );
+}
+
 #[test]
 fn a_plan_saved_under_a_bare_file_name_lands_in_the_current_folder() {
     let env = Env::new();

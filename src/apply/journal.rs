@@ -139,6 +139,7 @@ pub fn unfinished(state: &StateDir) -> anyhow::Result<Option<Unfinished>> {
         steps_done: 0,
         steps_total: 0,
         in_progress: None,
+        running: false,
     };
     let mut records = Vec::new();
     for line in text.lines() {

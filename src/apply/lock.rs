@@ -54,3 +54,25 @@ pub fn acquire(state: &StateDir) -> anyhow::Result<Lock> {
         .with_context(|| format!("cannot write the lock file {}", path.display()))?;
     Ok(Lock { _file: file })
 }
+
+/// The pid of an apply running now: the lock file names a live process other than this
+/// one. Read-only: taking the lock, even shared and for an instant, could make a starting
+/// apply fail.
+pub fn running_apply(state: &StateDir) -> Option<u32> {
+    let text = std::fs::read_to_string(state.lock_path()).ok()?;
+    let pid: u32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))?
+        .trim()
+        .parse()
+        .ok()?;
+    if pid == std::process::id() || pid == 0 {
+        return None;
+    }
+    // Signal 0 checks that the process exists without touching it; EPERM means it exists
+    // under another user.
+    // SAFETY: kill with signal 0 sends nothing.
+    let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    alive.then_some(pid)
+}

@@ -63,11 +63,20 @@ pub struct Interrupted {
     /// The step that had started and not finished, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_progress: Option<Address>,
+    /// The apply is still running (it holds the lock): not interrupted, only unfinished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub running: bool,
 }
 
 impl Interrupted {
     /// One line for people.
     pub fn describe(&self) -> String {
+        if self.running {
+            return format!(
+                "an apply is running (generation {}, pid {}, started {}): {} of {} steps done so far; this plan shows the machine mid-apply",
+                self.generation, self.pid, self.started, self.steps_done, self.steps_total
+            );
+        }
         let mut s = format!(
             "an interrupted apply (generation {}, pid {}, started {}) was found: {} of {} steps done",
             self.generation, self.pid, self.started, self.steps_done, self.steps_total

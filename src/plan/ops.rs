@@ -9,7 +9,7 @@ use anyhow::bail;
 use sha2::{Digest, Sha256};
 
 use super::resolve::Resolved;
-use super::{Address, Plan, Unmanaged};
+use super::{Address, Interrupted, Plan, Unmanaged};
 use crate::apply::journal;
 use crate::apply::state::{Ledger, StateDir};
 use crate::domain::{self, AnyDomain, DiffOptions, DomainPlan, PlanContext};
@@ -99,7 +99,11 @@ pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow:
     }
     let unmanaged = unmanaged_sections(&profile, &domains);
     let mut plan = Plan::new(changes, unmanaged);
-    plan.interrupted = unfinished.map(|u| u.interrupted);
+    let running = crate::apply::lock::running_apply(&state);
+    plan.interrupted = unfinished.map(|u| Interrupted {
+        running: running == Some(u.interrupted.pid),
+        ..u.interrupted
+    });
     Ok(Planned {
         plan,
         profile_digest: profile.digest(),

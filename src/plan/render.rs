@@ -264,6 +264,7 @@ mod tests {
             steps_done: 2,
             steps_total: 5,
             in_progress: Some(Address::new("files", "file", "/etc/x")),
+            running: false,
         });
         plan
     }
