@@ -208,3 +208,25 @@ fn habits_get_a_hint_saying_what_to_write() {
         assert!(err.contains(hint), "{body}: {err}");
     }
 }
+
+/// A key pasted where the key file's path goes is never repeated: not in the message, not
+/// in the quoted source line, not in `--json`, whether or not it contains a '/'.
+#[test]
+fn a_pasted_key_is_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    for key in ["sk-AbC123secretXyz", "sk-live/AbC123secretXyz+9=="] {
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, format!("[inference]\napi_key_file = \"{key}\"\n")).unwrap();
+        for json in [false, true] {
+            let mut args = vec!["validate", p.to_str().unwrap()];
+            if json {
+                args.push("--json");
+            }
+            let out = sovereign(&args);
+            assert_eq!(out.status.code(), Some(1));
+            let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            assert!(all.contains("api_key_file"), "{all}");
+            assert!(!all.contains("AbC123secret"), "the key leaked: {all}");
+        }
+    }
+}

@@ -82,11 +82,29 @@ impl Sources {
             label: issue.label,
             source: Some(NamedSource::new(
                 file.path.display().to_string(),
-                file.text.clone(),
+                if issue.sensitive {
+                    Arc::new(masked(&file.text, issue.loc.span.clone()))
+                } else {
+                    file.text.clone()
+                },
             )),
             span: (issue.loc.span.start, len).into(),
         }
     }
+}
+
+/// `text` with every character in `span` replaced by `*`s of the same byte length, so
+/// positions after it stay where they were.
+fn masked(text: &str, span: std::ops::Range<usize>) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        if span.contains(&i) && !matches!(c, '"' | '\'' | '\n') {
+            out.extend(std::iter::repeat_n('*', c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A finding before it is tied to its source text: what the loader, the schema check and
@@ -103,6 +121,8 @@ pub struct Issue {
     pub hint: Option<String>,
     /// The short text under the caret.
     pub label: String,
+    /// The value under the caret may be a secret: the quoted source line masks it.
+    pub sensitive: bool,
 }
 
 impl Issue {
@@ -113,7 +133,14 @@ impl Issue {
             message: message.into(),
             hint: None,
             label: "here".into(),
+            sensitive: false,
         }
+    }
+
+    /// Mask the value under the caret wherever the source line is quoted.
+    pub fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

@@ -585,17 +585,22 @@ fn inference(root: &Node, out: &mut Vec<Issue>) {
                         "api_key_file must name a file holding the key, and this value is not a path (it may be the key itself; it is not shown)",
                     )
                     .label("not a path")
-                    .hint("put the key in a file readable only by root (mode 0600) and give its absolute path, e.g. \"/etc/sovereign/api-key\"; a key in a profile is a leaked key"),
+                    .hint("put the key in a file readable only by root (mode 0600) and give its absolute path, e.g. \"/etc/sovereign/api-key\"; a key in a profile is a leaked key")
+                    .sensitive(),
                 );
             } else if let Err(why) = absolute_normalized(path) {
+                // A key may contain '/' (base64 does): never repeat the value.
                 out.push(
                     Issue::new(
                         &file.node.loc,
                         "inference.api_key_file",
-                        format!("api_key_file {} {why}", quote(path)),
+                        format!(
+                            "api_key_file {why} (the value is not shown: it may be the key itself)"
+                        ),
                     )
                     .label("not an absolute path")
-                    .hint("name the key file by absolute path, e.g. \"/etc/sovereign/api-key\""),
+                    .hint("name the key file by absolute path, e.g. \"/etc/sovereign/api-key\"")
+                    .sensitive(),
                 );
             }
         }
