@@ -283,8 +283,35 @@ fn storage(root: &Node, out: &mut Vec<Issue>) {
         }
         pool_rules(name, &entry.node, out);
     }
+    shared_devices(pools, out);
 
     for (name, entry) in policies.into_iter().flatten() {
+        // Every count zero (or left out) keeps no snapshot: each one taken is pruned at once.
+        let counts = ["hourly", "daily", "weekly", "monthly"];
+        let keeps = counts.iter().any(|k| {
+            entry
+                .node
+                .get(k)
+                .and_then(|e| e.node.int())
+                .is_some_and(|n| n > 0)
+        });
+        let typed = counts
+            .iter()
+            .all(|k| entry.node.get(k).is_none_or(|e| e.node.int().is_some()));
+        if !keeps && typed {
+            out.push(
+                Issue::new(
+                    &entry.key_loc,
+                    kp(&["storage", "snapshot_policies", name]),
+                    format!(
+                        "snapshot policy {} keeps nothing: every count is 0, so each snapshot it takes would be pruned at once",
+                        quote(name)
+                    ),
+                )
+                .label("keeps no snapshot")
+                .hint("keep at least one, e.g. hourly = 24, daily = 7"),
+            );
+        }
         let valid = !name.is_empty()
             && name
                 .bytes()
@@ -445,6 +472,62 @@ fn pool_rules(name: &str, pool: &Node, out: &mut Vec<Issue>) {
                 device_path(device, member, &q, out);
             }
         }
+    }
+}
+
+/// A device or file may back one vdev of one pool: listed twice (in one mirror, or in two
+/// pools), `zpool create` refuses it, or worse, two pools fight over it.
+fn shared_devices(pools: Option<&IndexMap<String, Entry>>, out: &mut Vec<Issue>) {
+    // Every device of every pool, then in file order, so the second mention is the one
+    // reported whatever order the pools merged in.
+    let mut devices: Vec<(&str, Vec<Seg>, &Node)> = Vec::new();
+    for (pool, entry) in pools.into_iter().flatten() {
+        let Some(vdevs) = entry.node.get("vdevs").and_then(|v| v.node.array()) else {
+            continue;
+        };
+        for (i, vdev) in vdevs.iter().enumerate() {
+            let mut p = path_of(&["storage", "pools", pool, "vdevs"]);
+            p.push(Seg::Index(i));
+            if vdev.str().is_some() {
+                devices.push((pool, p, vdev));
+            } else if let Some(members) = vdev.get("devices").and_then(|d| d.node.array()) {
+                p.push(Seg::Key("devices".into()));
+                for (j, m) in members.iter().enumerate() {
+                    let mut q = p.clone();
+                    q.push(Seg::Index(j));
+                    devices.push((pool, q, m));
+                }
+            }
+        }
+    }
+    devices.sort_by_key(|(_, _, n)| (n.loc.file, n.loc.span.start));
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (pool, path, node) in devices {
+        let Some(device) = node.str() else {
+            continue;
+        };
+        let Some(first) = seen.get(device) else {
+            seen.insert(device, pool);
+            continue;
+        };
+        let message = if *first == pool {
+            format!(
+                "device {} is listed twice in pool {}",
+                quote(device),
+                quote(pool)
+            )
+        } else {
+            format!(
+                "device {} is already a vdev of pool {}",
+                quote(device),
+                quote(first)
+            )
+        };
+        out.push(
+            Issue::new(&node.loc, key_path(&path), message)
+                .label("listed again")
+                .hint("each device or file backs one vdev of one pool; name another device here"),
+        );
     }
 }
 
