@@ -377,7 +377,8 @@ fn storage(root: &Node, out: &mut Vec<Issue>) {
                     )),
                 );
             }
-            if section != "datasets" {
+            if section == "zvols" {
+                zvol_rules(root, name, &entry.node, out);
                 continue;
             }
             let Some(snap) = entry.node.get("snapshots") else {
@@ -472,6 +473,71 @@ fn pool_rules(name: &str, pool: &Node, out: &mut Vec<Issue>) {
                 device_path(device, member, &q, out);
             }
         }
+    }
+}
+
+/// What ZFS refuses of a zvol, known from the profile alone: a size of zero, a block size
+/// that is not a power of two from 512 bytes to 128K, a dataset of the same name, a
+/// dataset under it (a zvol holds no datasets).
+fn zvol_rules(root: &Node, name: &str, zvol: &Node, out: &mut Vec<Issue>) {
+    use super::units::Size;
+    let size_of = |key: &str| {
+        zvol.get(key)
+            .and_then(|e| Some((e, e.node.str()?.parse::<Size>().ok()?)))
+    };
+    if let Some((e, size)) = size_of("size") {
+        if size.bytes() == 0 {
+            out.push(
+                Issue::new(
+                    &e.node.loc,
+                    kp(&["storage", "zvols", name, "size"]),
+                    format!("zvol {} has a size of 0", quote(name)),
+                )
+                .label("empty volume")
+                .hint("give the volume's size, e.g. size = \"64G\""),
+            );
+        }
+    }
+    if let Some((e, bs)) = size_of("volblocksize") {
+        let b = bs.bytes();
+        if !b.is_power_of_two() || !(512..=128 * 1024).contains(&b) {
+            out.push(
+                Issue::new(
+                    &e.node.loc,
+                    kp(&["storage", "zvols", name, "volblocksize"]),
+                    format!("volblocksize {bs} is not a power of two from 512B to 128K"),
+                )
+                .label("not a block size")
+                .hint("e.g. volblocksize = \"16K\" (512B, 1K, 2K, 4K, 8K, 16K, 32K, 64K or 128K)"),
+            );
+        }
+    }
+    for (dataset, entry) in table_at(root, &["storage", "datasets"])
+        .into_iter()
+        .flatten()
+    {
+        let message = if dataset == name {
+            format!("{} is declared as a dataset and as a zvol", quote(name))
+        } else if dataset.starts_with(&format!("{name}/")) {
+            format!(
+                "dataset {} is under zvol {}, and a zvol holds no datasets",
+                quote(dataset),
+                quote(name)
+            )
+        } else {
+            continue;
+        };
+        out.push(
+            Issue::new(
+                &entry.key_loc,
+                kp(&["storage", "datasets", dataset]),
+                message,
+            )
+            .label("conflicts with a zvol")
+            .hint(
+                "a name is either a dataset (a filesystem) or a zvol (a block device); rename one",
+            ),
+        );
     }
 }
 
