@@ -137,21 +137,8 @@ impl Loader {
         for err in &syntax {
             let span = err.span().unwrap_or(0..0);
             let message = err.message().trim_end().to_string();
-            // A number with a leading zero is almost always a file mode written bare.
-            let hint = if message.contains("leading zero") {
-                "TOML numbers cannot start with 0; a mode is a quoted octal string, e.g. mode = \"0600\""
-            } else {
-                "fix the TOML syntax; see https://toml.io for the format"
-            };
-            self.syntax.push(
-                Issue::new(
-                    &Loc { file, span },
-                    "",
-                    format!("TOML syntax error: {message}"),
-                )
-                .label("here")
-                .hint(hint),
-            );
+            self.syntax
+                .push(syntax_issue(&source, file, span, &message));
         }
         if !syntax.is_empty() {
             self.broken.insert(file);
@@ -414,6 +401,123 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// A TOML syntax error as the operator can act on it: where the mistake is, not only
+/// where the parser gave up, and what to write.
+fn syntax_issue(text: &str, file: usize, span: std::ops::Range<usize>, message: &str) -> Issue {
+    let plain = |span, message: String, label: &str, hint: &str| {
+        Issue::new(&Loc { file, span }, "", message)
+            .label(label)
+            .hint(hint)
+    };
+    // The parser reports an unclosed multi-line string where the file ends: point at the
+    // opening quotes instead.
+    if message.contains("multi-line") {
+        if let Some((at, quotes)) = unclosed_multiline(text.get(..span.start).unwrap_or(text)) {
+            return plain(
+                at..at + 3,
+                format!(
+                    "TOML syntax error: this multi-line string is never closed (no matching {quotes})"
+                ),
+                "opens here",
+                "close it with the same three quotes where the text ends",
+            );
+        }
+    }
+    if message.contains("duplicate key") {
+        let key = text.get(span.clone()).unwrap_or_default().trim();
+        let before = text.get(..span.start).unwrap_or(text);
+        let first = first_definition(before, key);
+        let message = match first {
+            Some(line) => format!(
+                "TOML syntax error: duplicate key {key:?}; it is first defined on line {line}"
+            ),
+            None => format!("TOML syntax error: duplicate key {key:?}"),
+        };
+        return plain(
+            span,
+            message,
+            "defined again",
+            "a key or table may be defined once: merge the two definitions, or remove one",
+        );
+    }
+    // A number with a leading zero is almost always a file mode written bare.
+    let hint = if message.contains("leading zero") {
+        "TOML numbers cannot start with 0; a mode is a quoted octal string, e.g. mode = \"0600\""
+    } else {
+        "fix the TOML syntax; see https://toml.io for the format"
+    };
+    plain(span, format!("TOML syntax error: {message}"), "here", hint)
+}
+
+/// The byte offset and quotes of the last multi-line string opened and not closed in
+/// `text`, skipping comments and single-line strings.
+fn unclosed_multiline(text: &str) -> Option<(usize, &'static str)> {
+    let b = text.as_bytes();
+    let mut open: Option<(usize, &'static str)> = None;
+    let mut i = 0;
+    while i < b.len() {
+        if let Some((_, q)) = open {
+            if b[i..].starts_with(q.as_bytes()) {
+                open = None;
+                i += 3;
+                continue;
+            }
+            if q == "\"\"\"" && b[i] == b'\\' {
+                i += 2;
+                continue;
+            }
+            i += 1;
+            continue;
+        }
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' | b'\'' => {
+                let q: &'static str = if b[i] == b'"' { "\"\"\"" } else { "\'\'\'" };
+                if b[i..].starts_with(q.as_bytes()) {
+                    open = Some((i, q));
+                    i += 3;
+                    continue;
+                }
+                // A single-line string: to its closing quote or the end of the line.
+                let quote = b[i];
+                i += 1;
+                while i < b.len() && b[i] != quote && b[i] != b'\n' {
+                    if quote == b'"' && b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    open
+}
+
+/// The 1-based line where `key` (a table header's name or a key) is first defined in
+/// `before`.
+fn first_definition(before: &str, key: &str) -> Option<usize> {
+    if key.is_empty() {
+        return None;
+    }
+    before.lines().enumerate().find_map(|(n, line)| {
+        let l = line.trim();
+        let header = l
+            .strip_prefix('[')
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').trim());
+        let is_key = l
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        (header == Some(key) || header.is_some_and(|h| h.rsplit('.').next() == Some(key)) || is_key)
+            .then_some(n + 1)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,5 +533,37 @@ mod tests {
             PathBuf::from("../a/b.toml")
         );
         assert_eq!(normalize(Path::new("/x/../y")), PathBuf::from("/y"));
+    }
+}
+
+#[cfg(test)]
+mod syntax_tests {
+    use super::*;
+
+    #[test]
+    fn syntax_help_never_panics_on_any_text() {
+        // Multi-byte characters around quotes, comments and the span's edges.
+        for text in [
+            "a = \"é\"\"\"é",
+            "x = '''ü",
+            "# \"\"\"\nk = 'ä'\nv = \"\"\"",
+            "\"\"\"",
+            "é",
+            "",
+        ] {
+            for start in 0..=text.len() + 2 {
+                let span = start..start + 1;
+                for message in ["invalid multi-line basic string", "duplicate key", "other"] {
+                    let _ = syntax_issue(text, 0, span.clone(), message);
+                }
+            }
+        }
+        assert_eq!(
+            unclosed_multiline("a = \"\"\"x\"\"\"\nb = '''"),
+            Some((16, "'''"))
+        );
+        assert_eq!(unclosed_multiline("a = \"\"\"x\"\"\""), None);
+        assert_eq!(first_definition("[host]\nname = 1\n", "name"), Some(2));
+        assert_eq!(first_definition("[a.host]\n", "host"), Some(1));
     }
 }
