@@ -135,7 +135,9 @@ async fn connection(
                 let resp = app.oneshot(req.map(Body::new)).await?;
                 // The request counts as in flight until hyper drops the response body,
                 // which it does once the last byte is written or the client is gone.
-                Ok::<_, std::convert::Infallible>(resp.map(|b| Body::new(Guarded { b, guard })))
+                Ok::<_, std::convert::Infallible>(
+                    resp.map(|b| Body::new(Guarded { b, _guard: guard })),
+                )
             }
         })
     };
@@ -285,8 +287,8 @@ impl Drop for InFlight {
 /// A response body that keeps its request counted as in flight until it is dropped.
 struct Guarded {
     b: Body,
-    /// Dropped with the body.
-    guard: InFlight,
+    /// Dropped with the body: that is its whole job.
+    _guard: InFlight,
 }
 
 impl hyper::body::Body for Guarded {
@@ -297,7 +299,6 @@ impl hyper::body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let _keep = &self.guard;
         Pin::new(&mut self.b).poll_frame(cx)
     }
 

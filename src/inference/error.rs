@@ -270,6 +270,15 @@ impl ApiError {
     }
 }
 
+/// What a caught panic said (its `&str` or `String` payload), for the log.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status(), axum::Json(self.body())).into_response()

@@ -169,7 +169,12 @@ pub const BOUNDS: [&Bound; 6] = [
 /// bounds, its default and its range; a count also gets `minimum` and `maximum`, so
 /// editors and `validate` refuse what the daemon would.
 pub fn bound_schema<const I: usize>(schema: &mut schemars::Schema) {
-    let b = BOUNDS[I];
+    describe_bound(BOUNDS[I], schema);
+}
+
+/// The schema of `b`'s profile key: its description with the default and the range, and
+/// for a count `minimum` and `maximum`.
+fn describe_bound(b: &Bound, schema: &mut schemars::Schema) {
     let (min, max) = b.kind.range();
     let about = b.about;
     let text = match b.kind {
@@ -237,8 +242,13 @@ pub fn range_schema(schema: &mut schemars::Schema, range: std::ops::RangeInclusi
 
 /// Schema transforms for the profile's daemon options, each from its definition here.
 pub fn slots_schema(schema: &mut schemars::Schema) {
-    range_schema(schema, SLOTS.kind.range_inclusive());
+    describe_bound(&SLOTS, schema);
 }
+/// `[inference] ctx`: the daemon's default and range.
+pub fn ctx_schema(schema: &mut schemars::Schema) {
+    describe_bound(&CONTEXT, schema);
+}
+/// A model's `context`: the range (its default is the daemon's `ctx`).
 pub fn context_schema(schema: &mut schemars::Schema) {
     range_schema(schema, CONTEXT.kind.range_inclusive());
 }

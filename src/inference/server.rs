@@ -165,11 +165,7 @@ async fn catch_panic(req: Request, next: Next) -> Response {
     {
         Ok(resp) => resp,
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a handler panicked".into());
+            let why = super::error::panic_text(&*panic);
             tracing::error!("request handler panicked: {why}");
             ApiError::Internal("the request failed unexpectedly; the daemon logged it".into())
                 .into_response()

@@ -314,14 +314,16 @@ pub struct Inference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<String>,
 
-    /// Concurrent sequences decoded together (continuous batching). Default 4.
+    /// Concurrent sequences decoded together. The schema's description, default and range
+    /// come from the daemon's own definition (`inference::limits::SLOTS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = crate::inference::limits::slots_schema)]
     pub slots: Option<u32>,
 
-    /// Context length per slot, in tokens. Default 4096.
+    /// Context length per slot, in tokens. The schema's description, default and range
+    /// come from the daemon's own definition (`inference::limits::CONTEXT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(transform = crate::inference::limits::context_schema)]
+    #[schemars(transform = crate::inference::limits::ctx_schema)]
     pub ctx: Option<u32>,
 
     /// CPU threads for the engine. Default: the number of physical cores.

@@ -78,11 +78,7 @@ impl CompileGate {
             )),
             Ok(Ok(Ok(out))) => Ok(out),
             Ok(Ok(Err(panic))) => {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let why = super::super::error::panic_text(&*panic);
                 tracing::error!("grammar compile panicked: {why}");
                 Err(ApiError::Internal(
                     "the grammar compile failed unexpectedly; the daemon logged it".into(),
