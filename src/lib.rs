@@ -7,14 +7,12 @@
 
 pub mod apply;
 pub mod cli;
-pub mod compute;
 pub mod domain;
-pub mod files;
+pub mod domains;
 pub mod hardware;
 pub mod host;
 pub mod inference;
 pub mod plan;
+pub mod planner;
 pub mod profile;
-pub mod services;
-#[cfg(target_os = "linux")]
-pub mod storage;
+pub mod state;

@@ -10,7 +10,7 @@ mod inference_support;
 use std::time::Duration;
 
 use inference_support::{ServerOptions, start};
-use sovereign::compute::health::probe_daemon;
+use sovereign::domains::deployment::health::probe_daemon;
 
 #[test]
 fn the_check_passes_when_the_daemon_lists_every_declared_model() {

@@ -70,10 +70,10 @@ fn services_and_inference_apply_with_systemd_steps_not_applicable_then_settle() 
     let plan = env.plan(&p);
     plan.ok();
     for line in [
-        "+ services.unit:backup".to_string(),
-        "+ services.unit:sovereign-inference".to_string(),
+        "+ files.file:/etc/systemd/system/backup.service".to_string(),
+        "+ files.file:/etc/systemd/system/sovereign-inference.service".to_string(),
         "+ inference.model:tiny".to_string(),
-        "+ inference.file:/etc/sovereign/inference/models.toml".to_string(),
+        "+ files.file:/etc/sovereign/inference/models.toml".to_string(),
         format!("+ services.service:backup (not applicable: {why}"),
         format!("+ services.service:sovereign-inference (not applicable: {why}"),
         "# would run: systemctl daemon-reload; systemctl enable --now backup.service".to_string(),
@@ -182,10 +182,10 @@ fn services_and_inference_apply_with_systemd_steps_not_applicable_then_settle() 
     let empty = env.profile("p.toml", "[host]\nname = \"forge\"\n");
     let plan = env.plan(&empty);
     for line in [
-        "- services.unit:backup",
-        "- services.unit:sovereign-inference",
+        "- files.file:/etc/systemd/system/backup.service",
+        "- files.file:/etc/systemd/system/sovereign-inference.service",
         "- inference.model:tiny",
-        "- inference.file:/etc/sovereign/inference/models.toml",
+        "- files.file:/etc/sovereign/inference/models.toml",
     ] {
         assert!(
             plan.stderr.contains(line),

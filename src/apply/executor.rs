@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use anyhow::{Context, anyhow};
 use serde::Serialize;
 
-use super::generations::{self, Generation, Outcome};
-use super::journal::{self, Journal, Record};
-use super::lock::{self, Lock};
-use super::state::StateDir;
-use crate::domain::{ApplyContext, HealthResult, LedgerSink, PlanContext};
+use crate::domain::{ApplyContext, HealthResult, LedgerSink, PlanContext, Requests};
 use crate::host::Host;
 use crate::host::fs::Root;
-use crate::plan::ops::{PlanOptions, Planned};
 use crate::plan::resolve::Resolved;
 use crate::plan::{Address, Change, Interrupted};
+use crate::planner::{PlanOptions, Planned};
+use crate::state::StateDir;
+use crate::state::generations::{self, Generation, Outcome};
+use crate::state::journal::{self, Journal, Record};
+use crate::state::lock::{self, Lock};
 
 /// Test-only: abort the process right after this step is journalled as done.
 const STOP_AFTER_STEP: &str = "SOVEREIGN_TEST_STOP_AFTER_STEP";
@@ -192,11 +192,16 @@ pub fn execute(
         return finish(state, &mut record, &mut journal, report, Outcome::Failed);
     }
 
+    // Verification re-observes and re-diffs the desired state the plan holds: nothing
+    // is asked or planned anew.
+    let (requests, none) = (Requests::default(), BTreeMap::new());
     let pcx = PlanContext {
         profile: &planned.profile,
         facts: &planned.facts,
         root: &session.root,
         host,
+        requests: &requests,
+        planned: &none,
     };
     for (d, dp) in &planned.domains {
         let mine: Vec<Address> = steps
@@ -246,7 +251,7 @@ pub fn execute(
     let target = generations::last_succeeded_before(state, number)?;
     let target_number = target.as_ref().map(|g| g.number);
     let profile = target.map(|g| g.profile).unwrap_or_else(Resolved::empty);
-    let back = crate::plan::ops::plan(
+    let back = crate::planner::plan(
         profile,
         PlanOptions {
             root: session.root.clone(),

@@ -1,4 +1,4 @@
-//! Apply: the executor that carries out a [`crate::plan::ops::Planned`], with the lock,
+//! Apply: the executor that carries out a [`crate::planner::Planned`], with the lock,
 //! the journal, the ledger, generations, health checks and automatic rollback.
 //!
 //! Test-only hooks (never set them outside tests): `SOVEREIGN_TEST_STOP_AFTER_STEP=N`
@@ -7,9 +7,5 @@
 
 pub mod checks;
 pub mod executor;
-pub mod generations;
-pub mod journal;
-pub mod lock;
-pub mod state;
 
 pub use executor::{ApplyReport, ExecOptions, Progress, RollbackReport, Session, begin, execute};

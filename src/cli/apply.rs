@@ -8,13 +8,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::output::Style as Paint;
 use super::plan::{load_profile, root_of};
 use super::{CmdResult, Output, exit, report};
-use crate::apply::generations::Outcome;
 use crate::apply::{self, ApplyReport, ExecOptions, Progress};
 use crate::host::RealHost;
 use crate::plan::Change;
-use crate::plan::ops::{self, PlanOptions, Planned};
 use crate::plan::render::{self, Style};
-use crate::plan::saved::SavedPlan;
+use crate::planner::saved::SavedPlan;
+use crate::planner::{self, PlanOptions, Planned};
+use crate::state::generations::Outcome;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -60,7 +60,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         None => (load_profile(&args.target)?, args.allow_destroy),
     };
     let session = apply::begin(&root).map_err(report)?;
-    let planned = ops::plan(
+    let planned = planner::plan(
         profile,
         PlanOptions {
             root: root.clone(),

@@ -66,14 +66,14 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         }
         #[cfg(target_os = "linux")]
         if from_machine {
-            value["zfs"] = crate::storage::dialect_facts(&RealHost);
+            value["zfs"] = crate::domains::storage::dialect_facts(&RealHost);
         }
         out.json(&value)?;
     } else {
         out.say(hardware::render::summary(&facts));
         #[cfg(target_os = "linux")]
         if from_machine {
-            out.say(crate::storage::dialect_line(&RealHost));
+            out.say(crate::domains::storage::dialect_line(&RealHost));
         }
     }
 

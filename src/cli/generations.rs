@@ -4,8 +4,8 @@ use serde::Serialize;
 
 use super::plan::root_of;
 use super::{CmdResult, Output, exit, report};
-use crate::apply::generations;
-use crate::apply::state::StateDir;
+use crate::state::StateDir;
+use crate::state::generations;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use super::{CmdResult, Output, exit, report};
 use crate::host::RealHost;
 use crate::host::fs::Root;
-use crate::plan::ops::{self, PlanOptions};
 use crate::plan::render::{self, Style};
 use crate::plan::resolve::Resolved;
-use crate::plan::saved::SavedPlan;
+use crate::planner::saved::SavedPlan;
+use crate::planner::{self, PlanOptions};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -48,7 +48,7 @@ pub struct Args {
 pub fn run(args: Args, out: &Output) -> CmdResult {
     let root = root_of(out)?;
     let profile = load_profile(&args.profile)?;
-    let planned = ops::plan(
+    let planned = planner::plan(
         profile,
         PlanOptions {
             root,
@@ -59,7 +59,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     .map_err(report)?;
     if let Some(path) = &args.out {
         let saved = SavedPlan::new(&planned);
-        crate::apply::state::write_json(path, &saved).map_err(report)?;
+        crate::state::write_json(path, &saved).map_err(report)?;
         out.say(format!("Saved the plan to {}.", path.display()));
     }
     if args.json {

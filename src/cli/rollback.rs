@@ -3,10 +3,10 @@
 use super::apply::converge;
 use super::plan::root_of;
 use super::{CmdResult, Output, report};
-use crate::apply::generations::{self, Outcome};
 use crate::apply::{self, ExecOptions};
 use crate::host::RealHost;
-use crate::plan::ops::{self, PlanOptions};
+use crate::planner::{self, PlanOptions};
+use crate::state::generations::{self, Outcome};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -64,7 +64,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         target.number,
         target.profile.path.display()
     ));
-    let planned = ops::plan(
+    let planned = planner::plan(
         target.profile,
         PlanOptions {
             root,

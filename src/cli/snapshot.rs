@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{CmdResult, Output, exit, report};
+use crate::domains::storage::snapshots;
 use crate::host::RealHost;
-use crate::storage::snapshots;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use super::{ApplyContext, DiffOptions, Domain, HealthResult, LedgerTx, Owned, PlanContext};
+use super::{
+    ApplyContext, DiffOptions, Domain, HealthResult, LedgerTx, Owned, PlanContext, Requests,
+};
 use crate::plan::{Address, Change};
 
 /// Where ledger writes go: the engine journals them (fsynced) and keeps them for the
@@ -33,6 +35,8 @@ pub struct DomainPlan {
     pub changes: Vec<Change>,
     /// Digests of the observed state of every resource covered.
     pub digests: BTreeMap<Address, String>,
+    /// The digests its resources will have after apply ([`Domain::planned`]).
+    pub planned: BTreeMap<Address, String>,
     /// sha256 of the serialized desired state: pins a saved plan to what it would write.
     pub desired_digest: String,
     /// The diff options the plan was made with (verification re-diffs with them).
@@ -45,6 +49,9 @@ pub struct DomainPlan {
 pub trait AnyDomain: Send + Sync {
     fn name(&self) -> &'static str;
     fn sections(&self) -> &'static [&'static str];
+
+    /// What it asks of the other domains.
+    fn requests(&self, cx: &PlanContext<'_>) -> anyhow::Result<Requests>;
 
     /// desired + observe + digests + diff.
     fn plan(
@@ -101,6 +108,10 @@ impl<D: Domain> AnyDomain for Erased<D> {
         D::SECTIONS
     }
 
+    fn requests(&self, cx: &PlanContext<'_>) -> anyhow::Result<Requests> {
+        self.0.requests(cx)
+    }
+
     fn plan(
         &self,
         cx: &PlanContext<'_>,
@@ -116,12 +127,14 @@ impl<D: Domain> AnyDomain for Erased<D> {
         let desired = self.0.desired(cx)?;
         let observed = self.0.observe(cx, &desired, &owned)?;
         let digests = self.0.digests(&observed);
-        let changes = self.0.diff(&desired, &observed, &owned, &options);
+        let changes = self.0.diff(&desired, &observed, &owned, &options)?;
+        let planned = self.0.planned(&desired);
         let desired_digest = hex::encode(Sha256::digest(serde_json::to_vec(&desired)?));
         Ok(DomainPlan {
             name: D::NAME,
             changes,
             digests,
+            planned,
             desired_digest,
             options,
             state: Box::new((desired, owned)),
@@ -151,7 +164,7 @@ impl<D: Domain> AnyDomain for Erased<D> {
     ) -> anyhow::Result<Vec<String>> {
         let (desired, owned) = state::<D>(plan);
         let observed = self.0.observe(cx, desired, owned)?;
-        let again = self.0.diff(desired, &observed, owned, &plan.options);
+        let again = self.0.diff(desired, &observed, owned, &plan.options)?;
         Ok(again
             .iter()
             .filter(|c| c.is_pending() && applied.contains(&c.address))

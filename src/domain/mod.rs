@@ -1,28 +1,34 @@
-//! The domain interface: the one shape every domain (files, storage, services, network,
-//! forge, inference) has, and the registry that lists them.
+//! The domain interface: the one shape every domain has. It names no domain; the
+//! registry that lists them is [`crate::domains`].
 //!
 //! # How a domain plugs in
 //!
-//! 1. Write a type in the domain's own folder (`src/storage/`) and implement [`Domain`]:
-//!    - [`Domain::desired`]: read the domain's sections of the resolved profile into
-//!      `Self::Desired` (pure apart from reading template files already resolved).
+//! 1. Write a type in the domain's own folder (`src/domains/storage/`) and implement [`Domain`]:
+//!    - [`Domain::requests`] (optional): files it wants written and units it wants run,
+//!      handed by the planner to the files and services domains ([`Requests`]).
+//!    - [`Domain::desired`]: read the domain's sections of the resolved profile (and the
+//!      requests addressed to it) into `Self::Desired`; pure: the profile and the facts
+//!      only, never the machine.
+//!    - [`Domain::planned`] (optional): the digests its resources will have after apply,
+//!      for domains planned later (a service restarting when a file changes).
 //!    - [`Domain::observe`]: read the machine, read-only, one bulk call per kind of resource
 //!      (`zfs get -H -p ... `, one directory walk), never one process per resource.
 //!    - [`Domain::digests`]: a digest of the observed state of every resource the plan
 //!      covers, without volatile readings (free space, timestamps). A saved plan carries
 //!      them; `apply FILE` refuses the plan as stale when one differs.
-//!    - [`Domain::diff`]: pure: desired, observed and what sovereign owns (the domain's
-//!      ledger entries) in, [`Change`]s out. Addresses are `domain.kind:name`. Use
+//!    - [`Domain::diff`]: pure and fallible: desired, observed and what sovereign owns
+//!      (the domain's ledger entries) in, [`Change`]s out, each carrying the typed
+//!      operation apply will run ([`Change::with_op`]). Addresses are `domain.kind:name`. Use
 //!      `Keep` for what would lose data without `--allow-destroy`, `Adopt` to take over an
 //!      existing unmanaged resource, and mark a change [`Change::not_applicable`] when it
 //!      cannot be carried out on this machine (it keeps its action, so the plan still says
 //!      what it would do; apply skips it and says so).
-//!    - [`Domain::apply`]: carry out one pending change through the host layer
+//!    - [`Domain::apply`]: carry out one pending change's operation through the host layer
 //!      (`crate::host`), recording ownership in the ledger *before* acting when a crash in
 //!      the middle could otherwise orphan something ([`LedgerTx::record`] is durable when it
 //!      returns).
 //!    - [`Domain::health`] (optional): checks that run after apply; a failure rolls back.
-//! 2. Add one line to [`registry`].
+//! 2. Add one line to [`crate::domains::registry`].
 //!
 //! The engine does the rest for every domain alike: ordering by `depends_on`, the lock,
 //! the journal, generations, confirmation, verification after apply (re-observe, re-diff,
@@ -33,6 +39,8 @@
 //! `plan` as declared but not managed by this version, never silently ignored.
 
 mod erased;
+pub mod requests;
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,24 +49,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use erased::{AnyDomain, DomainPlan, LedgerSink, erase};
+pub use requests::{FileRequest, Requests, UnitRequest};
 
 use crate::hardware::Facts;
 use crate::host::Host;
 use crate::host::fs::Root;
 use crate::plan::resolve::Resolved;
 use crate::plan::{Address, Change};
-
-/// Every domain this build manages, in the order their changes run when no dependency
-/// says otherwise. Adding a domain is one line here.
-pub fn registry() -> Vec<Box<dyn AnyDomain>> {
-    vec![
-        erase(crate::files::Files),
-        #[cfg(target_os = "linux")]
-        erase(crate::storage::Storage),
-        erase(crate::compute::Compute),
-        erase(crate::services::Services),
-    ]
-}
 
 /// Top-level profile sections the engine itself handles (not a domain's).
 pub const ENGINE_SECTIONS: &[&str] = &["imports", "host", "checks"];
@@ -73,6 +70,12 @@ pub struct PlanContext<'a> {
     pub root: &'a Root,
     /// The side-effect boundary; observation only reads through it.
     pub host: &'a dyn Host,
+    /// What every domain asks of the others ([`Domain::requests`]), gathered first.
+    pub requests: &'a Requests,
+    /// The digests the resources of the domains planned before this one will have after
+    /// this apply ([`Domain::planned`]), by address: a service restarts on a file's change
+    /// by reading its digest here, not by asking the files domain.
+    pub planned: &'a BTreeMap<Address, String>,
 }
 
 /// Options that change what diff decides.
@@ -182,8 +185,21 @@ pub trait Domain: Send + Sync + 'static {
     /// The top-level profile sections this domain manages (`["files"]`, `["storage"]`).
     const SECTIONS: &'static [&'static str];
 
-    /// Desired state from the resolved profile. Errors name the key and what to do.
+    /// What this domain asks of the others (files to write, units to run), from the
+    /// profile and the facts alone. None by default.
+    fn requests(&self, _cx: &PlanContext<'_>) -> anyhow::Result<Requests> {
+        Ok(Requests::default())
+    }
+
+    /// Desired state from the resolved profile, the facts and the requests addressed to
+    /// this domain; it never reads the machine. Errors name the key and what to do.
     fn desired(&self, cx: &PlanContext<'_>) -> anyhow::Result<Self::Desired>;
+
+    /// The digest each resource of `desired` will have after this apply, for the domains
+    /// planned after this one ([`PlanContext::planned`]). None by default.
+    fn planned(&self, _desired: &Self::Desired) -> BTreeMap<Address, String> {
+        BTreeMap::new()
+    }
 
     /// Observe the machine, read-only, in bulk: what `desired` names and what `owned`
     /// records.
@@ -198,17 +214,19 @@ pub trait Domain: Send + Sync + 'static {
     /// only).
     fn digests(&self, observed: &Self::Observed) -> BTreeMap<Address, String>;
 
-    /// Pure: the changes from `observed` to `desired`, given what sovereign owns.
+    /// Pure: the changes from `observed` to `desired`, given what sovereign owns. An
+    /// error says why no plan can be made (a conflict between the two).
     fn diff(
         &self,
         desired: &Self::Desired,
         observed: &Self::Observed,
         owned: &Owned<Self::Entry>,
         options: &DiffOptions,
-    ) -> Vec<Change>;
+    ) -> anyhow::Result<Vec<Change>>;
 
-    /// Carry out one pending change. Record ownership through `ledger` before acting
-    /// where a crash could otherwise orphan a resource.
+    /// Carry out one pending change: the typed operation `diff` stored in it
+    /// ([`Change::op`]), never one rebuilt from the text shown to people. Record ownership
+    /// through `ledger` before acting where a crash could otherwise orphan a resource.
     fn apply(
         &self,
         cx: &ApplyContext<'_>,

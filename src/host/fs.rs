@@ -267,6 +267,17 @@ fn unique_suffix() -> String {
     )
 }
 
+/// sha256 (hex) of the file at `logical` under the root; `None` when there is none.
+pub fn sha256_of(root: &Root, logical: &str) -> anyhow::Result<Option<String>> {
+    use sha2::{Digest, Sha256};
+    let real = root.resolve(logical)?;
+    match std::fs::read(&real) {
+        Ok(bytes) => Ok(Some(hex::encode(Sha256::digest(&bytes)))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", real.display()))),
+    }
+}
+
 /// fsync a folder so the entries created or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)

@@ -108,6 +108,25 @@ impl Host for RealHost {
     }
 }
 
+/// Why systemd steps cannot run here, or `None` when they can: PID 1 is not systemd,
+/// `--root` puts the unit files where the running systemd does not read them, or there is
+/// no `systemctl`.
+pub fn systemd_unusable(root: &fs::Root, host: &dyn Host) -> Option<String> {
+    if !host.systemd_booted() {
+        return Some("PID 1 is not systemd".into());
+    }
+    if root.path() != std::path::Path::new("/") {
+        return Some(format!(
+            "the unit files are written under --root {}, which the running systemd does not read",
+            root.path().display()
+        ));
+    }
+    if !host.has_program("systemctl") {
+        return Some("systemctl is not installed".into());
+    }
+    None
+}
+
 /// Locate a program on PATH.
 pub fn find_program(program: &str) -> Option<PathBuf> {
     if program.contains('/') {

@@ -3,7 +3,9 @@
 //! These are pure data. A domain's `diff` produces [`Change`]s; the renderer prints
 //! them; the executor runs the pending ones. Nothing here touches the machine.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -187,7 +189,35 @@ pub struct Change {
     /// so, and it never counts as pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_applicable: Option<String>,
+    /// The typed operation the domain's diff decided, for its apply (see [`Op`]).
+    #[serde(skip)]
+    pub op: Op,
 }
+
+/// The typed operation a domain's `diff` stores in a change for its `apply` to carry out,
+/// so that apply never rebuilds what to do from the text shown to people. Not part of the
+/// plan's data: never serialized (a saved plan is planned again before it runs) and never
+/// compared.
+#[derive(Clone, Default)]
+pub struct Op(Option<Arc<dyn Any + Send + Sync>>);
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Op(..)"
+        } else {
+            "Op(none)"
+        })
+    }
+}
+
+impl PartialEq for Op {
+    fn eq(&self, _: &Op) -> bool {
+        true
+    }
+}
+
+impl Eq for Op {}
 
 impl Change {
     pub fn new(address: Address, action: Action) -> Self {
@@ -200,7 +230,29 @@ impl Change {
             reason: None,
             depends_on: Vec::new(),
             not_applicable: None,
+            op: Op::default(),
         }
+    }
+
+    /// Store the typed operation apply carries out.
+    pub fn with_op<T: Any + Send + Sync>(mut self, op: T) -> Self {
+        self.op = Op(Some(Arc::new(op)));
+        self
+    }
+
+    /// The typed operation of `T` that diff stored; an error when there is none (a change
+    /// not made by this domain's diff).
+    pub fn op<T: Any>(&self) -> anyhow::Result<&T> {
+        self.op
+            .0
+            .as_deref()
+            .and_then(|op| op.downcast_ref::<T>())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: the change carries no operation of its domain (it was not made by this domain's plan)",
+                    self.address
+                )
+            })
     }
 
     pub fn field(mut self, f: FieldChange) -> Self {

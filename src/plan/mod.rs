@@ -7,12 +7,10 @@
 
 pub mod change;
 
-pub mod ops;
 pub mod order;
 pub mod render;
 
 pub mod resolve;
-pub mod saved;
 
 use serde::{Deserialize, Serialize};
 

@@ -68,7 +68,7 @@ impl Resolved {
         // The daemon's unit template: a templates/ folder above the profile may carry its
         // own; otherwise the binary's copy of the project's is used.
         if valid.profile.inference.is_some() {
-            let name = crate::compute::render::UNIT_TEMPLATE;
+            let name = crate::profile::INFERENCE_UNIT_TEMPLATE;
             if let Ok(found) = find_template(&dir, name) {
                 let text = std::fs::read_to_string(&found)
                     .with_context(|| format!("cannot read template {}", found.display()))?;

@@ -640,7 +640,7 @@ fn services(root: &Node, out: &mut Vec<Issue>) {
                     .hint("use letters, digits, '_', '-', '.', ':' and '@', without \".service\", e.g. [services.backup]"),
             );
         }
-        if name == crate::compute::UNIT_NAME && root.get("inference").is_some() {
+        if name == crate::profile::INFERENCE_UNIT && root.get("inference").is_some() {
             out.push(
                 Issue::new(&entry.key_loc, &here, format!("service {} is the unit [inference] generates", quote(name)))
                     .label("taken by [inference]")

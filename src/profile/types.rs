@@ -300,6 +300,12 @@ pub struct SnapshotPolicy {
     pub monthly: u32,
 }
 
+/// The systemd unit `[inference]` runs the daemon as (a `[services]` entry cannot take it).
+pub const INFERENCE_UNIT: &str = "sovereign-inference";
+/// The template the daemon's unit renders from: a `templates/` folder above the profile
+/// may carry its own, otherwise the binary's copy is used.
+pub const INFERENCE_UNIT_TEMPLATE: &str = "sovereign-inference.service.j2";
+
 /// The inference daemon (`sovereign serve`) and its models.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -97,7 +97,7 @@ impl World {
             pools: Vec::new(),
             owned: None,
             generation: 1,
-            domain: erase(sovereign::storage::Storage),
+            domain: erase(sovereign::domains::storage::Storage),
         }
     }
 
@@ -138,11 +138,14 @@ impl World {
     pub fn plan(&self, profile: &Resolved, allow_destroy: bool) -> anyhow::Result<DomainPlan> {
         let facts = Facts::default();
         let root = self.root();
+        let (requests, planned) = (Default::default(), Default::default());
         let cx = PlanContext {
             profile,
             facts: &facts,
             root: &root,
             host: &RealHost,
+            requests: &requests,
+            planned: &planned,
         };
         self.domain
             .plan(&cx, self.owned.as_ref(), DiffOptions { allow_destroy })

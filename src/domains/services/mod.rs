@@ -1,11 +1,11 @@
 //! The services domain: `[services.NAME]` entries (and the unit `[inference]` generates)
 //! become systemd units.
 //!
-//! Two resources per service:
-//! - `services.unit:NAME`: the unit file `/etc/systemd/system/NAME.service`, rendered from
-//!   `unit` or `template`, written under the root like a managed file (it applies on any
-//!   machine);
-//! - `services.service:NAME`: what systemd does with it: daemon-reload, enable, start, and
+//! Every unit, its own and those other domains request ([`crate::domain::Requests`]), is
+//! one resource, `services.service:NAME`. Its unit file `/etc/systemd/system/NAME.service`
+//! is requested from the files domain (`files.file:/etc/systemd/system/NAME.service`,
+//! written under the root like any managed file, with the same ownership and backups; it
+//! applies on any machine), and the service is what systemd does with it: daemon-reload, enable, start, and
 //!   restart when the unit or a file in `restart_on` changed since sovereign last started
 //!   it; stop and disable when the profile drops it. Observed with one `systemctl show`.
 //!
@@ -17,20 +17,20 @@
 mod apply;
 mod desired;
 mod diff;
-pub mod generated;
 pub mod systemctl;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::requests::service_address;
 use crate::domain::{
-    ApplyContext, DiffOptions, Domain, HealthResult, LedgerTx, Owned, PlanContext,
+    ApplyContext, DiffOptions, Domain, HealthResult, LedgerTx, Owned, PlanContext, Requests,
 };
 use crate::plan::{Address, Change};
 
-pub use desired::{DesiredService, unit_path};
-pub use generated::Have;
+pub use desired::DesiredService;
+pub use diff::ServiceOp;
 pub use systemctl::UnitState;
 
 /// The services domain.
@@ -45,22 +45,19 @@ pub type Desired = BTreeMap<String, DesiredService>;
 pub struct Observed {
     /// Why systemd steps cannot run here; `None` when they can.
     pub unusable: Option<String>,
-    /// The unit file of every desired or owned service.
-    pub units: BTreeMap<String, Have>,
-    /// What systemd says of each (empty where systemd cannot be asked).
+    /// What systemd says of each desired or owned service (empty where systemd cannot be
+    /// asked).
     pub states: BTreeMap<String, UnitState>,
+    /// The digest now of each file a service restarts on that no domain writes
+    /// (`missing` when absent).
+    pub inputs: BTreeMap<String, String>,
 }
 
-/// One ledger entry of the services domain.
+/// One ledger entry of the services domain: a service sovereign enabled or started (key
+/// `service:NAME`). Its unit file is the files domain's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
-    /// A unit file sovereign wrote (key `unit:NAME`).
-    Unit {
-        /// sha256 of the content it wrote.
-        applied_sha256: String,
-    },
-    /// A service sovereign enabled or started (key `service:NAME`).
     Service {
         /// sha256 of the unit it last (re)started the service with.
         unit_sha256: String,
@@ -72,20 +69,8 @@ pub enum Entry {
     },
 }
 
-pub fn unit_key(name: &str) -> String {
-    format!("unit:{name}")
-}
-
 pub fn service_key(name: &str) -> String {
     format!("service:{name}")
-}
-
-pub fn unit_address(name: &str) -> Address {
-    Address::new("services", "unit", name)
-}
-
-pub fn service_address(name: &str) -> Address {
-    Address::new("services", "service", name)
 }
 
 impl Domain for Services {
@@ -95,6 +80,10 @@ impl Domain for Services {
 
     const NAME: &'static str = "services";
     const SECTIONS: &'static [&'static str] = &["services"];
+
+    fn requests(&self, cx: &PlanContext<'_>) -> anyhow::Result<Requests> {
+        desired::requests(cx)
+    }
 
     fn desired(&self, cx: &PlanContext<'_>) -> anyhow::Result<Desired> {
         desired::desired(cx)
@@ -108,46 +97,56 @@ impl Domain for Services {
     ) -> anyhow::Result<Observed> {
         let mut names: Vec<&str> = desired.keys().map(String::as_str).collect();
         for key in owned.keys() {
-            if let Some(name) = key
-                .strip_prefix("unit:")
-                .or_else(|| key.strip_prefix("service:"))
-            {
+            if let Some(name) = key.strip_prefix("service:") {
                 if !names.contains(&name) {
                     names.push(name);
                 }
             }
         }
-        let mut units = BTreeMap::new();
-        for name in &names {
-            let have = generated::observe(cx.root, &unit_path(name))
-                .map_err(|e| e.context(format!("services.{name}: cannot observe its unit file")))?;
-            units.insert(name.to_string(), have);
+        let mut inputs = BTreeMap::new();
+        for (name, service) in desired {
+            for path in service
+                .triggers
+                .iter()
+                .filter(|(_, d)| d.is_none())
+                .map(|(p, _)| p)
+            {
+                if inputs.contains_key(path) {
+                    continue;
+                }
+                let digest = crate::host::fs::sha256_of(cx.root, path)
+                    .map_err(|e| e.context(format!("services.{name}.restart_on {path:?}")))?;
+                inputs.insert(path.clone(), digest.unwrap_or_else(|| "missing".into()));
+            }
         }
-        let unusable = systemctl::unusable(cx.root, cx.host);
+        let unusable = crate::host::systemd_unusable(cx.root, cx.host);
         let states = match unusable {
             Some(_) => BTreeMap::new(),
             None => systemctl::show(cx.host, &names)?,
         };
         Ok(Observed {
             unusable,
-            units,
             states,
+            inputs,
         })
     }
 
     fn digests(&self, observed: &Observed) -> BTreeMap<Address, String> {
         let mut out: BTreeMap<Address, String> = observed
-            .units
+            .states
             .iter()
-            .map(|(name, have)| (unit_address(name), have.digest()))
-            .collect();
-        for (name, s) in &observed.states {
-            out.insert(
-                service_address(name),
-                format!(
+            .map(|(name, s)| {
+                let d = format!(
                     "load={} active={} enabled={}",
                     s.load, s.active, s.unit_file
-                ),
+                );
+                (service_address(name), d)
+            })
+            .collect();
+        for (path, digest) in &observed.inputs {
+            out.insert(
+                Address::new("services", "input", path.clone()),
+                digest.clone(),
             );
         }
         out
@@ -159,8 +158,8 @@ impl Domain for Services {
         observed: &Observed,
         owned: &Owned<Entry>,
         options: &DiffOptions,
-    ) -> Vec<Change> {
-        diff::diff(desired, observed, owned, options)
+    ) -> anyhow::Result<Vec<Change>> {
+        Ok(diff::diff(desired, observed, owned, options))
     }
 
     fn apply(

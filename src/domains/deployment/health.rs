@@ -9,7 +9,6 @@ use anyhow::{Context, bail};
 
 use super::Desired;
 use crate::domain::{ApplyContext, HealthResult};
-use crate::services::systemctl;
 
 /// How long the daemon may take to come up after its (re)start.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -24,7 +23,7 @@ pub fn check(cx: &ApplyContext<'_>, desired: &Desired) -> Vec<HealthResult> {
         "inference daemon answers on {} and lists its models",
         desired.listen
     );
-    if let Some(why) = systemctl::unusable(cx.root, cx.host) {
+    if let Some(why) = crate::host::systemd_unusable(cx.root, cx.host) {
         return vec![HealthResult::skipped(
             name,
             &format!("{why}, so the service cannot be started here"),

@@ -4,11 +4,12 @@
 //! - `inference.model:NAME`: the model pulled into the verified cache (relocated under
 //!   `--root`, like a local source path) and checked against its pinned sha256; a model
 //!   pinned and already cached under its name is no change.
-//! - `inference.file:/etc/sovereign/inference/models.toml`: the per-model options the
-//!   daemon reads (`serve --models FILE`), written like a managed file.
-//! - the daemon's unit, `sovereign-inference`, is handed to the services domain
-//!   ([`service`]), which writes, enables, starts and restarts it like any service; its
-//!   start waits for the models and the options file.
+//! - `/etc/sovereign/inference/models.toml`, the per-model options the daemon reads
+//!   (`serve --models FILE`), is requested from the files domain
+//!   (`files.file:/etc/sovereign/inference/models.toml`);
+//! - the daemon's unit, `sovereign-inference`, is requested from the services domain,
+//!   which runs it like any service; its start waits for the models and the options file,
+//!   and it restarts when either changes.
 //!
 //! The health check asks the daemon's `/health` and `/v1/models` for every declared model;
 //! where the service cannot be started (no systemd), it is skipped and says so.
@@ -18,19 +19,20 @@ pub mod render;
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use crate::domain::requests::{file_address, service_address};
 use crate::domain::{
-    ApplyContext, DiffOptions, Domain, HealthResult, LedgerTx, Owned, PlanContext,
+    ApplyContext, DiffOptions, Domain, FileRequest, HealthResult, LedgerTx, Owned, PlanContext,
+    Requests, UnitRequest,
 };
 use crate::inference::cache::{Cache, MODELS_DIR, Manifest, ModelName, NoProgress, PullRequest};
 use crate::plan::{Action, Address, Change, FieldChange};
-use crate::services::generated::{self, Have, Ownership};
-use crate::services::{DesiredService, service_address};
 
 /// The unit `[inference]` generates.
-pub const UNIT_NAME: &str = "sovereign-inference";
+pub const UNIT_NAME: &str = crate::profile::INFERENCE_UNIT;
 /// Where the per-model options go.
 pub const MODELS_FILE: &str = "/etc/sovereign/inference/models.toml";
 
@@ -45,10 +47,6 @@ pub struct Desired {
     pub declared: bool,
     /// Models keyed by the name clients use.
     pub models: BTreeMap<String, DesiredModel>,
-    /// models.toml (not serialized: its digest stands for it).
-    #[serde(skip)]
-    pub options_file: Option<Vec<u8>>,
-    pub options_sha256: Option<String>,
     /// Where the daemon listens, for the health check.
     pub listen: String,
     /// The key file as the profile names it (the key is read only by the health check).
@@ -82,43 +80,38 @@ pub enum CachedModel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub models: BTreeMap<String, CachedModel>,
-    pub options_file: Have,
 }
 
-/// One ledger entry.
+/// One ledger entry: a model sovereign pulled (key `model:NAME`). The options file and
+/// the unit are the files and services domains'.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
-    /// A model sovereign pulled (key `model:NAME`).
     Model { sha256: String, source: String },
-    /// A file sovereign generated (key `file:PATH`).
-    File { applied_sha256: String },
+}
+
+/// What apply does for one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelOp {
+    /// Pull the model into the cache under its name (and check its pin).
+    Pull,
+    /// Remove it from the cache and forget it.
+    Remove,
 }
 
 fn model_address(name: &str) -> Address {
     Address::new("inference", "model", name)
 }
 
-fn file_address(path: &str) -> Address {
-    Address::new("inference", "file", path)
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
-/// The files `[inference]` generates, path -> content (empty without `[inference]`).
-pub fn generated_files(
-    profile: &crate::profile::Profile,
-) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    if let Some(section) = &profile.inference {
-        out.insert(MODELS_FILE.to_string(), render::models_toml(section)?);
-    }
-    Ok(out)
-}
-
-/// The daemon's service, for the services domain: its unit, and what its start waits for
-/// and restarts on.
-pub fn service(cx: &PlanContext<'_>) -> anyhow::Result<Option<(String, DesiredService)>> {
+/// The options file and the daemon's unit, for the files and services domains.
+fn requests(cx: &PlanContext<'_>) -> anyhow::Result<Requests> {
+    let mut out = Requests::default();
     let Some(section) = &cx.profile.profile.inference else {
-        return Ok(None);
+        return Ok(out);
     };
     let template = cx
         .profile
@@ -130,20 +123,29 @@ pub fn service(cx: &PlanContext<'_>) -> anyhow::Result<Option<(String, DesiredSe
         .and_then(std::fs::canonicalize)
         .context("cannot tell where the sovereign binary is (the unit runs it)")?;
     let text = render::unit(section, template, &exe.to_string_lossy(), MODELS_FILE)?;
-    let mut s = DesiredService::new(text.into_bytes());
-    let options = render::models_toml(section)?;
-    s.triggers
-        .insert(MODELS_FILE.into(), generated::sha256(options.as_bytes()));
-    s.after.push(file_address(MODELS_FILE));
+    let options = render::models_toml(section)?.into_bytes();
+    let mut unit = UnitRequest::new(UNIT_NAME, text.into_bytes(), "inference");
+    unit.triggers
+        .insert(MODELS_FILE.into(), Some(sha256(&options)));
+    unit.after.push(file_address(MODELS_FILE));
     for (name, m) in &section.models {
         // A new blob under the same name is served only after a restart.
         if let Some(sha) = &m.sha256 {
-            s.triggers
-                .insert(format!("model:{name}"), sha.to_ascii_lowercase());
+            unit.triggers
+                .insert(format!("model:{name}"), Some(sha.to_ascii_lowercase()));
         }
-        s.after.push(model_address(name));
+        unit.after.push(model_address(name));
     }
-    Ok(Some((UNIT_NAME.to_string(), s)))
+    out.files.push(FileRequest {
+        path: MODELS_FILE.into(),
+        content: options,
+        mode: 0o644,
+        sensitive: false,
+        by: "inference".into(),
+        remove_after: vec![service_address(UNIT_NAME)],
+    });
+    out.unit(unit);
+    Ok(out)
 }
 
 impl Domain for Compute {
@@ -153,6 +155,10 @@ impl Domain for Compute {
 
     const NAME: &'static str = "inference";
     const SECTIONS: &'static [&'static str] = &["inference"];
+
+    fn requests(&self, cx: &PlanContext<'_>) -> anyhow::Result<Requests> {
+        requests(cx)
+    }
 
     fn desired(&self, cx: &PlanContext<'_>) -> anyhow::Result<Desired> {
         let Some(section) = &cx.profile.profile.inference else {
@@ -175,12 +181,9 @@ impl Domain for Compute {
                 (name.clone(), model)
             })
             .collect();
-        let options = render::models_toml(section)?.into_bytes();
         Ok(Desired {
             declared: true,
             models,
-            options_sha256: Some(generated::sha256(&options)),
-            options_file: Some(options),
             listen: section
                 .listen
                 .clone()
@@ -217,15 +220,11 @@ impl Domain for Compute {
             };
             models.insert(name.to_string(), cached);
         }
-        let options_file = generated::observe(cx.root, MODELS_FILE)?;
-        Ok(Observed {
-            models,
-            options_file,
-        })
+        Ok(Observed { models })
     }
 
     fn digests(&self, observed: &Observed) -> BTreeMap<Address, String> {
-        let mut out: BTreeMap<Address, String> = observed
+        observed
             .models
             .iter()
             .map(|(name, m)| {
@@ -237,9 +236,7 @@ impl Domain for Compute {
                 };
                 (model_address(name), d)
             })
-            .collect();
-        out.insert(file_address(MODELS_FILE), observed.options_file.digest());
-        out
+            .collect()
     }
 
     fn diff(
@@ -247,8 +244,8 @@ impl Domain for Compute {
         desired: &Desired,
         observed: &Observed,
         owned: &Owned<Entry>,
-        options: &DiffOptions,
-    ) -> Vec<Change> {
+        _options: &DiffOptions,
+    ) -> anyhow::Result<Vec<Change>> {
         let mut out = Vec::new();
         for (name, want) in &desired.models {
             let have = observed.models.get(name).unwrap_or(&CachedModel::Missing);
@@ -256,9 +253,8 @@ impl Domain for Compute {
                 out.push(c);
             }
         }
-        for (key, entry) in owned {
-            let (Some(name), Entry::Model { sha256, .. }) = (key.strip_prefix("model:"), entry)
-            else {
+        for (key, Entry::Model { sha256, .. }) in owned {
+            let Some(name) = key.strip_prefix("model:") else {
                 continue;
             };
             if desired.models.contains_key(name) {
@@ -266,29 +262,13 @@ impl Domain for Compute {
             }
             let mut c = Change::new(model_address(name), Action::Delete)
                 .field(FieldChange::new("sha256", Some(sha256.clone()), None))
-                .reason("the profile no longer declares it; sovereign pulled it, so it leaves the cache");
+                .reason("the profile no longer declares it; sovereign pulled it, so it leaves the cache")
+                .with_op(ModelOp::Remove);
             // Stop the daemon before its model goes.
             c.depends_on.push(service_address(UNIT_NAME));
             out.push(c);
         }
-        let applied = match owned.get(&format!("file:{MODELS_FILE}")) {
-            Some(Entry::File { applied_sha256 }) => Some(applied_sha256.as_str()),
-            _ => None,
-        };
-        if let Some(c) = generated::diff(
-            file_address(MODELS_FILE),
-            MODELS_FILE,
-            desired.options_file.as_deref(),
-            &observed.options_file,
-            Ownership {
-                owned: applied.is_some(),
-                applied,
-            },
-            options.allow_destroy,
-        ) {
-            out.push(c);
-        }
-        out
+        Ok(out)
     }
 
     fn apply(
@@ -299,8 +279,8 @@ impl Domain for Compute {
         ledger: &mut LedgerTx<'_, Entry>,
     ) -> anyhow::Result<()> {
         let name = change.address.name.as_str();
-        match (change.address.kind.as_str(), change.action) {
-            ("model", Action::Create | Action::Update) => {
+        match change.op::<ModelOp>()? {
+            ModelOp::Pull => {
                 let want = desired
                     .models
                     .get(name)
@@ -326,7 +306,7 @@ impl Domain for Compute {
                     },
                 )
             }
-            ("model", Action::Delete) => {
+            ModelOp::Remove => {
                 let cache = Cache::open(cx.root.path())?;
                 let parsed = ModelName::parse(name)?;
                 let present = cache.manifests()?.iter().any(|m| m.name == name);
@@ -335,29 +315,6 @@ impl Domain for Compute {
                 }
                 ledger.forget(&format!("model:{name}"))
             }
-            ("file", Action::Create | Action::Update | Action::Adopt) => {
-                let (Some(content), Some(sha)) = (&desired.options_file, &desired.options_sha256)
-                else {
-                    bail!("{name}: [inference] is not in the profile");
-                };
-                if change.action != Action::Adopt {
-                    generated::write(cx.root, name, content, 0o644)?;
-                }
-                ledger.record_result(
-                    &format!("file:{name}"),
-                    Entry::File {
-                        applied_sha256: sha.clone(),
-                    },
-                )
-            }
-            ("file", Action::Delete) => {
-                generated::remove(cx.root, name)?;
-                ledger.forget(&format!("file:{name}"))
-            }
-            (kind, action) => bail!(
-                "the inference domain has no {} step for {kind:?}",
-                action.word()
-            ),
         }
     }
 
@@ -398,7 +355,7 @@ fn model_change(name: &str, want: &DesiredModel, have: &CachedModel) -> Option<C
     if let CachedModel::Cached { blob_ok: false, .. } = have {
         c = c.reason("its blob is missing or has the wrong size; pulled again");
     }
-    Some(c)
+    Some(c.with_op(ModelOp::Pull))
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@
 //!   domains/<name>/       a domain's own storage (files: backups/)
 //! ```
 
+pub mod generations;
+pub mod journal;
+pub mod lock;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

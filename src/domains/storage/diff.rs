@@ -328,8 +328,8 @@ fn plan(desired: &Desired, observed: &Observed, opts: &Options) -> (Vec<Op>, Vec
                             format!("{key}.size"),
                             format!(
                                 "{name} is {} and the profile asks for {}: shrinking a zvol loses data and is refused",
-                                super::super::profile::units::Size(size),
-                                super::super::profile::units::Size(z.size)
+                                crate::profile::units::Size(size),
+                                crate::profile::units::Size(z.size)
                             ),
                         );
                         continue;
@@ -467,9 +467,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::storage::desired::{DesiredDataset, DesiredPool, DesiredZvol};
-    use crate::storage::dialect::Dialect;
-    use crate::storage::observe::{ObservedPool, parse_zfs_get};
+    use crate::domains::storage::desired::{DesiredDataset, DesiredPool, DesiredZvol};
+    use crate::domains::storage::dialect::Dialect;
+    use crate::domains::storage::observe::{ObservedPool, parse_zfs_get};
 
     const OWNER: &str = "/state";
 

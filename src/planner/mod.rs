@@ -1,21 +1,23 @@
-//! `ops::plan`: resolve, observe and diff every registered domain into a [`Planned`].
+//! The planner (`planner::plan`): resolve, observe and diff every registered domain into a [`Planned`].
 //!
 //! Read-only: it reads the ledger (and replays an unfinished journal in memory) but
 //! writes nothing; `sovereign plan` and `sovereign apply` both start here.
+
+pub mod saved;
 
 use std::collections::BTreeMap;
 
 use anyhow::bail;
 use sha2::{Digest, Sha256};
 
-use super::resolve::Resolved;
-use super::{Address, Interrupted, Plan, Unmanaged};
-use crate::apply::journal;
-use crate::apply::state::{Ledger, StateDir};
-use crate::domain::{self, AnyDomain, DiffOptions, DomainPlan, PlanContext};
+use crate::domain::{self, AnyDomain, DiffOptions, DomainPlan, PlanContext, Requests};
 use crate::hardware::Facts;
 use crate::host::Host;
 use crate::host::fs::Root;
+use crate::plan::resolve::Resolved;
+use crate::plan::{Address, Interrupted, Plan, Unmanaged};
+use crate::state::journal;
+use crate::state::{Ledger, StateDir};
 
 /// What planning needs besides the profile.
 #[derive(Debug, Clone)]
@@ -71,13 +73,26 @@ pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow:
     if let Some(u) = &unfinished {
         u.replay(&mut ledger);
     }
+    crate::domains::migrate(&mut ledger);
 
-    let cx = PlanContext {
-        profile: &profile,
-        facts: &facts,
-        root: &options.root,
-        host,
-    };
+    let registry = crate::domains::registry();
+    let mut requests = Requests::default();
+    {
+        let none = BTreeMap::new();
+        let cx = PlanContext {
+            profile: &profile,
+            facts: &facts,
+            root: &options.root,
+            host,
+            requests: &requests,
+            planned: &none,
+        };
+        let mut gathered = Requests::default();
+        for d in &registry {
+            gathered.extend(d.requests(&cx)?);
+        }
+        requests = gathered;
+    }
     let diff_options = DiffOptions {
         allow_destroy: options.allow_destroy,
     };
@@ -85,12 +100,22 @@ pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow:
     let mut changes = Vec::new();
     let mut observed = BTreeMap::new();
     let mut desired_hasher = Sha256::new();
-    for d in domain::registry() {
+    let mut planned = BTreeMap::new();
+    for d in registry {
         let owned = ledger
             .domains
             .get(d.name())
             .map(|m| serde_json::to_value(m).expect("JSON values serialize"));
+        let cx = PlanContext {
+            profile: &profile,
+            facts: &facts,
+            root: &options.root,
+            host,
+            requests: &requests,
+            planned: &planned,
+        };
         let dp = d.plan(&cx, owned.as_ref(), diff_options)?;
+        planned.extend(dp.planned.iter().map(|(a, s)| (a.clone(), s.clone())));
         changes.extend(dp.changes.iter().cloned());
         observed.extend(dp.digests.iter().map(|(a, s)| (a.clone(), s.clone())));
         desired_hasher.update(dp.name.as_bytes());
@@ -99,7 +124,7 @@ pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow:
     }
     let unmanaged = unmanaged_sections(&profile, &domains);
     let mut plan = Plan::new(changes, unmanaged);
-    let running = crate::apply::lock::running_apply(&state);
+    let running = crate::state::lock::running_apply(&state);
     plan.interrupted = unfinished.map(|u| Interrupted {
         running: running == Some(u.interrupted.pid),
         ..u.interrupted

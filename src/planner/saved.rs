@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::ops::Planned;
-use super::{Address, FORMAT_VERSION, Plan};
+use super::Planned;
+use crate::plan::{Action, Address, FORMAT_VERSION, Plan};
 
 /// The `kind` a saved plan file declares.
 pub const KIND: &str = "sovereign-plan";
@@ -115,7 +115,7 @@ impl SavedPlan {
                 why.push(format!("{address} is new since the plan"));
             }
         }
-        let steps = |p: &Plan| -> Vec<(Address, super::Action)> {
+        let steps = |p: &Plan| -> Vec<(Address, Action)> {
             p.changes
                 .iter()
                 .map(|c| (c.address.clone(), c.action))

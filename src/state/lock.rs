@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use anyhow::{Context, bail};
 use fs4::{FileExt, TryLockError};
 
-use super::state::StateDir;
+use super::StateDir;
 
 /// A held lock; dropping it releases the flock.
 #[derive(Debug)]

@@ -36,6 +36,7 @@ pub fn apply(
                     applied_sha256: None,
                     backup: None,
                     sensitive: want.sensitive,
+                    remove_after: Vec::new(),
                 },
             };
             if change.action == Action::Adopt && own.backup.is_none() {
@@ -44,6 +45,7 @@ pub fn apply(
             create_parents(cx, &real, ledger)?;
             own.applied_sha256 = None;
             own.sensitive = want.sensitive;
+            own.remove_after = want.remove_after.clone();
             ledger.record(&file_key(path), Entry::File(own.clone()))?;
             fs::write_atomic(
                 &real,

@@ -1,14 +1,15 @@
 //! The storage domain's face to the engine: [`Storage`] implements [`Domain`], turning
-//! [`Op`]s into plan [`Change`]s and plan changes back into ops at apply time.
+//! [`Op`]s into plan [`Change`]s.
 //!
 //! A change carries what people review (property names, before -> after in ZFS's units,
-//! every dataset and snapshot a destroy takes); the values apply writes come from the
-//! desired state the plan was made with, so a saved plan applies exactly what it showed.
+//! every dataset and snapshot a destroy takes) and, as its typed operation, the [`Op`]
+//! itself with the dialect it was planned for: apply runs exactly that, never an op
+//! rebuilt from the text people read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -49,11 +50,28 @@ pub struct StorageDesired {
     pub owner: String,
     /// `--root`, for relocating file vdevs and mountpoints.
     pub root: Option<PathBuf>,
-    /// The dialect the section was checked against; `None` without a section.
-    pub dialect: Option<Dialect>,
-    /// The checked, normalized desired state.
+    /// The profile file, for messages.
     #[serde(skip)]
+    pub profile_path: PathBuf,
+}
+
+/// What the machine has, with the section checked against the ZFS that runs here (the
+/// dialect is only known by asking the machine, so the check is part of observing).
+#[derive(Debug, Clone)]
+pub struct StorageObserved {
+    /// The ZFS that answers.
+    pub dialect: Dialect,
+    /// The section checked against `dialect`, normalized.
     pub desired: Desired,
+    /// Pools, datasets, zvols and snapshots as ZFS reports them.
+    pub observed: Observed,
+}
+
+/// What apply runs for one change: the op and the dialect it was planned for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageOp {
+    pub op: Op,
+    pub dialect: Dialect,
 }
 
 /// One ledger entry: a pool, dataset or zvol sovereign created or adopted (the ZFS marker
@@ -68,6 +86,22 @@ fn relocate_of(root: &Root) -> Relocate {
     Relocate {
         root: (root.path() != Path::new("/")).then(|| root.path().to_path_buf()),
     }
+}
+
+/// The section checked against `dialect` and normalized; an empty state without one.
+fn checked(desired: &StorageDesired, dialect: &Dialect) -> Result<Desired> {
+    let Some(section) = &desired.section else {
+        return Ok(Desired::default());
+    };
+    let relocate = Relocate {
+        root: desired.root.clone(),
+    };
+    desired::desired(section, dialect, &relocate, None).map_err(|p| {
+        anyhow!(
+            "{}: invalid storage section:\n{p}",
+            desired.profile_path.display()
+        )
+    })
 }
 
 /// The observation request for a desired state.
@@ -99,7 +133,7 @@ fn request(d: &Desired) -> observe::Request {
 
 impl Domain for Storage {
     type Desired = StorageDesired;
-    type Observed = Option<Observed>;
+    type Observed = Option<StorageObserved>;
     type Entry = Entry;
 
     const NAME: &'static str = "storage";
@@ -112,26 +146,12 @@ impl Domain for Storage {
                 && s.zvols.is_empty()
                 && s.snapshot_policies.is_empty())
         });
-        let relocate = relocate_of(cx.root);
-        let mut out = StorageDesired {
-            section: section.clone(),
+        Ok(StorageDesired {
+            section,
             owner: owner_for(cx.root),
-            root: relocate.root.clone(),
-            dialect: None,
-            desired: Desired::default(),
-        };
-        if let Some(section) = &section {
-            let d = dialect::detect(cx.host)
-                .map_err(|e| anyhow!("the profile declares [storage], but {e}"))?;
-            out.desired = desired::desired(section, &d, &relocate, None).map_err(|p| {
-                anyhow!(
-                    "{}: invalid storage section:\n{p}",
-                    cx.profile.path.display()
-                )
-            })?;
-            out.dialect = Some(d);
-        }
-        Ok(out)
+            root: relocate_of(cx.root).root,
+            profile_path: cx.profile.path.clone(),
+        })
     }
 
     fn observe(
@@ -139,31 +159,25 @@ impl Domain for Storage {
         cx: &PlanContext<'_>,
         desired: &StorageDesired,
         owned: &Owned<Entry>,
-    ) -> Result<Option<Observed>> {
-        let dialect = match (&desired.dialect, owned.is_empty()) {
-            (Some(d), _) => d.clone(),
+    ) -> Result<Option<StorageObserved>> {
+        let dialect = match (&desired.section, owned.is_empty()) {
+            (Some(_), _) => dialect::detect(cx.host)
+                .map_err(|e| anyhow!("the profile declares [storage], but {e}"))?,
             (None, true) => return Ok(None),
             (None, false) => dialect::detect(cx.host)
                 .map_err(|e| anyhow!("sovereign owns storage from an earlier apply, but {e}"))?,
         };
-        let observed = observe::observe(cx.host, &dialect, &request(&desired.desired))?;
-        // Problems only the machine reveals are plan-time errors, raised here because
-        // diff itself cannot fail.
-        let opts = diff::Options {
-            owner: desired.owner.clone(),
-            allow_destroy: false,
-        };
-        diff::diff(&desired.desired, &observed, &opts).map_err(|p| {
-            anyhow!(
-                "{}: storage cannot be planned:\n{p}",
-                cx.profile.path.display()
-            )
-        })?;
-        Ok(Some(observed))
+        let checked = checked(desired, &dialect)?;
+        let observed = observe::observe(cx.host, &dialect, &request(&checked))?;
+        Ok(Some(StorageObserved {
+            dialect,
+            desired: checked,
+            observed,
+        }))
     }
 
-    fn digests(&self, observed: &Option<Observed>) -> BTreeMap<Address, String> {
-        let Some(o) = observed else {
+    fn digests(&self, observed: &Option<StorageObserved>) -> BTreeMap<Address, String> {
+        let Some(StorageObserved { observed: o, .. }) = observed else {
             return BTreeMap::new();
         };
         let mut out = BTreeMap::new();
@@ -216,21 +230,32 @@ impl Domain for Storage {
     fn diff(
         &self,
         desired: &StorageDesired,
-        observed: &Option<Observed>,
+        observed: &Option<StorageObserved>,
         _owned: &Owned<Entry>,
         options: &DiffOptions,
-    ) -> Vec<Change> {
+    ) -> Result<Vec<Change>> {
         let Some(o) = observed else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let opts = diff::Options {
             owner: desired.owner.clone(),
             allow_destroy: options.allow_destroy,
         };
-        diff::ops(&desired.desired, o, &opts)
+        let ops = diff::diff(&o.desired, &o.observed, &opts).map_err(|p| {
+            anyhow!(
+                "{}: storage cannot be planned:\n{p}",
+                desired.profile_path.display()
+            )
+        })?;
+        Ok(ops
             .into_iter()
-            .map(|op| to_change(&op, &desired.owner))
-            .collect()
+            .map(|op| {
+                to_change(&op, &desired.owner).with_op(StorageOp {
+                    op,
+                    dialect: o.dialect.clone(),
+                })
+            })
+            .collect())
     }
 
     fn apply(
@@ -240,19 +265,15 @@ impl Domain for Storage {
         change: &Change,
         ledger: &mut LedgerTx<'_, Entry>,
     ) -> Result<()> {
-        let dialect = match &desired.dialect {
-            Some(d) => d.clone(),
-            None => dialect::detect(cx.host).map_err(|e| anyhow!("{e}"))?,
-        };
-        let op = to_op(&desired.desired, change)?;
+        let StorageOp { op, dialect } = change.op::<StorageOp>()?;
         let key = change.address.to_string();
         let exec = Exec {
             host: cx.host,
-            dialect: &dialect,
+            dialect,
             owner: &desired.owner,
             generation: cx.generation,
         };
-        match &op {
+        match op {
             Op::CreatePool { .. }
             | Op::CreateDataset { .. }
             | Op::CreateZvol { .. }
@@ -263,19 +284,32 @@ impl Domain for Storage {
                         kind: op.kind().word().into(),
                     },
                 )?;
-                exec.apply(&op)
+                exec.apply(op)
             }
             Op::Destroy { .. } => {
-                exec.apply(&op)?;
+                exec.apply(op)?;
                 ledger.forget(&key)
             }
-            _ => exec.apply(&op),
+            _ => exec.apply(op),
         }
         .with_context(|| format!("{}", change.address))
     }
 
     fn health(&self, cx: &ApplyContext<'_>, desired: &StorageDesired) -> Vec<HealthResult> {
-        health::check(cx.host, &desired.desired)
+        if desired.section.is_none() {
+            return Vec::new();
+        }
+        match dialect::detect(cx.host)
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|d| checked(desired, &d))
+        {
+            Ok(checked) => health::check(cx.host, &checked),
+            Err(e) => vec![HealthResult {
+                name: "storage can be read".into(),
+                ok: false,
+                detail: format!("{e:#}"),
+            }],
+        }
     }
 }
 
@@ -418,143 +452,6 @@ pub fn to_change(op: &Op, owner: &str) -> Change {
     change
 }
 
-/// A plan change back into the op it was made from; the values come from `desired`.
-pub fn to_op(desired: &Desired, change: &Change) -> Result<Op> {
-    let name = change.address.name.clone();
-    let kind = match change.address.kind.as_str() {
-        "pool" => Kind::Pool,
-        "dataset" => Kind::Dataset,
-        "zvol" => Kind::Zvol,
-        other => bail!("storage has no resource kind {other:?}"),
-    };
-    let missing = || {
-        anyhow!(
-            "{} is not in the profile this plan was made from",
-            change.address
-        )
-    };
-    // The values to write for the fields a change names.
-    let wanted = |field: &str| -> Result<(bool, String)> {
-        let (pool_prop, prop) = match field.strip_prefix("pool.") {
-            Some(p) => (true, p),
-            None => (false, field),
-        };
-        let value = match kind {
-            Kind::Pool => {
-                let p = desired.pools.get(&name).ok_or_else(missing)?;
-                if pool_prop {
-                    p.properties.get(prop)
-                } else {
-                    p.filesystem.get(prop)
-                }
-                .cloned()
-            }
-            Kind::Dataset => desired
-                .datasets
-                .get(&name)
-                .ok_or_else(missing)?
-                .properties
-                .get(prop)
-                .cloned(),
-            Kind::Zvol => {
-                let z = desired.zvols.get(&name).ok_or_else(missing)?;
-                if prop == "volsize" {
-                    Some(z.size.to_string())
-                } else {
-                    z.properties.get(prop).cloned()
-                }
-            }
-        };
-        Ok((
-            pool_prop,
-            value.ok_or_else(|| {
-                anyhow!(
-                    "{}: property {field} is not in the profile this plan was made from",
-                    change.address
-                )
-            })?,
-        ))
-    };
-    let sets = || -> Result<(Vec<PropChange>, Vec<PropChange>)> {
-        let mut set = Vec::new();
-        let mut pool_set = Vec::new();
-        for f in change.fields.iter().filter(|f| f.name != OWNER_PROPERTY) {
-            let (is_pool, after) = wanted(&f.name)?;
-            let pc = PropChange {
-                name: f.name.trim_start_matches("pool.").to_string(),
-                before: f.before.clone(),
-                after,
-            };
-            if is_pool {
-                pool_set.push(pc)
-            } else {
-                set.push(pc)
-            }
-        }
-        Ok((set, pool_set))
-    };
-    Ok(match (change.action, kind) {
-        (Action::Create, Kind::Pool) => {
-            let p = desired.pools.get(&name).ok_or_else(missing)?;
-            Op::CreatePool {
-                name,
-                layout: p.layout.clone(),
-                ashift: p.ashift,
-                properties: p.properties.clone(),
-                filesystem: p.filesystem.clone(),
-                force: p.force,
-            }
-        }
-        (Action::Create, Kind::Dataset) => Op::CreateDataset {
-            properties: desired
-                .datasets
-                .get(&name)
-                .ok_or_else(missing)?
-                .properties
-                .clone(),
-            name,
-        },
-        (Action::Create, Kind::Zvol) => {
-            let z = desired.zvols.get(&name).ok_or_else(missing)?;
-            Op::CreateZvol {
-                name,
-                size: z.size,
-                volblocksize: z.volblocksize,
-                properties: z.properties.clone(),
-            }
-        }
-        (Action::Update, _) => {
-            let (set, pool_set) = sets()?;
-            Op::Update {
-                kind,
-                name,
-                set,
-                pool_set,
-            }
-        }
-        (Action::Adopt, _) => {
-            let (set, pool_set) = sets()?;
-            Op::Adopt {
-                kind,
-                name,
-                set,
-                pool_set,
-            }
-        }
-        (Action::Delete, _) => Op::Destroy {
-            kind,
-            name,
-            subtree: change.fields.iter().map(|f| f.name.clone()).collect(),
-        },
-        (Action::Keep, _) => Op::Keep {
-            kind,
-            name,
-            reason: change.reason.clone().unwrap_or_default(),
-        },
-        (Action::Replace, _) => bail!("{}: storage never replaces a resource", change.address),
-    })
-}
-
 /// The pre-apply snapshot name of a generation (re-exported for tests and docs).
 pub fn pre_snapshot_name(generation: u64) -> String {
     exec::pre_snapshot_name(generation)
@@ -568,114 +465,6 @@ pub fn detect(host: &dyn Host) -> Result<Dialect> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::desired::{DesiredDataset, DesiredPool};
-    use libzetta::zpool::CreateVdevRequest;
-
-    fn desired() -> Desired {
-        let mut d = Desired::default();
-        d.pools.insert(
-            "tank".into(),
-            DesiredPool {
-                layout: vec![CreateVdevRequest::SingleDisk("/img".into())],
-                ashift: Some(12),
-                properties: BTreeMap::from([("autoexpand".into(), "on".into())]),
-                filesystem: BTreeMap::from([("compression".into(), "on".into())]),
-                force: false,
-            },
-        );
-        d.datasets.insert(
-            "tank/a".into(),
-            DesiredDataset {
-                properties: BTreeMap::from([("recordsize".into(), "65536".into())]),
-                ..DesiredDataset::default()
-            },
-        );
-        d
-    }
-
-    #[test]
-    fn a_change_turns_back_into_the_op_it_came_from() {
-        let d = desired();
-        let ops = [
-            Op::CreatePool {
-                name: "tank".into(),
-                layout: d.pools["tank"].layout.clone(),
-                ashift: Some(12),
-                properties: d.pools["tank"].properties.clone(),
-                filesystem: d.pools["tank"].filesystem.clone(),
-                force: false,
-            },
-            Op::CreateDataset {
-                name: "tank/a".into(),
-                properties: d.datasets["tank/a"].properties.clone(),
-            },
-            Op::Update {
-                kind: Kind::Dataset,
-                name: "tank/a".into(),
-                set: vec![PropChange {
-                    name: "recordsize".into(),
-                    before: Some("131072".into()),
-                    after: "65536".into(),
-                }],
-                pool_set: vec![],
-            },
-            Op::Adopt {
-                kind: Kind::Pool,
-                name: "tank".into(),
-                set: vec![PropChange {
-                    name: "compression".into(),
-                    before: Some("off".into()),
-                    after: "on".into(),
-                }],
-                pool_set: vec![PropChange {
-                    name: "autoexpand".into(),
-                    before: Some("off".into()),
-                    after: "on".into(),
-                }],
-            },
-            Op::Destroy {
-                kind: Kind::Dataset,
-                name: "tank/old".into(),
-                subtree: vec!["tank/old@s".into(), "tank/old".into()],
-            },
-        ];
-        for op in ops {
-            let change = to_change(&op, "/state");
-            let back = to_op(&d, &change).unwrap();
-            // Displayed before-values are for people; the op carries what apply writes.
-            let clear = |v: Vec<PropChange>| -> Vec<PropChange> {
-                v.into_iter()
-                    .map(|p| PropChange { before: None, ..p })
-                    .collect()
-            };
-            let strip = |o: Op| match o {
-                Op::Update {
-                    kind,
-                    name,
-                    set,
-                    pool_set,
-                } => Op::Update {
-                    kind,
-                    name,
-                    set: clear(set),
-                    pool_set: clear(pool_set),
-                },
-                Op::Adopt {
-                    kind,
-                    name,
-                    set,
-                    pool_set,
-                } => Op::Adopt {
-                    kind,
-                    name,
-                    set: clear(set),
-                    pool_set: clear(pool_set),
-                },
-                other => other,
-            };
-            assert_eq!(strip(back), strip(op.clone()), "{change:#?}");
-        }
-    }
 
     #[test]
     fn changes_show_sizes_in_zfs_units_and_depend_on_their_parent() {

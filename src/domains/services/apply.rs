@@ -1,109 +1,54 @@
-//! Carrying out services changes: unit files through the host's file helpers, systemd
-//! through `systemctl` on the host; each recorded in the ledger.
+//! Carrying out services changes: the [`ServiceOp`] diff decided, through `systemctl` on
+//! the host, recorded in the ledger. Unit files are the files domain's.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
-use super::generated;
 use super::systemctl::{self, unit};
-use super::{Desired, Entry, service_key, unit_key, unit_path};
+use super::{Desired, Entry, ServiceOp, service_key};
 use crate::domain::{ApplyContext, HealthResult, LedgerTx};
-use crate::plan::{Action, Change};
-
-/// Unit files are world-readable, like the ones packages install.
-const UNIT_MODE: u32 = 0o644;
+use crate::plan::Change;
 
 pub fn apply(
     cx: &ApplyContext<'_>,
-    desired: &Desired,
+    _desired: &Desired,
     change: &Change,
     ledger: &mut LedgerTx<'_, Entry>,
 ) -> anyhow::Result<()> {
     let name = change.address.name.as_str();
-    match change.address.kind.as_str() {
-        "unit" => apply_unit(cx, desired, name, change.action, ledger),
-        "service" => apply_service(cx, desired, name, change, ledger),
-        other => bail!("the services domain has no {other:?} resources"),
+    if change.address.kind != "service" {
+        bail!(
+            "the services domain has no {:?} resources",
+            change.address.kind
+        );
     }
-}
-
-fn apply_unit(
-    cx: &ApplyContext<'_>,
-    desired: &Desired,
-    name: &str,
-    action: Action,
-    ledger: &mut LedgerTx<'_, Entry>,
-) -> anyhow::Result<()> {
-    let path = unit_path(name);
-    match action {
-        Action::Create | Action::Update | Action::Adopt => {
-            let want = desired
-                .get(name)
-                .with_context(|| format!("service {name:?} is not in the profile"))?;
-            if action != Action::Adopt {
-                generated::write(cx.root, &path, &want.unit, UNIT_MODE)?;
-            }
-            ledger.record_result(
-                &unit_key(name),
-                Entry::Unit {
-                    applied_sha256: want.unit_sha256.clone(),
-                },
-            )
-        }
-        Action::Delete => {
-            generated::remove(cx.root, &path)?;
-            ledger.forget(&unit_key(name))?;
-            if systemctl::unusable(cx.root, cx.host).is_none() {
-                systemctl::run(cx.host, &["daemon-reload"])?;
-            }
-            Ok(())
-        }
-        Action::Replace | Action::Keep => {
-            bail!("a unit file has no {} step", action.word())
-        }
-    }
-}
-
-fn apply_service(
-    cx: &ApplyContext<'_>,
-    desired: &Desired,
-    name: &str,
-    change: &Change,
-    ledger: &mut LedgerTx<'_, Entry>,
-) -> anyhow::Result<()> {
-    if let Some(why) = systemctl::unusable(cx.root, cx.host) {
+    if let Some(why) = crate::host::systemd_unusable(cx.root, cx.host) {
         // The plan marks these not applicable; reaching here means the machine changed.
         bail!("{} cannot run here: {why}", change.address);
     }
     let unit = unit(name);
-    if change.action == Action::Delete {
-        systemctl::run(cx.host, &["disable", "--now", &unit])?;
-        return ledger.forget(&service_key(name));
+    match change.op::<ServiceOp>()? {
+        ServiceOp::Remove => {
+            systemctl::run(cx.host, &["disable", "--now", &unit])?;
+            ledger.forget(&service_key(name))
+        }
+        ServiceOp::Converge {
+            enable,
+            disable,
+            verb,
+            record,
+        } => {
+            systemctl::run(cx.host, &["daemon-reload"])?;
+            if *enable {
+                systemctl::run(cx.host, &["enable", &unit])?;
+            } else if *disable {
+                systemctl::run(cx.host, &["disable", &unit])?;
+            }
+            if let Some(verb) = verb {
+                systemctl::run(cx.host, &[verb, &unit])?;
+            }
+            ledger.record_result(&service_key(name), record.clone())
+        }
     }
-    let want = desired
-        .get(name)
-        .with_context(|| format!("service {name:?} is not in the profile"))?;
-    systemctl::run(cx.host, &["daemon-reload"])?;
-    let field = |n: &str| change.fields.iter().any(|f| f.name == n);
-    if want.enable {
-        systemctl::run(cx.host, &["enable", &unit])?;
-    } else if field("enabled") {
-        systemctl::run(cx.host, &["disable", &unit])?;
-    }
-    if want.start {
-        let verb = if field("restart") { "restart" } else { "start" };
-        systemctl::run(cx.host, &[verb, &unit])?;
-    } else if field("active") {
-        systemctl::run(cx.host, &["stop", &unit])?;
-    }
-    ledger.record_result(
-        &service_key(name),
-        Entry::Service {
-            unit_sha256: want.unit_sha256.clone(),
-            triggers: want.triggers.clone(),
-            enabled: want.enable,
-            started: want.start,
-        },
-    )
 }
 
 /// Each service that should run is active; skipped (and said so) where systemd cannot be
@@ -118,7 +63,7 @@ pub fn health(cx: &ApplyContext<'_>, desired: &Desired) -> Vec<HealthResult> {
         return Vec::new();
     }
     let title = |n: &str| format!("service {} is active", unit(n));
-    if let Some(why) = systemctl::unusable(cx.root, cx.host) {
+    if let Some(why) = crate::host::systemd_unusable(cx.root, cx.host) {
         return running
             .iter()
             .map(|n| HealthResult::skipped(title(n), &why))
@@ -156,11 +101,12 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::domain::requests::service_address;
     use crate::domain::{LedgerSink, Owned};
+    use crate::domains::services::DesiredService;
     use crate::host::fs::Root;
     use crate::host::{Cmd, CmdOutput, Host};
-    use crate::plan::FieldChange;
-    use crate::services::{DesiredService, service_address};
+    use crate::plan::Action;
 
     /// A host where PID 1 is systemd: it records each command and answers `systemctl show`
     /// with captured text. Unit tests only (integration tests use the real machine).
@@ -216,23 +162,26 @@ mod tests {
         }
     }
 
+    fn converge(verb: &'static str) -> ServiceOp {
+        ServiceOp::Converge {
+            enable: true,
+            disable: false,
+            verb: Some(verb),
+            record: Entry::Service {
+                unit_sha256: "aa".into(),
+                triggers: Default::default(),
+                enabled: true,
+                started: true,
+            },
+        }
+    }
+
     #[test]
     fn a_new_service_is_reloaded_enabled_and_started_and_recorded() {
         let root = Root::system();
         let h = host("");
-        let mut desired = Desired::new();
-        desired.insert("x".into(), DesiredService::new(b"[Service]\n".to_vec()));
-        let change = Change::new(service_address("x"), Action::Create)
-            .field(FieldChange::new(
-                "enabled",
-                Some("no".into()),
-                Some("yes".into()),
-            ))
-            .field(FieldChange::new(
-                "active",
-                Some("inactive".into()),
-                Some("running".into()),
-            ));
+        let desired = Desired::new();
+        let change = Change::new(service_address("x"), Action::Create).with_op(converge("start"));
         let mut owned = Owned::new();
         let mut sink = Sink;
         let mut tx = LedgerTx::new(&mut owned, &mut sink);
@@ -259,18 +208,14 @@ mod tests {
     fn a_restart_field_restarts_and_a_dropped_service_is_disabled_now() {
         let root = Root::system();
         let h = host("");
-        let mut desired = Desired::new();
-        desired.insert("x".into(), DesiredService::new(b"[Service]\n".to_vec()));
-        let restart = Change::new(service_address("x"), Action::Update).field(FieldChange::new(
-            "restart",
-            None,
-            Some("the unit changed".into()),
-        ));
+        let desired = Desired::new();
+        let restart =
+            Change::new(service_address("x"), Action::Update).with_op(converge("restart"));
         let mut owned = Owned::new();
         let mut sink = Sink;
         let mut tx = LedgerTx::new(&mut owned, &mut sink);
         apply(&cx(&root, &h), &desired, &restart, &mut tx).unwrap();
-        let drop = Change::new(service_address("x"), Action::Delete);
+        let drop = Change::new(service_address("x"), Action::Delete).with_op(ServiceOp::Remove);
         apply(&cx(&root, &h), &Desired::new(), &drop, &mut tx).unwrap();
         assert_eq!(
             *h.ran.lock().unwrap(),
@@ -292,8 +237,8 @@ mod tests {
              Id=y.service\nLoadState=loaded\nActiveState=active\nSubState=running\nUnitFileState=enabled\n",
         );
         let mut desired = Desired::new();
-        desired.insert("x".into(), DesiredService::new(b"[Service]\n".to_vec()));
-        desired.insert("y".into(), DesiredService::new(b"[Service]\n".to_vec()));
+        desired.insert("x".into(), DesiredService::new(b"[Service]\n"));
+        desired.insert("y".into(), DesiredService::new(b"[Service]\n"));
         let results = health(&cx(&root, &h), &desired);
         assert_eq!(
             *h.ran.lock().unwrap(),
@@ -312,7 +257,7 @@ mod tests {
         let root = Root::new(dir.path()).unwrap();
         let h = host("");
         let mut desired = Desired::new();
-        desired.insert("x".into(), DesiredService::new(b"[Service]\n".to_vec()));
+        desired.insert("x".into(), DesiredService::new(b"[Service]\n"));
         let results = health(&cx(&root, &h), &desired);
         assert!(results[0].ok);
         assert!(

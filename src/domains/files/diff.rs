@@ -99,6 +99,7 @@ pub fn diff(
         }
         let now = observed.get(path).unwrap_or(&ObservedFile::Missing);
         let mut c = Change::new(address(path), Action::Delete);
+        c.depends_on = own.remove_after.clone();
         match (now, &own.backup) {
             (ObservedFile::Missing, None) => {
                 c.reason = Some("already gone; sovereign stops managing it".into());
@@ -238,7 +239,7 @@ pub fn unified(path: &str, old: &[u8], new: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::{Backup, OwnedFile};
+    use crate::domains::files::{Backup, OwnedFile};
     use sha2::{Digest, Sha256};
 
     fn want(text: &str) -> DesiredFile {
@@ -273,6 +274,7 @@ mod tests {
                     gid: 0,
                 }),
                 sensitive: false,
+                remove_after: Vec::new(),
             }),
         )
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::state::{StateDir, write_json};
+use super::{StateDir, write_json};
 use crate::plan::Plan;
 use crate::plan::resolve::Resolved;
 

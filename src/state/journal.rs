@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::state::{Ledger, StateDir};
+use super::{Ledger, StateDir};
 use crate::plan::{Address, Interrupted};
 
 /// One line of the journal.

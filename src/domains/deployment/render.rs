@@ -10,9 +10,10 @@ use crate::inference::model_options::{GpuLayers as ServeGpuLayers, ModelOptions,
 use crate::profile::{GpuLayers, Inference};
 
 /// The unit's template name; a profile's own templates/ may override the project's.
-pub const UNIT_TEMPLATE: &str = "sovereign-inference.service.j2";
+pub const UNIT_TEMPLATE: &str = crate::profile::INFERENCE_UNIT_TEMPLATE;
 /// The project's copy, used when no templates/ folder above the profile has one.
-pub const UNIT_TEMPLATE_TEXT: &str = include_str!("../../templates/sovereign-inference.service.j2");
+pub const UNIT_TEMPLATE_TEXT: &str =
+    include_str!("../../../templates/sovereign-inference.service.j2");
 
 /// Defaults `serve` would use, written out so the unit says what runs.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -100,7 +101,7 @@ pub fn unit(
     exe: &str,
     models_file: &str,
 ) -> anyhow::Result<String> {
-    let env = crate::files::template_environment(&Default::default())?;
+    let env = crate::domain::template::environment(&Default::default())?;
     let context = UnitContext {
         exe,
         listen: section.listen.as_deref().unwrap_or(DEFAULT_LISTEN),

@@ -127,7 +127,7 @@ pub fn check(host: &dyn Host, desired: &Desired) -> Vec<HealthResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::observe::Prop;
+    use crate::domains::storage::observe::Prop;
 
     fn ds(props: &[(&str, &str)]) -> ObservedDataset {
         ObservedDataset {

@@ -1,16 +1,29 @@
-//! Services diff: pure. Unit files through [`generated::diff`]; systemd state compared
-//! with what `systemctl show` saw and what the ledger says sovereign last started.
+//! Services diff: pure. systemd state compared with what `systemctl show` saw and what
+//! the ledger says sovereign last started; each change carries the [`ServiceOp`] apply
+//! runs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::generated::{self, Have, Ownership};
 use super::systemctl::{UnitState, unit};
-use super::{
-    Desired, DesiredService, Entry, Observed, service_address, service_key, unit_address, unit_key,
-    unit_path,
-};
+use super::{Desired, DesiredService, Entry, Observed, service_address, service_key};
 use crate::domain::{DiffOptions, Owned};
 use crate::plan::{Action, Change, FieldChange};
+
+/// What apply does for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceOp {
+    /// `daemon-reload`, then enable or disable, then start, restart or stop; then record.
+    Converge {
+        enable: bool,
+        disable: bool,
+        /// `start`, `restart` or `stop`, if any.
+        verb: Option<&'static str>,
+        /// What the ledger records once done.
+        record: Entry,
+    },
+    /// `disable --now`, then forget it.
+    Remove,
+}
 
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
@@ -24,36 +37,15 @@ pub fn diff(
     desired: &Desired,
     observed: &Observed,
     owned: &Owned<Entry>,
-    options: &DiffOptions,
+    _options: &DiffOptions,
 ) -> Vec<Change> {
     let mut out = Vec::new();
     let mut names: BTreeSet<&str> = desired.keys().map(String::as_str).collect();
-    names.extend(observed.units.keys().map(String::as_str));
+    names.extend(owned.keys().filter_map(|k| k.strip_prefix("service:")));
     for name in names {
-        let want = desired.get(name);
-        let have = observed.units.get(name).unwrap_or(&Have::Missing);
-        let applied = match owned.get(&unit_key(name)) {
-            Some(Entry::Unit { applied_sha256 }) => Some(applied_sha256.as_str()),
-            _ => None,
-        };
-        let own = Ownership {
-            owned: applied.is_some(),
-            applied,
-        };
         let service_entry = owned.get(&service_key(name));
-        let mut unit_change = generated::diff(
-            unit_address(name),
-            &unit_path(name),
-            want.map(|w| w.unit.as_slice()),
-            have,
-            own,
-            options.allow_destroy,
-        );
-        match want {
+        match desired.get(name) {
             Some(w) => {
-                if let Some(c) = unit_change.take() {
-                    out.push(c);
-                }
                 if let Some(c) = service_change(name, w, observed, service_entry) {
                     out.push(c);
                 }
@@ -66,20 +58,32 @@ pub fn diff(
                         .reason(format!(
                             "the profile no longer declares it: systemctl disable --now {}",
                             unit(name)
-                        ));
+                        ))
+                        .with_op(ServiceOp::Remove);
                     if let Some(why) = &observed.unusable {
                         stop = stop.not_applicable(why.clone());
                     }
                     out.push(stop);
                 }
-                if let Some(mut c) = unit_change.take() {
-                    c.depends_on.push(service_address(name));
-                    out.push(c);
-                }
             }
         }
     }
     out
+}
+
+/// The inputs' digests after this apply: planned ones as they will be, the others as
+/// observe read them.
+fn triggers(want: &DesiredService, observed: &Observed) -> BTreeMap<String, String> {
+    want.triggers
+        .iter()
+        .map(|(input, planned)| {
+            let digest = planned
+                .clone()
+                .or_else(|| observed.inputs.get(input).cloned())
+                .unwrap_or_else(|| "missing".into());
+            (input.clone(), digest)
+        })
+        .collect()
 }
 
 /// What systemd must do for a desired service, if anything.
@@ -98,8 +102,8 @@ fn service_change(
         }) => Some((unit_sha256, triggers, *enabled, *started)),
         _ => None,
     };
-    let mut depends_on = vec![unit_address(name)];
-    depends_on.extend(want.after.iter().cloned());
+    let depends_on = want.after.clone();
+    let triggers = triggers(want, observed);
 
     if let Some(why) = &observed.unusable {
         // Nothing can be asked of systemd here: say what would be done on a systemd host.
@@ -144,18 +148,36 @@ fn service_change(
             Some(running(want.start)),
         ));
     }
-    let restart = want.start && state.is_active() && restart_reasons(want, recorded);
+    let restart = want.start && state.is_active() && restart_reasons(want, &triggers, recorded);
     if restart {
         fields.push(FieldChange::new(
             "restart",
             None,
-            Some(restart_why(want, recorded)),
+            Some(restart_why(want, &triggers, recorded)),
         ));
     }
     let settled = recorded.is_some_and(|(_, _, e, s)| e == want.enable && s == want.start);
     if fields.is_empty() && settled {
         return None;
     }
+    let field = |n: &str| fields.iter().any(|f| f.name == n);
+    let op = ServiceOp::Converge {
+        enable: want.enable,
+        disable: !want.enable && field("enabled"),
+        verb: if want.start {
+            Some(if restart { "restart" } else { "start" })
+        } else if field("active") {
+            Some("stop")
+        } else {
+            None
+        },
+        record: Entry::Service {
+            unit_sha256: want.unit_sha256.clone(),
+            triggers,
+            enabled: want.enable,
+            started: want.start,
+        },
+    };
     let mut c = Change::new(
         service_address(name),
         if recorded.is_some() {
@@ -165,7 +187,8 @@ fn service_change(
         } else {
             Action::Create
         },
-    );
+    )
+    .with_op(op);
     c.fields = fields;
     c.depends_on = depends_on;
     Some(c)
@@ -178,17 +201,23 @@ type Recorded<'a> = (
     bool,
 );
 
-fn restart_reasons(want: &DesiredService, recorded: Option<Recorded<'_>>) -> bool {
+fn restart_reasons(
+    want: &DesiredService,
+    now: &BTreeMap<String, String>,
+    recorded: Option<Recorded<'_>>,
+) -> bool {
     match recorded {
         // Running, but not started by sovereign from this unit: restart onto it.
         None => true,
-        Some((unit_sha, triggers, _, _)) => {
-            *unit_sha != want.unit_sha256 || *triggers != want.triggers
-        }
+        Some((unit_sha, triggers, _, _)) => *unit_sha != want.unit_sha256 || triggers != now,
     }
 }
 
-fn restart_why(want: &DesiredService, recorded: Option<Recorded<'_>>) -> String {
+fn restart_why(
+    want: &DesiredService,
+    now: &BTreeMap<String, String>,
+    recorded: Option<Recorded<'_>>,
+) -> String {
     let Some((unit_sha, triggers, _, _)) = recorded else {
         return "sovereign has not started it from this unit yet".into();
     };
@@ -196,7 +225,7 @@ fn restart_why(want: &DesiredService, recorded: Option<Recorded<'_>>) -> String 
     if *unit_sha != want.unit_sha256 {
         why.push("the unit changed".to_string());
     }
-    for (path, digest) in &want.triggers {
+    for (path, digest) in now {
         if triggers.get(path) != Some(digest) {
             why.push(format!("{path} changed"));
         }
@@ -216,14 +245,14 @@ fn describe_active(s: &UnitState) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
+    use crate::domain::requests::{file_address, unit_file_path};
 
     fn want() -> Desired {
         let mut d = Desired::new();
-        let mut s = DesiredService::new(b"[Service]\nExecStart=/bin/true\n".to_vec());
-        s.triggers.insert("/etc/x.conf".into(), "aa".into());
+        let mut s = DesiredService::new(b"[Service]\nExecStart=/bin/true\n");
+        s.triggers.insert("/etc/x.conf".into(), Some("aa".into()));
+        s.after.push(file_address(&unit_file_path("x")));
         d.insert("x".into(), s);
         d
     }
@@ -241,16 +270,10 @@ mod tests {
         let s = &d["x"];
         let mut o = Owned::new();
         o.insert(
-            unit_key("x"),
-            Entry::Unit {
-                applied_sha256: s.unit_sha256.clone(),
-            },
-        );
-        o.insert(
             service_key("x"),
             Entry::Service {
                 unit_sha256: s.unit_sha256.clone(),
-                triggers: s.triggers.clone(),
+                triggers: triggers(s, &Observed::default()),
                 enabled: true,
                 started: true,
             },
@@ -258,43 +281,35 @@ mod tests {
         o
     }
 
-    fn present(d: &Desired) -> Have {
-        Have::Present {
-            sha256: d["x"].unit_sha256.clone(),
-            content: Some(d["x"].unit.clone()),
-            size: d["x"].unit.len() as u64,
-        }
-    }
-
     #[test]
-    fn without_systemd_the_unit_is_written_and_the_service_step_is_not_applicable() {
+    fn without_systemd_the_service_step_is_not_applicable_and_waits_for_its_unit_file() {
         let d = want();
         let observed = Observed {
             unusable: Some("PID 1 is not systemd".into()),
-            units: BTreeMap::from([("x".to_string(), Have::Missing)]),
-            states: BTreeMap::new(),
+            ..Observed::default()
         };
         let changes = diff(&d, &observed, &Owned::new(), &DiffOptions::default());
-        assert_eq!(changes.len(), 2);
-        assert_eq!(changes[0].address, unit_address("x"));
-        assert!(changes[0].is_pending());
-        assert_eq!(changes[1].address, service_address("x"));
-        assert_eq!(changes[1].action, Action::Create);
-        assert!(!changes[1].is_pending());
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].address, service_address("x"));
+        assert_eq!(changes[0].action, Action::Create);
+        assert!(!changes[0].is_pending());
         assert_eq!(
-            changes[1].not_applicable.as_deref(),
+            changes[0].not_applicable.as_deref(),
             Some("PID 1 is not systemd")
         );
-        assert!(changes[1].depends_on.contains(&unit_address("x")));
+        assert!(
+            changes[0]
+                .depends_on
+                .contains(&file_address("/etc/systemd/system/x.service"))
+        );
     }
 
     #[test]
     fn on_systemd_a_new_service_is_enabled_and_started_then_settles() {
         let d = want();
         let mut observed = Observed {
-            unusable: None,
-            units: BTreeMap::from([("x".to_string(), Have::Missing)]),
             states: BTreeMap::from([("x".to_string(), state("inactive", ""))]),
+            ..Observed::default()
         };
         let changes = diff(&d, &observed, &Owned::new(), &DiffOptions::default());
         let svc = changes
@@ -304,8 +319,15 @@ mod tests {
         assert_eq!(svc.action, Action::Create);
         let names: Vec<&str> = svc.fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["enabled", "active"]);
+        assert!(matches!(
+            svc.op::<ServiceOp>().unwrap(),
+            ServiceOp::Converge {
+                enable: true,
+                verb: Some("start"),
+                ..
+            }
+        ));
 
-        observed.units.insert("x".into(), present(&d));
         observed
             .states
             .insert("x".into(), state("active", "enabled"));
@@ -326,11 +348,10 @@ mod tests {
         d2.get_mut("x")
             .unwrap()
             .triggers
-            .insert("/etc/x.conf".into(), "bb".into());
+            .insert("/etc/x.conf".into(), Some("bb".into()));
         let observed = Observed {
-            unusable: None,
-            units: BTreeMap::from([("x".to_string(), present(&d))]),
             states: BTreeMap::from([("x".to_string(), state("active", "enabled"))]),
+            ..Observed::default()
         };
         let changes = diff(&d2, &observed, &owned, &DiffOptions::default());
         assert_eq!(changes.len(), 1);
@@ -343,20 +364,45 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_service_is_stopped_before_its_unit_is_removed() {
+    fn a_file_no_domain_writes_restarts_it_when_observe_reads_a_new_digest() {
+        let mut d = want();
+        d.get_mut("x")
+            .unwrap()
+            .triggers
+            .insert("/etc/x.conf".into(), None);
+        let mut observed = Observed {
+            states: BTreeMap::from([("x".to_string(), state("active", "enabled"))]),
+            inputs: BTreeMap::from([("/etc/x.conf".to_string(), "aa".to_string())]),
+            ..Observed::default()
+        };
+        let mut owned = Owned::new();
+        owned.insert(
+            service_key("x"),
+            Entry::Service {
+                unit_sha256: d["x"].unit_sha256.clone(),
+                triggers: triggers(&d["x"], &observed),
+                enabled: true,
+                started: true,
+            },
+        );
+        assert!(diff(&d, &observed, &owned, &DiffOptions::default()).is_empty());
+        observed.inputs.insert("/etc/x.conf".into(), "cc".into());
+        let changes = diff(&d, &observed, &owned, &DiffOptions::default());
+        assert_eq!(changes[0].fields[0].name, "restart");
+    }
+
+    #[test]
+    fn a_dropped_service_is_stopped() {
         let d = want();
         let owned = owned_after_apply(&d);
         let observed = Observed {
-            unusable: None,
-            units: BTreeMap::from([("x".to_string(), present(&d))]),
             states: BTreeMap::from([("x".to_string(), state("active", "enabled"))]),
+            ..Observed::default()
         };
         let changes = diff(&Desired::new(), &observed, &owned, &DiffOptions::default());
-        assert_eq!(changes.len(), 2);
+        assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].address, service_address("x"));
         assert_eq!(changes[0].action, Action::Delete);
-        assert_eq!(changes[1].address, unit_address("x"));
-        assert_eq!(changes[1].action, Action::Delete);
-        assert!(changes[1].depends_on.contains(&service_address("x")));
+        assert_eq!(changes[0].op::<ServiceOp>().unwrap(), &ServiceOp::Remove);
     }
 }

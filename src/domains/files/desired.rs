@@ -3,13 +3,15 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow, bail};
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::Environment;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::Desired;
+use crate::domain::{FileRequest, template};
 use crate::hardware::Facts;
 use crate::host::users;
+use crate::plan::Address;
 use crate::plan::resolve::Resolved;
 
 /// The file mode when the profile gives none.
@@ -32,6 +34,12 @@ pub struct DesiredFile {
     pub group: String,
     /// Hide the content in plans.
     pub sensitive: bool,
+    /// Another domain asked for it (`inference`, `services.web`); `None` for `[files]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Changes that must run before it is removed (recorded in the ledger when written).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove_after: Vec<Address>,
 }
 
 impl DesiredFile {
@@ -52,43 +60,57 @@ impl DesiredFile {
             owner: owner.to_string(),
             group: group.to_string(),
             sensitive: false,
+            requested_by: None,
+            remove_after: Vec::new(),
         }
     }
 }
 
-/// Render every `[files]` entry of the profile.
-/// The one template environment of every domain that renders profile templates: undefined
-/// values are errors, files keep their trailing newline, and `templates` (name -> source)
-/// can be included by name.
-pub fn template_environment(
-    templates: &BTreeMap<String, String>,
-) -> anyhow::Result<Environment<'static>> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_syntax(
-        minijinja::syntax::SyntaxConfig::builder()
-            .keep_trailing_newline(true)
-            .build()
-            .expect("the default delimiters are valid"),
-    );
-    for (name, text) in templates {
-        env.add_template_owned(name.clone(), text.clone())
-            .with_context(|| format!("template {name:?} does not parse"))?;
+/// Every `[files]` entry of the profile rendered, and every file other domains request.
+pub fn desired(
+    profile: &Resolved,
+    facts: &Facts,
+    requests: &[FileRequest],
+) -> anyhow::Result<Desired> {
+    let mut out = profile_files(profile, facts)?;
+    if requests.is_empty() {
+        return Ok(out);
     }
-    Ok(env)
+    let (uid, gid) = users::current();
+    let user = users::user_name(uid).unwrap_or_else(|| uid.to_string());
+    let group = users::group_name(gid).unwrap_or_else(|| gid.to_string());
+    for r in requests {
+        if !r.path.starts_with('/') {
+            bail!("{}: asks for {:?}, which is not absolute", r.by, r.path);
+        }
+        if let Some(other) = out.get(&r.path) {
+            let first = match &other.requested_by {
+                Some(by) => by.clone(),
+                None => format!("files.\"{}\"", r.path),
+            };
+            bail!(
+                "{first} and {} both write {}: one file has one owner; drop the [files] entry, or rename what {} writes",
+                r.by,
+                r.path,
+                r.by
+            );
+        }
+        let mut file = DesiredFile::new(r.content.clone(), r.mode, (uid, &user), (gid, &group));
+        file.sensitive = r.sensitive;
+        file.requested_by = Some(r.by.clone());
+        file.remove_after = r.remove_after.clone();
+        out.insert(r.path.clone(), file);
+    }
+    Ok(out)
 }
 
-pub fn desired(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
+fn profile_files(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
     let files = &profile.profile.files;
     if files.is_empty() {
         return Ok(Desired::new());
     }
-    let env = template_environment(&profile.templates)?;
-    let mut context = serde_json::to_value(&profile.profile)?;
-    if let Some(map) = context.as_object_mut() {
-        map.insert("facts".into(), serde_json::to_value(facts)?);
-    }
-    let context = minijinja::Value::from(minijinja::value::Serde(context));
+    let env = template::environment(&profile.templates)?;
+    let context = template::context(&profile.profile, facts)?;
 
     let (my_uid, my_gid) = users::current();
     // Looked up once: an NSS lookup per file would dominate planning thousands of files.
@@ -202,7 +224,7 @@ mod tests {
             archetype: "cpu-only".into(),
             ..Facts::default()
         };
-        let d = desired(&profile(&[("/etc/motd", spec)]), &facts).unwrap();
+        let d = desired(&profile(&[("/etc/motd", spec)]), &facts, &[]).unwrap();
         assert_eq!(d["/etc/motd"].content, b"forge on cpu-only\n");
         assert_eq!(d["/etc/motd"].mode, DEFAULT_MODE);
     }
@@ -213,7 +235,7 @@ mod tests {
             content: Some("{{ host.nmae }}".into()),
             ..FileSpec::default()
         };
-        let err = desired(&profile(&[("/etc/motd", spec)]), &Facts::default()).unwrap_err();
+        let err = desired(&profile(&[("/etc/motd", spec)]), &Facts::default(), &[]).unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains("files.\"/etc/motd\".content"), "{text}");
         assert!(text.contains("undefined"), "{text}");
@@ -226,7 +248,7 @@ mod tests {
             owner: Some("no-such-user-sovereign".into()),
             ..FileSpec::default()
         };
-        let err = desired(&profile(&[("/etc/x", spec)]), &Facts::default()).unwrap_err();
+        let err = desired(&profile(&[("/etc/x", spec)]), &Facts::default(), &[]).unwrap_err();
         assert!(format!("{err:#}").contains("no such user"));
     }
 }

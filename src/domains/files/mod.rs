@@ -1,4 +1,6 @@
-//! The files domain: `[files."/abs/path"]` entries become managed files under the root.
+//! The files domain: `[files."/abs/path"]` entries, and the files other domains request
+//! (unit files, the daemon's options file), become managed files under the root: one
+//! lifecycle for every file sovereign writes.
 //!
 //! Ownership rules, kept in the ledger (`file:<path>` and `dir:<path>` entries):
 //! - a file that existed before sovereign managed it is adopted: backed up into the state
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{ApplyContext, DiffOptions, Domain, LedgerTx, Owned, PlanContext};
 use crate::plan::{Address, Change};
 
-pub use desired::{DesiredFile, template_environment};
+pub use desired::DesiredFile;
 pub use diff::diff;
 pub use observe::ObservedFile;
 
@@ -55,6 +57,10 @@ pub struct OwnedFile {
     /// The profile marked it sensitive: its content never shows, even when it is dropped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
+    /// Changes that must run before it is removed (another domain's file: the service
+    /// reading it is stopped first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_after: Vec<Address>,
 }
 
 /// A backed-up original, stored under the domain's state folder.
@@ -92,7 +98,14 @@ impl Domain for Files {
     const SECTIONS: &'static [&'static str] = &["files"];
 
     fn desired(&self, cx: &PlanContext<'_>) -> anyhow::Result<Desired> {
-        desired::desired(cx.profile, cx.facts)
+        desired::desired(cx.profile, cx.facts, &cx.requests.files)
+    }
+
+    fn planned(&self, desired: &Desired) -> BTreeMap<Address, String> {
+        desired
+            .iter()
+            .map(|(path, f)| (address(path), f.sha256.clone()))
+            .collect()
     }
 
     fn observe(
@@ -117,8 +130,8 @@ impl Domain for Files {
         observed: &Observed,
         owned: &Owned<Entry>,
         options: &DiffOptions,
-    ) -> Vec<Change> {
-        diff::diff(desired, observed, owned, options)
+    ) -> anyhow::Result<Vec<Change>> {
+        Ok(diff::diff(desired, observed, owned, options))
     }
 
     fn apply(

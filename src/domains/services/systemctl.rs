@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::host::fs::Root;
 use crate::host::{Cmd, Host};
 
 /// How long one systemctl call may take (a start waits for the unit to come up).
@@ -14,23 +13,6 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The properties observation reads.
 pub const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,UnitFileState";
-
-/// Why systemd steps cannot run on this machine; `None` when they can.
-pub fn unusable(root: &Root, host: &dyn Host) -> Option<String> {
-    if !host.systemd_booted() {
-        return Some("PID 1 is not systemd".into());
-    }
-    if root.path() != std::path::Path::new("/") {
-        return Some(format!(
-            "the unit files are written under --root {}, which the running systemd does not read",
-            root.path().display()
-        ));
-    }
-    if !host.has_program("systemctl") {
-        return Some("systemctl is not installed".into());
-    }
-    None
-}
 
 /// What `systemctl show` says about one unit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
