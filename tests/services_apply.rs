@@ -273,3 +273,28 @@ fn a_wrong_pin_fails_the_apply_naming_the_model() {
             .exists()
     );
 }
+
+#[test]
+fn a_managed_file_that_is_also_a_unit_file_is_refused_naming_both_owners() {
+    let env = Env::new();
+    let p = env.profile(
+        "p.toml",
+        r#"
+[files."/etc/systemd/system/backup.service"]
+content = "[Service]\nExecStart=/bin/false\n"
+
+[services.backup]
+unit = "[Service]\nExecStart=/usr/bin/true\n"
+"#,
+    );
+    let plan = env.plan(&p);
+    assert_ne!(plan.code, Some(0), "{}", plan.stderr);
+    assert!(
+        plan.stderr.contains(
+            "files.\"/etc/systemd/system/backup.service\" and services.backup both write /etc/systemd/system/backup.service"
+        ),
+        "{}",
+        plan.stderr
+    );
+    assert!(!env.at("/etc/systemd").exists(), "nothing was written");
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-use super::{Backup, Desired, Entry, OwnedFile, dir_key, file_key};
+use super::{Backup, Desired, Entry, FileOp, OwnedFile, dir_key, file_key};
 use crate::domain::{ApplyContext, LedgerTx};
 use crate::host::fs::{self, Ownership};
 use crate::plan::{Action, Change};
@@ -25,8 +25,8 @@ pub fn apply(
     let path = change.address.name.as_str();
     // Resolve again at apply time: a symlink planted since the plan is refused here too.
     let real = cx.root.resolve(path)?;
-    match change.action {
-        Action::Create | Action::Update | Action::Adopt => {
+    match (change.op::<FileOp>()?, change.action) {
+        (&FileOp::Write { uid, gid }, Action::Create | Action::Update | Action::Adopt) => {
             let want = desired
                 .get(path)
                 .with_context(|| format!("{path} is not in the desired state"))?;
@@ -51,15 +51,12 @@ pub fn apply(
                 &real,
                 &want.content,
                 want.mode,
-                Some(Ownership {
-                    uid: want.uid,
-                    gid: want.gid,
-                }),
+                Some(Ownership { uid, gid }),
             )?;
             own.applied_sha256 = Some(want.sha256.clone());
             ledger.record_result(&file_key(path), Entry::File(own))?;
         }
-        Action::Delete => {
+        (FileOp::Remove, Action::Delete) => {
             let own = match ledger.get(&file_key(path)) {
                 Some(Entry::File(f)) => f.clone(),
                 _ => bail!("{path} is not in sovereign's ledger; nothing to remove"),
@@ -96,8 +93,11 @@ pub fn apply(
             }
             remove_empty_dirs(cx, desired, ledger)?;
         }
-        Action::Replace | Action::Keep => {
-            bail!("the files domain has no {} step", change.action.word())
+        (_, action) => {
+            bail!(
+                "the files domain has no {} step for this change",
+                action.word()
+            )
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
-//! Desired files: render content and templates, resolve owner and group names.
-
-use std::collections::BTreeMap;
+//! Desired files: content and templates rendered from the profile and the facts, and the
+//! files other domains request. Owner and group stay names here: resolving them reads the
+//! machine, so observe does it.
 
 use anyhow::{Context, anyhow, bail};
 use minijinja::Environment;
@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 use super::Desired;
 use crate::domain::{FileRequest, template};
 use crate::hardware::Facts;
-use crate::host::users;
 use crate::plan::Address;
 use crate::plan::resolve::Resolved;
 
@@ -27,11 +26,9 @@ pub struct DesiredFile {
     pub sha256: String,
     /// Permission bits, exact.
     pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Owner and group names for display.
-    pub owner: String,
-    pub group: String,
+    /// The owner and group as the profile names them; `None`: the user sovereign runs as.
+    pub owner: Option<String>,
+    pub group: Option<String>,
     /// Hide the content in plans.
     pub sensitive: bool,
     /// Another domain asked for it (`inference`, `services.web`); `None` for `[files]`.
@@ -43,22 +40,15 @@ pub struct DesiredFile {
 }
 
 impl DesiredFile {
-    /// A file owned by `uid`/`gid`, shown as `owner`/`group`.
-    pub fn new(
-        content: impl Into<Vec<u8>>,
-        mode: u32,
-        (uid, owner): (u32, &str),
-        (gid, group): (u32, &str),
-    ) -> Self {
+    /// A file owned by the user sovereign runs as.
+    pub fn new(content: impl Into<Vec<u8>>, mode: u32) -> Self {
         let content = content.into();
         DesiredFile {
             sha256: hex::encode(Sha256::digest(&content)),
             content,
             mode,
-            uid,
-            gid,
-            owner: owner.to_string(),
-            group: group.to_string(),
+            owner: None,
+            group: None,
             sensitive: false,
             requested_by: None,
             remove_after: Vec::new(),
@@ -76,9 +66,6 @@ pub fn desired(
     if requests.is_empty() {
         return Ok(out);
     }
-    let (uid, gid) = users::current();
-    let user = users::user_name(uid).unwrap_or_else(|| uid.to_string());
-    let group = users::group_name(gid).unwrap_or_else(|| gid.to_string());
     for r in requests {
         if !r.path.starts_with('/') {
             bail!("{}: asks for {:?}, which is not absolute", r.by, r.path);
@@ -95,7 +82,7 @@ pub fn desired(
                 r.by
             );
         }
-        let mut file = DesiredFile::new(r.content.clone(), r.mode, (uid, &user), (gid, &group));
+        let mut file = DesiredFile::new(r.content.clone(), r.mode);
         file.sensitive = r.sensitive;
         file.requested_by = Some(r.by.clone());
         file.remove_after = r.remove_after.clone();
@@ -112,12 +99,6 @@ fn profile_files(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
     let env = template::environment(&profile.templates)?;
     let context = template::context(&profile.profile, facts)?;
 
-    let (my_uid, my_gid) = users::current();
-    // Looked up once: an NSS lookup per file would dominate planning thousands of files.
-    let my_user = users::user_name(my_uid).unwrap_or_else(|| my_uid.to_string());
-    let my_group = users::group_name(my_gid).unwrap_or_else(|| my_gid.to_string());
-    let mut uids: BTreeMap<&str, u32> = BTreeMap::new();
-    let mut gids: BTreeMap<&str, u32> = BTreeMap::new();
     let mut out = Desired::new();
     for (path, spec) in files {
         let key = format!("files.\"{path}\"");
@@ -135,43 +116,10 @@ fn profile_files(profile: &Resolved, facts: &Facts) -> anyhow::Result<Desired> {
             (Some(_), Some(_)) => bail!("{key}: give either `content` or `template`, not both"),
             (None, None) => bail!("{key}: give `content` or `template`"),
         };
-        let uid = match &spec.owner {
-            None => my_uid,
-            Some(name) => match uids.get(name.as_str()) {
-                Some(&u) => u,
-                None => {
-                    let u = users::uid_of(name).ok_or_else(|| {
-                        anyhow!(
-                            "{key}.owner = {name:?}: no such user on this machine; create the user first or drop `owner`"
-                        )
-                    })?;
-                    uids.insert(name, u);
-                    u
-                }
-            },
-        };
-        let gid = match &spec.group {
-            None => my_gid,
-            Some(name) => match gids.get(name.as_str()) {
-                Some(&g) => g,
-                None => {
-                    let g = users::gid_of(name).ok_or_else(|| {
-                        anyhow!(
-                            "{key}.group = {name:?}: no such group on this machine; create the group first or drop `group`"
-                        )
-                    })?;
-                    gids.insert(name, g);
-                    g
-                }
-            },
-        };
         let mode = spec.mode.map(|m| m.0).unwrap_or(DEFAULT_MODE);
-        let mut file = DesiredFile::new(
-            content.into_bytes(),
-            mode,
-            (uid, spec.owner.as_deref().unwrap_or(&my_user)),
-            (gid, spec.group.as_deref().unwrap_or(&my_group)),
-        );
+        let mut file = DesiredFile::new(content.into_bytes(), mode);
+        file.owner = spec.owner.clone();
+        file.group = spec.group.clone();
         file.sensitive = spec.sensitive;
         out.insert(path.clone(), file);
     }
@@ -242,13 +190,14 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_user_is_a_plan_error() {
+    fn owner_and_group_stay_names_for_observe_to_resolve() {
         let spec = FileSpec {
             content: Some("x".into()),
             owner: Some("no-such-user-sovereign".into()),
             ..FileSpec::default()
         };
-        let err = desired(&profile(&[("/etc/x", spec)]), &Facts::default(), &[]).unwrap_err();
-        assert!(format!("{err:#}").contains("no such user"));
+        let d = desired(&profile(&[("/etc/x", spec)]), &Facts::default(), &[]).unwrap();
+        assert_eq!(d["/etc/x"].owner.as_deref(), Some("no-such-user-sovereign"));
+        assert_eq!(d["/etc/x"].group, None);
     }
 }

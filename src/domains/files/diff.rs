@@ -1,31 +1,85 @@
-//! The files diff: pure, from desired, observed and owned to changes.
+//! The files diff: pure, from desired, observed (with the users and groups it resolved)
+//! and owned to changes, each carrying the [`FileOp`] apply runs.
 
+use anyhow::bail;
 use similar::TextDiff;
 
-use super::observe::FileState;
+use super::observe::{FileState, Ids};
 use super::{Desired, DesiredFile, Entry, Observed, ObservedFile, Owned, address, file_key};
 use crate::domain::DiffOptions;
-use crate::host::users;
 use crate::plan::{Action, Change, FieldChange};
 
-/// Changes for every desired path, then removals of owned paths the profile dropped.
+/// What apply does for one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOp {
+    /// Write the desired content with this mode and owner (backing up what is there first
+    /// when the change adopts it).
+    Write { uid: u32, gid: u32 },
+    /// Put the backed-up original back, or remove the file sovereign created.
+    Remove,
+}
+
+/// Who a desired file belongs to, resolved: ids to write, names to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+    user: String,
+    group: String,
+}
+
+fn owner(path: &str, want: &DesiredFile, ids: &Ids) -> anyhow::Result<Owner> {
+    let key = match &want.requested_by {
+        Some(by) => format!("{by} ({path})"),
+        None => format!("files.\"{path}\""),
+    };
+    let uid = match &want.owner {
+        None => ids.me.0,
+        Some(name) => match ids.users.get(name) {
+            Some(&u) => u,
+            None => bail!(
+                "{key}.owner = {name:?}: no such user on this machine; create the user first or drop `owner`"
+            ),
+        },
+    };
+    let gid = match &want.group {
+        None => ids.me.1,
+        Some(name) => match ids.groups.get(name) {
+            Some(&g) => g,
+            None => bail!(
+                "{key}.group = {name:?}: no such group on this machine; create the group first or drop `group`"
+            ),
+        },
+    };
+    Ok(Owner {
+        uid,
+        gid,
+        user: want.owner.clone().unwrap_or_else(|| ids.user_name(uid)),
+        group: want.group.clone().unwrap_or_else(|| ids.group_name(gid)),
+    })
+}
+
+/// Changes for every desired path, then removals of owned paths the profile dropped. An
+/// owner or group this machine does not have is an error.
 pub fn diff(
     desired: &Desired,
     observed: &Observed,
     owned: &Owned<Entry>,
     options: &DiffOptions,
-) -> Vec<Change> {
+) -> anyhow::Result<Vec<Change>> {
+    let ids = &observed.ids;
     let mut changes = Vec::new();
     for (path, want) in desired {
+        let who = owner(path, want, ids)?;
         let owned_file = match owned.get(&file_key(path)) {
             Some(Entry::File(f)) => Some(f),
             _ => None,
         };
-        let now = observed.get(path).unwrap_or(&ObservedFile::Missing);
+        let now = observed.files.get(path).unwrap_or(&ObservedFile::Missing);
         let change = match now {
             ObservedFile::Missing => {
                 let mut c = Change::new(address(path), Action::Create);
-                c.fields = fields(path, None, want);
+                c.fields = fields(None, want, &who, ids);
                 c.diff = content_diff(path, None, want);
                 if owned_file.is_some() {
                     c.reason = Some("managed file is missing; it is written again".into());
@@ -35,7 +89,7 @@ pub fn diff(
             ObservedFile::File(have) => match owned_file {
                 None => {
                     let mut c = Change::new(address(path), Action::Adopt);
-                    c.fields = fields(path, Some(have), want);
+                    c.fields = fields(Some(have), want, &who, ids);
                     c.diff = content_diff(path, Some(have), want);
                     c.reason = Some(
                         "exists and is not managed yet: it is backed up into sovereign's state, then managed; it is put back when the profile drops it"
@@ -44,7 +98,7 @@ pub fn diff(
                     Some(c)
                 }
                 Some(own) => {
-                    let same = matches(have, want);
+                    let same = matches(have, want, &who);
                     let recorded = own.applied_sha256.as_deref() == Some(have.sha256.as_str());
                     let hand_edited = own.applied_sha256.is_some() && !recorded;
                     if same && recorded {
@@ -62,7 +116,7 @@ pub fn diff(
                             Action::Update
                         };
                         let mut c = Change::new(address(path), action);
-                        c.fields = fields(path, Some(have), want);
+                        c.fields = fields(Some(have), want, &who, ids);
                         c.diff = content_diff(path, Some(have), want);
                         if hand_edited && content_changes {
                             if action == Action::Keep {
@@ -83,6 +137,10 @@ pub fn diff(
             },
         };
         if let Some(mut c) = change {
+            c = c.with_op(FileOp::Write {
+                uid: who.uid,
+                gid: who.gid,
+            });
             c.flags.sensitive = want.sensitive;
             if want.sensitive {
                 c.diff = None;
@@ -97,8 +155,8 @@ pub fn diff(
         if desired.contains_key(path) {
             continue;
         }
-        let now = observed.get(path).unwrap_or(&ObservedFile::Missing);
-        let mut c = Change::new(address(path), Action::Delete);
+        let now = observed.files.get(path).unwrap_or(&ObservedFile::Missing);
+        let mut c = Change::new(address(path), Action::Delete).with_op(FileOp::Remove);
         c.depends_on = own.remove_after.clone();
         match (now, &own.backup) {
             (ObservedFile::Missing, None) => {
@@ -160,21 +218,26 @@ pub fn diff(
         }
         changes.push(c);
     }
-    changes
+    Ok(changes)
 }
 
-fn matches(have: &FileState, want: &DesiredFile) -> bool {
+fn matches(have: &FileState, want: &DesiredFile, who: &Owner) -> bool {
     have.sha256 == want.sha256
         && have.mode == want.mode
-        && have.uid == want.uid
-        && have.gid == want.gid
+        && have.uid == who.uid
+        && have.gid == who.gid
 }
 
 fn describe(sha: &str, size: u64) -> String {
     format!("sha256:{} ({size} bytes)", &sha[..12.min(sha.len())])
 }
 
-fn fields(_path: &str, have: Option<&FileState>, want: &DesiredFile) -> Vec<FieldChange> {
+fn fields(
+    have: Option<&FileState>,
+    want: &DesiredFile,
+    who: &Owner,
+    ids: &Ids,
+) -> Vec<FieldChange> {
     let mut out = Vec::new();
     let content_differs = have.is_none_or(|h| h.sha256 != want.sha256);
     if content_differs {
@@ -195,18 +258,18 @@ fn fields(_path: &str, have: Option<&FileState>, want: &DesiredFile) -> Vec<Fiel
             Some(format!("{:04o}", want.mode)),
         ));
     }
-    if have.is_none_or(|h| h.uid != want.uid) {
+    if have.is_none_or(|h| h.uid != who.uid) {
         out.push(FieldChange::new(
             "owner",
-            have.map(|h| users::user_name(h.uid).unwrap_or_else(|| h.uid.to_string())),
-            Some(want.owner.clone()),
+            have.map(|h| ids.user_name(h.uid)),
+            Some(who.user.clone()),
         ));
     }
-    if have.is_none_or(|h| h.gid != want.gid) {
+    if have.is_none_or(|h| h.gid != who.gid) {
         out.push(FieldChange::new(
             "group",
-            have.map(|h| users::group_name(h.gid).unwrap_or_else(|| h.gid.to_string())),
-            Some(want.group.clone()),
+            have.map(|h| ids.group_name(h.gid)),
+            Some(who.group.clone()),
         ));
     }
     out
@@ -243,7 +306,10 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     fn want(text: &str) -> DesiredFile {
-        DesiredFile::new(text.as_bytes().to_vec(), 0o644, (0, "root"), (0, "root"))
+        let mut f = DesiredFile::new(text.as_bytes().to_vec(), 0o644);
+        f.owner = Some("root".into());
+        f.group = Some("root".into());
+        f
     }
 
     fn have(text: &str, mode: u32) -> ObservedFile {
@@ -290,13 +356,65 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
-            &observed
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            &Observed {
+                files: observed
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                ids: root_ids(),
+            },
             &owned_entries.into_iter().collect(),
             &DiffOptions { allow_destroy },
         )
+        .unwrap()
+    }
+
+    /// A machine where only root exists, and sovereign runs as uid 1000.
+    fn root_ids() -> Ids {
+        Ids {
+            me: (1000, 1000),
+            users: [("root".to_string(), 0)].into(),
+            groups: [("root".to_string(), 0)].into(),
+            user_names: [(0, "root".to_string())].into(),
+            group_names: [(0, "root".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn an_owner_the_machine_lacks_is_an_error_naming_the_key() {
+        let mut f = want("x");
+        f.owner = Some("no-such-user".into());
+        let desired: Desired = [("/etc/x".to_string(), f)].into();
+        let observed = Observed {
+            ids: root_ids(),
+            ..Observed::default()
+        };
+        let err = diff(&desired, &observed, &Owned::new(), &DiffOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "files.\"/etc/x\".owner = \"no-such-user\": no such user on this machine; create the user first or drop `owner`"
+        );
+    }
+
+    #[test]
+    fn without_owner_a_file_belongs_to_the_user_sovereign_runs_as() {
+        let mut f = want("x");
+        f.owner = None;
+        f.group = None;
+        let c = run(&[("/a", f)], &[], vec![], false);
+        assert_eq!(
+            c[0].op::<FileOp>().unwrap(),
+            &FileOp::Write {
+                uid: 1000,
+                gid: 1000
+            }
+        );
+        let owner = c[0].fields.iter().find(|f| f.name == "owner").unwrap();
+        assert_eq!(
+            owner.after.as_deref(),
+            Some("1000"),
+            "a uid without a name shows as the number"
+        );
     }
 
     #[test]

@@ -23,8 +23,9 @@ use crate::domain::{ApplyContext, DiffOptions, Domain, LedgerTx, Owned, PlanCont
 use crate::plan::{Address, Change};
 
 pub use desired::DesiredFile;
+pub use diff::FileOp;
 pub use diff::diff;
-pub use observe::ObservedFile;
+pub use observe::{Ids, ObservedFile};
 
 /// The files domain.
 #[derive(Debug, Default, Clone, Copy)]
@@ -32,8 +33,14 @@ pub struct Files;
 
 /// Desired files keyed by their path as the profile writes it.
 pub type Desired = BTreeMap<String, DesiredFile>;
-/// Observed files keyed the same way (desired and owned paths).
-pub type Observed = BTreeMap<String, ObservedFile>;
+/// What the machine has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Observed files keyed like the desired ones (desired and owned paths).
+    pub files: BTreeMap<String, ObservedFile>,
+    /// The users and groups the files name or carry, resolved.
+    pub ids: Ids,
+}
 
 /// One ledger entry of the files domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +126,7 @@ impl Domain for Files {
 
     fn digests(&self, observed: &Observed) -> BTreeMap<Address, String> {
         observed
+            .files
             .iter()
             .map(|(path, o)| (address(path), o.digest()))
             .collect()
@@ -131,7 +139,7 @@ impl Domain for Files {
         owned: &Owned<Entry>,
         options: &DiffOptions,
     ) -> anyhow::Result<Vec<Change>> {
-        Ok(diff::diff(desired, observed, owned, options))
+        diff::diff(desired, observed, owned, options)
     }
 
     fn apply(

@@ -11,6 +11,84 @@ use sha2::{Digest, Sha256};
 
 use super::{Desired, Entry, Observed, Owned};
 use crate::host::fs::Root;
+use crate::host::users;
+
+/// Users and groups as this machine resolves them: the names the desired files give, the
+/// user sovereign runs as, and the names of the ids the observed files carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ids {
+    /// The user and group sovereign runs as (a file without `owner`/`group` gets them).
+    pub me: (u32, u32),
+    /// Name -> uid of each `owner` named; a name missing here has no user.
+    pub users: BTreeMap<String, u32>,
+    /// Name -> gid of each `group` named.
+    pub groups: BTreeMap<String, u32>,
+    /// uid -> name, for display (an id without a name shows as the number).
+    pub user_names: BTreeMap<u32, String>,
+    /// gid -> name.
+    pub group_names: BTreeMap<u32, String>,
+}
+
+impl Ids {
+    pub fn user_name(&self, uid: u32) -> String {
+        self.user_names
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| uid.to_string())
+    }
+
+    pub fn group_name(&self, gid: u32) -> String {
+        self.group_names
+            .get(&gid)
+            .cloned()
+            .unwrap_or_else(|| gid.to_string())
+    }
+}
+
+/// Resolve the names `desired` gives and the ids `files` carry, each once: an NSS lookup
+/// per file would dominate planning thousands of files.
+fn ids(desired: &Desired, files: &BTreeMap<String, ObservedFile>) -> Ids {
+    let me = users::current();
+    let mut out = Ids {
+        me,
+        ..Ids::default()
+    };
+    let mut uids: BTreeSet<u32> = BTreeSet::from([me.0]);
+    let mut gids: BTreeSet<u32> = BTreeSet::from([me.1]);
+    for f in desired.values() {
+        if let Some(name) = &f.owner {
+            if !out.users.contains_key(name) {
+                if let Some(u) = users::uid_of(name) {
+                    out.users.insert(name.clone(), u);
+                }
+            }
+        }
+        if let Some(name) = &f.group {
+            if !out.groups.contains_key(name) {
+                if let Some(g) = users::gid_of(name) {
+                    out.groups.insert(name.clone(), g);
+                }
+            }
+        }
+    }
+    for f in files.values() {
+        if let ObservedFile::File(state) = f {
+            uids.insert(state.uid);
+            gids.insert(state.gid);
+        }
+    }
+    for uid in uids {
+        if let Some(name) = users::user_name(uid) {
+            out.user_names.insert(uid, name);
+        }
+    }
+    for gid in gids {
+        if let Some(name) = users::group_name(gid) {
+            out.group_names.insert(gid, name);
+        }
+    }
+    out
+}
 
 /// Content kept for a diff only up to this size; larger files show their digests only.
 const DIFF_LIMIT: u64 = 1 << 20;
@@ -58,15 +136,18 @@ pub fn observe(root: &Root, desired: &Desired, owned: &Owned<Entry>) -> anyhow::
         }
     }
     let mut parents: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut out = Observed::new();
+    let mut files = BTreeMap::new();
     for path in paths {
         let real = resolve_cached(root, path, &mut parents)?;
         let keep_if_differs = desired.get(path).map(|d| d.sha256.as_str());
         let state = observe_one(&real, keep_if_differs)
             .with_context(|| format!("files.\"{path}\": cannot observe {}", real.display()))?;
-        out.insert(path.to_string(), state);
+        files.insert(path.to_string(), state);
     }
-    Ok(out)
+    Ok(Observed {
+        ids: ids(desired, &files),
+        files,
+    })
 }
 
 /// Resolve `path` under the root, resolving each parent folder once.
