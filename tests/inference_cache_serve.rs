@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use inference_support::{call, free_port, gguf, model_file, tiny};
 use serde_json::{Value, json};
-use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
+use sovereign_inference::cache::{Cache, ModelName, NoProgress, PullRequest};
 
 /// One request without a key; returns (status, body).
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use inference_support::{Served, call, free_port, sovereign, tiny};
 use serde_json::{Value, json};
-use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
+use sovereign_inference::cache::{Cache, ModelName, NoProgress, PullRequest};
 
 /// A model cache holding the tiny model under each name.
 fn cache_with(root: &Path, names: &[&str]) {

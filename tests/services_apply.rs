@@ -8,7 +8,7 @@ mod engine_support;
 
 use engine_support::Env;
 use sha2::Digest;
-use sovereign::inference::gguf::write::{GgufBuilder, LlamaShape};
+use sovereign_gguf::write::{GgufBuilder, LlamaShape};
 
 /// Why systemd steps cannot run in these tests, as the plan says it.
 fn expected_reason(env: &Env) -> String {

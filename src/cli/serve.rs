@@ -242,7 +242,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         ctx: args.ctx as usize,
         threads: args
             .threads
-            .map_or_else(daemon::physical_cores, usize::from),
+            .map_or_else(crate::hardware::cpu::physical_cores, usize::from),
         gpu_layers: args.gpu_layers.as_option(),
         mlock: args.mlock,
         mmap: !args.no_mmap,
@@ -250,6 +250,11 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         ttl: args.ttl.map(TextDuration::as_std),
         model_defaults,
         memory_limit: args.memory_limit.map(Size::bytes),
+        detect_machine: || {
+            crate::hardware::detect(&crate::host::RealHost)
+                .map(|facts| facts.machine())
+                .map_err(|e| format!("{e:#}"))
+        },
         limits: ServerLimits::from_bounds(|b| args.bounds.get(b)),
     };
     serve(opts, out)
@@ -275,7 +280,7 @@ fn raw_bench(spec: &str, args: &Args, out: &Output) -> CmdResult {
     };
     let threads = args
         .threads
-        .map_or_else(daemon::physical_cores, usize::from);
+        .map_or_else(crate::hardware::cpu::physical_cores, usize::from);
     let spec = crate::inference::rawbench::RawSpec {
         threads,
         ctx: args.ctx as usize,

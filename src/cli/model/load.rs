@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use crate::cli::client::{CallError, Client, ServerArgs};
 use crate::cli::{CmdResult, Output, exit};
-use crate::inference::estimate::human_bytes;
 use crate::inference::model_options::GpuLayers;
+use crate::inference::units::{ByteStyle, human_bytes};
 use crate::profile::units::Duration as TextDuration;
 
 const EXAMPLES: &str = "\
@@ -93,7 +93,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     let needed = &answer["needed"];
     let memory = needed["total_bytes"]
         .as_u64()
-        .map(|b| format!(", about {}", human_bytes(b)))
+        .map(|b| format!(", about {}", human_bytes(b, ByteStyle::Short)))
         .unwrap_or_default();
     out.say(format!(
         "{name} {what} (ctx {} x {} slot(s){memory})",
@@ -107,7 +107,11 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
 
 /// The estimate as lines: each part, the total, what is free, and the verdict.
 fn estimate_text(w: &Value) -> String {
-    let bytes = |v: &Value| v.as_u64().map(human_bytes).unwrap_or_else(|| "-".into());
+    let bytes = |v: &Value| {
+        v.as_u64()
+            .map(|b| human_bytes(b, ByteStyle::Short))
+            .unwrap_or_else(|| "-".into())
+    };
     let n = &w["needed"];
     let mut lines = vec![
         format!(

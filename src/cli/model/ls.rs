@@ -1,11 +1,12 @@
 //! `sovereign model ls`: list the cached models.
 
-use super::pull::{human_bytes, open_cache};
+use super::pull::open_cache;
 use crate::cli::{CmdResult, Output, exit, report};
 use crate::inference::cache::BlobState;
-use crate::inference::estimate::{Budget, Estimate, Offload, Shape, estimate, human_bytes as mem};
+use crate::inference::estimate::{Budget, Estimate, Offload, Shape, estimate};
 use crate::inference::gguf::human_count;
 use crate::inference::limits::{CONTEXT, SLOTS, clap_range};
+use crate::inference::units::{ByteStyle, human_bytes};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -61,7 +62,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     // The daemon offloads every layer by default where it can: judge by the GPUs. Without
     // hardware facts the list still shows the estimates.
     let budget = match crate::hardware::detect(&crate::host::RealHost) {
-        Ok(facts) => Some(Budget::from_facts(&facts, Offload::Full)),
+        Ok(facts) => Some(Budget::of(&facts.machine(), Offload::Full)),
         Err(e) => {
             tracing::warn!("cannot detect the machine's memory: {e:#}");
             None
@@ -120,19 +121,20 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         return Ok(exit::OK);
     }
     let dash = || "-".to_string();
-    let table: Vec<[String; 10]> = rows
+    let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.name.clone(),
-                human_bytes(r.size),
+                human_bytes(r.size, ByteStyle::Precise),
                 r.architecture.clone().unwrap_or_else(dash),
                 human_count(r.parameter_count),
                 r.quantization.clone().unwrap_or_else(dash),
                 r.context_length.map(|c| c.to_string()).unwrap_or_else(dash),
                 r.sha256.get(..12).unwrap_or(&r.sha256).to_string(),
                 r.state.to_string(),
-                r.estimate.map_or_else(dash, |e| mem(e.total_bytes)),
+                r.estimate
+                    .map_or_else(dash, |e| human_bytes(e.total_bytes, ByteStyle::Short)),
                 r.fits
                     .map_or_else(dash, |f| if f { "yes" } else { "no" }.to_string()),
             ]
@@ -140,28 +142,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         .collect();
     let head = [
         "NAME", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SHA256", "STATE", "MEMORY", "FITS",
-    ]
-    .map(String::from);
-    let widths: Vec<usize> = (0..10)
-        .map(|i| {
-            std::iter::once(&head)
-                .chain(&table)
-                .map(|row| row.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |row: &[String; 10]| {
-        row.iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut text = vec![line(&head)];
-    text.extend(table.iter().map(line));
-    out.stdout(&text.join("\n"))?;
+    ];
+    out.stdout(&crate::cli::client::table(&head, &table))?;
     Ok(exit::OK)
 }

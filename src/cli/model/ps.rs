@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::cli::client::{Client, ServerArgs, seconds, table};
 use crate::cli::{CmdResult, Output, exit};
-use crate::inference::estimate::human_bytes;
+use crate::inference::units::{ByteStyle, human_bytes};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -54,7 +54,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
                 format!("{}/{}", text(&m["busy_slots"]), text(&m["slots"])),
                 m["memory"]["total_bytes"]
                     .as_u64()
-                    .map_or_else(|| "-".into(), human_bytes),
+                    .map_or_else(|| "-".into(), |b| human_bytes(b, ByteStyle::Short)),
                 m["idle_seconds"]
                     .as_f64()
                     .map_or_else(|| "-".into(), seconds),

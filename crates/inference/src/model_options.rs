@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::profile::units::Duration;
+use crate::units::Duration;
 
 /// Smallest and largest context length per slot a model may be loaded with (the one
 /// definition is [`super::limits::CONTEXT`]).

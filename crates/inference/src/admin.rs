@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::job::ModelState;
 use super::model_options::{CTX_RANGE, GpuLayers};
 use super::server::ServerState;
-use crate::profile::units::Duration as TextDuration;
+use crate::units::Duration as TextDuration;
 
 type AppState = Arc<ServerState>;
 
