@@ -38,7 +38,7 @@ fn serve_cmd(root: &std::path::Path, port: u16) -> Command {
         .arg("--root")
         .arg(root)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--slots", "1", "--ctx", "1024", "--threads", "2"]);
+        .args(["--slots", "1", "--context", "1024", "--threads", "2"]);
     c
 }
 

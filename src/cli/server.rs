@@ -69,7 +69,7 @@ fn status(args: StatusArgs, out: &Output) -> CmdResult {
         lines.push(format!(
             "defaults: {} slots of {} tokens, gpu_layers {}, ttl {ttl}",
             d["slots"],
-            d["ctx"],
+            d["context"],
             d["gpu_layers"]
                 .as_str()
                 .map_or_else(|| d["gpu_layers"].to_string(), str::to_string)

@@ -138,7 +138,7 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
                 gpu_layers: opts.gpu_layers,
                 mlock: opts.mlock,
                 mmap: opts.mmap,
-                batch: 512.max(opts.slots),
+                batch: super::limits::batch_for(opts.slots),
             })
         };
         let mut models = BTreeMap::new();
@@ -286,7 +286,7 @@ fn catalog_config(opts: &DaemonOptions) -> Result<super::catalog::CatalogConfig,
     Ok(super::catalog::CatalogConfig {
         slots: opts.slots,
         ctx: opts.ctx,
-        batch: 512.max(opts.slots),
+        batch: super::limits::batch_for(opts.slots),
         gpu_layers: opts.gpu_layers.map_or(GpuLayers::Auto, GpuLayers::Count),
         ttl: opts.ttl,
         max_loaded: opts.max_loaded,

@@ -94,6 +94,7 @@ impl Shape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Estimate {
     /// Context length of one slot.
+    #[serde(rename = "context", alias = "ctx")]
     pub ctx: u64,
     pub slots: u64,
     pub weights_bytes: u64,
@@ -277,7 +278,7 @@ impl Budget {
             .collect::<Vec<_>>()
             .join(", ");
         Err(format!(
-            "the model {model} does not fit: it needs {} at ctx {} x {} slot(s) (weights {}, KV cache {}, compute buffers {}) but {} is free ({devices}; {} held by loaded models); unload a model, load it with a smaller --ctx, or force the load",
+            "the model {model} does not fit: it needs {} at context {} x {} slot(s) (weights {}, KV cache {}, compute buffers {}) but {} is free ({devices}; {} held by loaded models); unload a model, load it with a smaller --context, or force the load",
             human_bytes(need.total_bytes, ByteStyle::Short),
             need.ctx,
             need.slots,
@@ -355,7 +356,7 @@ mod tests {
             "KV cache",
             "compute buffers",
             "--memory-limit",
-            "ctx 4096",
+            "context 4096",
         ] {
             assert!(why.contains(part), "{part} missing: {why}");
         }

@@ -5,16 +5,16 @@ use crate::cli::{CmdResult, Output, exit, report};
 use crate::inference::cache::BlobState;
 use crate::inference::estimate::{Budget, Estimate, Offload, Shape, estimate};
 use crate::inference::gguf::human_count;
-use crate::inference::limits::{CONTEXT, SLOTS, clap_range};
+use crate::inference::limits::{CONTEXT, SLOTS, batch_for, clap_range};
 use crate::inference::units::{ByteStyle, human_bytes};
 
 const EXAMPLES: &str = "\
 Examples:
   sovereign model ls
   sovereign model ls --json | jq '.[].name'
-  sovereign model ls --ctx 8192 --slots 4     # memory needed at that context
+  sovereign model ls --context 8192 --slots 4     # memory needed at that context
 
-MEMORY is the estimate (weights, KV cache, compute buffers) at --ctx (default: the
+MEMORY is the estimate (weights, KV cache, compute buffers) at --context (default: the
 context the model was trained for) with --slots sequences; FITS compares it with the
 GPU memory detected (else unified memory on Apple Silicon, else available RAM).";
 
@@ -27,8 +27,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Context length per slot for the memory estimate (default: the model's own).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(clap_range(CONTEXT.kind.range_inclusive())))]
-    pub ctx: Option<u32>,
+    #[arg(long, alias = "ctx", value_name = "N", value_parser = clap::value_parser!(u32).range(clap_range(CONTEXT.kind.range_inclusive())))]
+    pub context: Option<u32>,
     /// Sequences decoded together, for the memory estimate.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(clap_range(SLOTS.kind.range_inclusive())))]
     pub slots: u16,
@@ -78,12 +78,12 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
                 .and_then(|h| Shape::of(&h).ok())
                 .map(|shape| {
                     let ctx = args
-                        .ctx
+                        .context
                         .map(u64::from)
                         .or(shape.context_length)
-                        .unwrap_or(4096);
+                        .unwrap_or(CONTEXT.kind.default_value());
                     let slots = u64::from(args.slots);
-                    estimate(&shape, ctx, slots, 512.max(slots))
+                    estimate(&shape, ctx, slots, batch_for(slots as usize) as u64)
                 });
             let fits = estimate
                 .zip(budget.as_ref())

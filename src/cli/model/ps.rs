@@ -50,7 +50,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
             vec![
                 text(&m["name"]),
                 text(&m["state"]),
-                text(&m["ctx"]),
+                text(&m["context"]),
                 format!("{}/{}", text(&m["busy_slots"]), text(&m["slots"])),
                 m["memory"]["total_bytes"]
                     .as_u64()
@@ -65,7 +65,9 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         })
         .collect();
     out.stdout(&table(
-        &["NAME", "STATE", "CTX", "BUSY", "MEMORY", "IDLE", "TTL LEFT"],
+        &[
+            "NAME", "STATE", "CONTEXT", "BUSY", "MEMORY", "IDLE", "TTL LEFT",
+        ],
         &rows,
     ))?;
     Ok(exit::OK)
