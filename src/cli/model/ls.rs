@@ -143,6 +143,6 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     let head = [
         "NAME", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SHA256", "STATE", "MEMORY", "FITS",
     ];
-    out.stdout(&crate::cli::client::table(&head, &table))?;
+    out.stdout(&crate::cli::output::table(&head, &table))?;
     Ok(exit::OK)
 }

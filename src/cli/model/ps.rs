@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 
-use crate::cli::client::{Client, ServerArgs, seconds, table};
+use crate::cli::client::{Client, ServerArgs, seconds};
+use crate::cli::output::table;
 use crate::cli::{CmdResult, Output, exit};
 use crate::inference::units::{ByteStyle, human_bytes};
 
