@@ -11,7 +11,9 @@ pub mod domain;
 pub mod domains;
 pub mod hardware;
 pub mod host;
-pub mod inference;
+/// The inference daemon, a crate of its own (`crates/inference`) that never imports this
+/// one; re-exported so the provisioning code names it as before.
+pub use sovereign_inference as inference;
 pub mod plan;
 pub mod planner;
 pub mod profile;

@@ -7,7 +7,7 @@
 mod cache_support;
 
 use cache_support::{Server, files_in, sha256_hex, tiny_gguf, write};
-use sovereign::inference::cache::{Cache, Check, ModelName, NoProgress, PullRequest, ResolveError};
+use sovereign_inference::cache::{Cache, Check, ModelName, NoProgress, PullRequest, ResolveError};
 
 fn request(source: &str, sha256: Option<&str>, name: Option<&str>) -> PullRequest {
     PullRequest {

@@ -9,11 +9,11 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use cache_support::{files_in, sha256_hex, tiny_gguf, write};
-use sovereign::inference::cache::{
+use sovereign_inference::cache::{
     BlobState, Cache, Check, ModelName, NoProgress, PullRequest, ResolveError, VerifyStatus,
 };
 
-fn pull(cache: &Cache, src: &Path, name: &str) -> sovereign::inference::cache::PullOutcome {
+fn pull(cache: &Cache, src: &Path, name: &str) -> sovereign_inference::cache::PullOutcome {
     let request = PullRequest {
         source: src.to_str().unwrap().to_owned(),
         sha256: None,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use inference_support::{call, free_port, gguf, model_file, tiny};
 use serde_json::{Value, json};
-use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
+use sovereign_inference::cache::{Cache, ModelName, NoProgress, PullRequest};
 
 /// One request without a key; returns (status, body).
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
@@ -38,7 +38,7 @@ fn serve_cmd(root: &std::path::Path, port: u16) -> Command {
         .arg("--root")
         .arg(root)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--slots", "1", "--ctx", "1024", "--threads", "2"]);
+        .args(["--slots", "1", "--context", "1024", "--threads", "2"]);
     c
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use inference_support::{Served, call, free_port, sovereign, tiny};
 use serde_json::{Value, json};
-use sovereign::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
+use sovereign_inference::cache::{Cache, ModelName, NoProgress, PullRequest};
 
 /// A model cache holding the tiny model under each name.
 fn cache_with(root: &Path, names: &[&str]) {
@@ -54,7 +54,7 @@ impl Daemon {
             .arg("--root")
             .arg(&root)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--slots", "1", "--ctx", "256", "--threads", "2"])
+            .args(["--slots", "1", "--context", "256", "--threads", "2"])
             .args(args);
         for (k, v) in env {
             cmd.env(k, v);
@@ -136,14 +136,14 @@ fn load_ps_unload_and_idempotent_load() {
     let d = Daemon::start(&["tiny"], &[], &[]);
     assert!(d.loaded().is_empty());
 
-    let out = d.cli(&["model", "load", "tiny", "--ctx", "512", "--ttl", "1h"]);
+    let out = d.cli(&["model", "load", "tiny", "--context", "512", "--ttl", "1h"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("tiny loaded"), "{}", stderr(&out));
     let ps = d.cli_json(&["model", "ps", "--json"]);
     let m = &ps["models"][0];
     assert_eq!(m["name"], "tiny");
     assert_eq!(m["state"], "ready");
-    assert_eq!(m["ctx"], 512);
+    assert_eq!(m["context"], 512);
     assert_eq!(m["busy_slots"], 0);
     assert!(
         m["memory"]["total_bytes"].as_u64().unwrap()
@@ -157,12 +157,13 @@ fn load_ps_unload_and_idempotent_load() {
     assert_eq!(status, 200, "{body}");
 
     // Loading again with the same options is success and keeps the engine and its TTL.
-    let again = d.cli_json(&["model", "load", "tiny", "--ctx", "512", "--json"]);
+    let again = d.cli_json(&["model", "load", "tiny", "--context", "512", "--json"]);
     assert_eq!(again["already_loaded"], true, "{again}");
     let ps = d.cli_json(&["model", "ps", "--json"]);
     assert_eq!(ps["models"][0]["loaded_at"], m["loaded_at"]);
     assert_eq!(ps["models"][0]["ttl_seconds"], 3600.0);
-    // Other options for a loaded model: refused, naming both, nothing changed.
+    // Other options for a loaded model: refused, naming both, nothing changed (`--ctx`,
+    // the old spelling of `--context`, still works).
     let out = d.cli(&["model", "load", "tiny", "--ctx", "1024"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -198,7 +199,7 @@ fn load_ps_unload_and_idempotent_load() {
     let status = d.cli_json(&["server", "status", "--json"]);
     assert_eq!(status["models"]["loaded"], 0);
     assert_eq!(status["models"]["cached"], 1);
-    assert_eq!(status["defaults"]["ctx"], 256);
+    assert_eq!(status["defaults"]["context"], 256);
 }
 
 #[test]
@@ -353,11 +354,11 @@ fn models_file_sets_per_model_defaults_and_preloads() {
     let ps = d.cli_json(&["model", "ps", "--json"]);
     let m = &ps["models"][0];
     assert_eq!(m["name"], "tiny", "{ps}");
-    assert_eq!(m["ctx"], 512);
+    assert_eq!(m["context"], 512, "the old spelling `ctx` is read");
     assert_eq!(m["gpu_layers"], 0);
     assert_eq!(m["ttl_seconds"], 3600.0);
 
-    std::fs::write(&file, "[models.tiny]\nctx = 512\ncontext = 1\n").unwrap();
+    std::fs::write(&file, "[models.tiny]\ncontext = 512\nctxt = 1\n").unwrap();
     let out = sovereign()
         .args(["serve", "--listen", "127.0.0.1:0", "--models"])
         .arg(&file)
@@ -366,7 +367,7 @@ fn models_file_sets_per_model_defaults_and_preloads() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains(&format!("{}:3", file.display())) && err.contains("context"),
+        err.contains(&format!("{}:3", file.display())) && err.contains("ctxt"),
         "{err}"
     );
 }
@@ -374,7 +375,7 @@ fn models_file_sets_per_model_defaults_and_preloads() {
 #[test]
 fn ps_shows_busy_slots_and_unload_lets_the_request_in_flight_finish() {
     let d = Daemon::start(&["tiny"], &[], &[]);
-    let out = d.cli(&["model", "load", "tiny", "--ctx", "1024"]);
+    let out = d.cli(&["model", "load", "tiny", "--context", "1024"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let body = inference_support::endless_completion(json!({"max_tokens": 600, "stream": true}))
         .to_string();
@@ -418,14 +419,14 @@ fn model_ls_shows_the_estimate_at_a_context() {
     };
     let own = ls(&[]);
     let row = &own[0];
-    // Without --ctx: the context the model was trained for, one slot.
-    assert_eq!(row["estimate"]["ctx"], row["context_length"], "{row}");
+    // Without --context: the context the model was trained for, one slot.
+    assert_eq!(row["estimate"]["context"], row["context_length"], "{row}");
     assert_eq!(row["estimate"]["slots"], 1);
     assert_eq!(row["fits"], true);
-    let small = ls(&["--ctx", "512", "--slots", "2"]);
+    let small = ls(&["--context", "512", "--slots", "2"]);
     let e = &small[0]["estimate"];
     assert_eq!(
-        (e["ctx"].as_u64(), e["slots"].as_u64()),
+        (e["context"].as_u64(), e["slots"].as_u64()),
         (Some(512), Some(2))
     );
     assert_eq!(e["weights_bytes"], row["estimate"]["weights_bytes"]);
@@ -452,7 +453,7 @@ fn a_daemon_with_fixed_models_lists_them_and_keeps_them() {
         "--slots",
         "1",
     ])
-    .args(["--ctx", "256", "--threads", "2", "--model"])
+    .args(["--context", "256", "--threads", "2", "--model"])
     .arg(format!("tiny={}", tiny().display()));
     let d = Daemon {
         served: Served::start(cmd, port, tempfile::tempdir().unwrap(), None),

@@ -64,7 +64,7 @@ fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
             &format!("127.0.0.1:{port}"),
             "--slots",
             "1",
-            "--ctx",
+            "--context",
             "1024",
             "--threads",
             "2",

@@ -25,7 +25,7 @@ fn setup() {
         // SAFETY: runs once, before this binary starts any engine or server thread.
         unsafe {
             std::env::set_var(
-                sovereign::inference::engine::TEST_MASK_FAIL_AFTER,
+                sovereign_inference::engine::TEST_MASK_FAIL_AFTER,
                 format!("{FAILING}:{FAIL_AFTER}"),
             )
         };
@@ -609,6 +609,6 @@ fn mask_benchmark() {
             )
         });
     let figures =
-        sovereign::inference::grammar::maskbench::run(&path, 2000, 7).expect("mask benchmark");
+        sovereign_inference::grammar::maskbench::run(&path, 2000, 7).expect("mask benchmark");
     println!("MASK_FIGURES {}", serde_json::to_string(&figures).unwrap());
 }

@@ -39,7 +39,7 @@ impl Daemon {
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--model")
             .arg(format!("tiny={}", tiny().display()))
-            .args(["--slots", "2", "--ctx", "1024", "--threads", "2"])
+            .args(["--slots", "2", "--context", "1024", "--threads", "2"])
             .args(args);
         Daemon(Served::start(cmd, port, tempfile::tempdir().unwrap(), None))
     }

@@ -12,7 +12,15 @@ use inference_support::{sovereign, tiny};
 
 fn raw_bench(spec: &str, slots: &str) -> Output {
     sovereign()
-        .args(["serve", "--threads", "2", "--ctx", "256", "--slots", slots])
+        .args([
+            "serve",
+            "--threads",
+            "2",
+            "--context",
+            "256",
+            "--slots",
+            slots,
+        ])
         .args(["--raw-bench", spec, "--model"])
         .arg(format!("tiny={}", tiny().display()))
         .output()

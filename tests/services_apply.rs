@@ -8,7 +8,7 @@ mod engine_support;
 
 use engine_support::Env;
 use sha2::Digest;
-use sovereign::inference::gguf::write::{GgufBuilder, LlamaShape};
+use sovereign_gguf::write::{GgufBuilder, LlamaShape};
 
 /// Why systemd steps cannot run in these tests, as the plan says it.
 fn expected_reason(env: &Env) -> String {
@@ -141,7 +141,7 @@ fn services_and_inference_apply_with_systemd_steps_not_applicable_then_settle() 
     assert_eq!(
         env.read("/etc/sovereign/inference/models.toml"),
         "# Managed by sovereign from the profile's [inference.models]; edits are overwritten.\n\
-         [models.tiny]\nctx = 1024\nttl = \"10m\"\npreload = true\n"
+         [models.tiny]\ncontext = 1024\nttl = \"10m\"\npreload = true\n"
     );
     let manifest = env.read("/var/lib/sovereign/models/manifests/tiny.json");
     assert!(manifest.contains(&sha), "{manifest}");

@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sovereign::inference::gguf::{self, GgufError};
 use sovereign_fuzz::driver::read_corpus;
+use sovereign_gguf::{self as gguf, GgufError};
 
 const USAGE: &str = "usage: fuzz-gguf [--seconds N] [--seed N] [--corpus DIR] | --write-seeds DIR";
 

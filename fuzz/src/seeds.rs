@@ -1,8 +1,8 @@
 //! The corpus's seeds: small valid files of each shape the parser must accept, and a
 //! few invalid ones near the boundaries. Committed under `fuzz/corpus/gguf/`.
 
-use sovereign::inference::gguf::write::{GgufBuilder, LlamaShape, MetaValue};
-use sovereign::inference::gguf::{GgmlType, ValueType};
+use sovereign_gguf::write::{GgufBuilder, LlamaShape, MetaValue};
+use sovereign_gguf::{GgmlType, ValueType};
 
 fn ty(name: &str) -> GgmlType {
     GgmlType::by_name(name).unwrap_or(GgmlType {

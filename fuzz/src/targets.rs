@@ -7,8 +7,8 @@
 //! being that it neither overflows nor takes more than a second.
 
 use serde_json::{Map, Value};
-use sovereign::inference::grammar::limits::{self, LarkSource};
-use sovereign::inference::grammar::{self, GrammarSpec, gbnf, schema};
+use sovereign_inference::grammar::limits::{self, LarkSource};
+use sovereign_inference::grammar::{self, GrammarSpec, gbnf, schema};
 
 use crate::driver::Target;
 use crate::{json, text};
@@ -40,7 +40,7 @@ fn coarse(message: &str) -> String {
 }
 
 /// The request path's answer, coarsely.
-fn outcome(result: &Result<Option<GrammarSpec>, sovereign::inference::error::ApiError>) -> String {
+fn outcome(result: &Result<Option<GrammarSpec>, sovereign_inference::error::ApiError>) -> String {
     match result {
         Ok(Some(spec)) => format!("ok {}", spec.label()),
         Ok(None) => "none".into(),
@@ -126,7 +126,7 @@ pub fn run_schema(input: &[u8]) -> String {
 
 /// Compile what the request path accepted with llguidance, as the daemon would.
 #[cfg(feature = "llguidance")]
-fn compile(request: &Result<Option<GrammarSpec>, sovereign::inference::error::ApiError>) -> String {
+fn compile(request: &Result<Option<GrammarSpec>, sovereign_inference::error::ApiError>) -> String {
     use llguidance::api::TopLevelGrammar;
     use llguidance::toktrie::ApproximateTokEnv;
     use llguidance::{Matcher, ParserFactory};
@@ -176,8 +176,6 @@ fn compile(request: &Result<Option<GrammarSpec>, sovereign::inference::error::Ap
 
 /// Without llguidance, nothing is compiled.
 #[cfg(not(feature = "llguidance"))]
-fn compile(
-    _request: &Result<Option<GrammarSpec>, sovereign::inference::error::ApiError>,
-) -> String {
+fn compile(_request: &Result<Option<GrammarSpec>, sovereign_inference::error::ApiError>) -> String {
     "-".into()
 }

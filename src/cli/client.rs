@@ -173,33 +173,3 @@ impl Client {
 pub fn seconds(s: f64) -> String {
     crate::profile::units::Duration(Duration::from_secs(s.max(0.0).round() as u64)).to_string()
 }
-
-/// Rows as aligned columns, the header first.
-pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..head.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .chain([head[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    std::iter::once(line(head.to_vec()))
-        .chain(
-            rows.iter()
-                .map(|r| line(r.iter().map(String::as_str).collect())),
-        )
-        .collect::<Vec<_>>()
-        .join("\n")
-}

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use super::{CmdResult, Output};
 use crate::inference::daemon::{self, DaemonOptions};
 use crate::inference::limits::{
-    BOUNDS, Bound, BoundKind, CONTEXT, MAX_LOADED, SLOTS, ServerLimits, THREADS, TTL_SECS,
-    clap_range,
+    BOUNDS, Bound, BoundKind, CONTEXT, GPU_LAYERS, LISTEN, MAX_LOADED, SLOTS, ServerLimits,
+    THREADS, clap_range, ttl_problem,
 };
 use crate::inference::model_options::{GpuLayers, ModelsFile};
 use crate::profile::units::{Duration as TextDuration, Size};
@@ -18,7 +18,7 @@ Examples:
   sovereign serve --preload qwen       # ... with qwen loaded at start
   sovereign serve --model tiny=/models/tiny.gguf
   sovereign serve --listen 0.0.0.0:8080 --api-key-file /etc/sovereign/api-key \\
-      --model qwen=/models/qwen2.5-7b-q4_k_m.gguf --slots 4 --ctx 8192
+      --model qwen=/models/qwen2.5-7b-q4_k_m.gguf --slots 4 --context 8192
   SOVEREIGN_API_KEY=... sovereign serve --model a=/m/a.gguf --model b=/m/b.gguf
   sovereign serve --max-loaded 2 --ttl 30m --models /etc/sovereign/models.toml
 
@@ -43,7 +43,7 @@ more may wait (429 beyond), and each has --grammar-compile-timeout (503 beyond).
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(long, default_value = LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
     /// File holding the API key (must not be readable by group or others).
     #[arg(long, value_name = "FILE")]
@@ -61,14 +61,15 @@ pub struct Args {
           value_parser = clap::value_parser!(u16).range(clap_range(SLOTS.kind.range_inclusive())))]
     pub slots: u16,
     /// Context length of each slot, in tokens.
-    #[arg(long, default_value_t = CONTEXT.kind.default_value() as u32,
+    #[arg(long = CONTEXT.flag, alias = "ctx", value_name = "N",
+          default_value_t = CONTEXT.kind.default_value() as u32,
           value_parser = clap::value_parser!(u32).range(clap_range(CONTEXT.kind.range_inclusive())))]
-    pub ctx: u32,
+    pub context: u32,
     /// CPU threads (default: physical cores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(clap_range(THREADS)))]
     pub threads: Option<u16>,
     /// Layers to offload to the GPU: a number or `auto` (all the build supports).
-    #[arg(long, default_value = "auto", value_name = "N|auto")]
+    #[arg(long, default_value_t = GPU_LAYERS, value_name = "N|auto")]
     pub gpu_layers: GpuLayers,
     /// Most cached models loaded at once; loading another unloads the least recently used.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(clap_range(MAX_LOADED)), conflicts_with = "models")]
@@ -77,7 +78,7 @@ pub struct Args {
     /// TTL. Default: never.
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl, conflicts_with = "models")]
     pub ttl: Option<TextDuration>,
-    /// Per-model defaults (TOML: `[models.NAME]` with ctx, gpu_layers, ttl, preload).
+    /// Per-model defaults (TOML: `[models.NAME]` with context, gpu_layers, ttl, preload).
     #[arg(long = "models", value_name = "FILE", conflicts_with = "models")]
     pub models_file: Option<PathBuf>,
     /// The memory models may fill instead of the detected one (tests).
@@ -93,7 +94,7 @@ pub struct Args {
     pub bounds: ClientBounds,
     /// Benchmark baseline: instead of serving, run a plain llama.cpp loop on the first
     /// model (PROMPT prompt tokens, GEN generated in each of SEQUENCES sequences decoded
-    /// together, default 1) in a context shaped by --slots and --ctx as the daemon's, and
+    /// together, default 1) in a context shaped by --slots and --context as the daemon's, and
     /// print its figures as JSON.
     #[arg(long, hide = true, value_name = "PROMPT:GEN[:SEQUENCES]")]
     pub raw_bench: Option<String>,
@@ -174,16 +175,10 @@ fn parse_bound(b: &Bound, s: &str) -> Result<u64, String> {
 
 fn parse_ttl(s: &str) -> Result<TextDuration, String> {
     let d: TextDuration = s.parse()?;
-    if d.as_std().is_zero() {
-        return Err("a TTL of zero would unload at once; leave --ttl out to keep models".into());
+    match ttl_problem("--ttl", d.as_std()) {
+        Some(why) => Err(why),
+        None => Ok(d),
     }
-    if !TTL_SECS.contains(&d.as_std().as_secs()) {
-        return Err(format!(
-            "a TTL is at most {}s; leave --ttl out to keep models",
-            TTL_SECS.end()
-        ));
-    }
-    Ok(d)
 }
 
 fn parse_model(s: &str) -> Result<(String, PathBuf), String> {
@@ -239,10 +234,10 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         preload: args.preload,
         models: args.models,
         slots: usize::from(args.slots),
-        ctx: args.ctx as usize,
+        ctx: args.context as usize,
         threads: args
             .threads
-            .map_or_else(daemon::physical_cores, usize::from),
+            .map_or_else(crate::hardware::cpu::physical_cores, usize::from),
         gpu_layers: args.gpu_layers.as_option(),
         mlock: args.mlock,
         mmap: !args.no_mmap,
@@ -250,6 +245,11 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         ttl: args.ttl.map(TextDuration::as_std),
         model_defaults,
         memory_limit: args.memory_limit.map(Size::bytes),
+        detect_machine: || {
+            crate::hardware::detect(&crate::host::RealHost)
+                .map(|facts| facts.machine())
+                .map_err(|e| format!("{e:#}"))
+        },
         limits: ServerLimits::from_bounds(|b| args.bounds.get(b)),
     };
     serve(opts, out)
@@ -275,10 +275,10 @@ fn raw_bench(spec: &str, args: &Args, out: &Output) -> CmdResult {
     };
     let threads = args
         .threads
-        .map_or_else(daemon::physical_cores, usize::from);
+        .map_or_else(crate::hardware::cpu::physical_cores, usize::from);
     let spec = crate::inference::rawbench::RawSpec {
         threads,
-        ctx: args.ctx as usize,
+        ctx: args.context as usize,
         slots: usize::from(args.slots),
         prompt,
         generate,

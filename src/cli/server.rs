@@ -2,7 +2,7 @@
 
 use crate::cli::client::{Client, ServerArgs, seconds};
 use crate::cli::{CmdResult, Output, exit};
-use crate::inference::estimate::human_bytes;
+use crate::inference::units::{ByteStyle, human_bytes};
 
 /// Ask the running daemon (found by --server or SOVEREIGN_SERVER).
 #[derive(Debug, clap::Subcommand)]
@@ -41,7 +41,10 @@ fn status(args: StatusArgs, out: &Output) -> CmdResult {
         out.json(&s)?;
         return Ok(exit::OK);
     }
-    let bytes = |v: &serde_json::Value| v.as_u64().map_or_else(|| "-".into(), human_bytes);
+    let bytes = |v: &serde_json::Value| {
+        v.as_u64()
+            .map_or_else(|| "-".into(), |b| human_bytes(b, ByteStyle::Short))
+    };
     let mut lines = vec![format!(
         "sovereign {} at {}",
         s["version"].as_str().unwrap_or("?"),
@@ -66,7 +69,7 @@ fn status(args: StatusArgs, out: &Output) -> CmdResult {
         lines.push(format!(
             "defaults: {} slots of {} tokens, gpu_layers {}, ttl {ttl}",
             d["slots"],
-            d["ctx"],
+            d["context"],
             d["gpu_layers"]
                 .as_str()
                 .map_or_else(|| d["gpu_layers"].to_string(), str::to_string)

@@ -125,6 +125,21 @@ pub fn parse_cpuinfo(text: &str) -> Cpu {
     }
 }
 
+/// Physical cores of this machine, the default thread count of the engine (hyperthreads
+/// share execution units, so llama.cpp gains nothing from them): /proc/cpuinfo as
+/// [`parse_cpuinfo`] counts it, at most the CPUs this process may run on, and that count
+/// where /proc/cpuinfo cannot be read.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match std::fs::read_to_string("/proc/cpuinfo") {
+        Ok(text) => match parse_cpuinfo(&text).cores as usize {
+            0 => logical,
+            cores => cores.min(logical),
+        },
+        Err(_) => logical,
+    }
+}
+
 /// The extensions of interest among a CPU's raw flags, arm64 names translated.
 pub fn flags_of_interest(raw: &BTreeSet<String>) -> Vec<String> {
     let named = |name: &str| {

@@ -56,6 +56,23 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// The machine's memory as the daemon's memory budget reads it.
+    pub fn machine(&self) -> crate::inference::estimate::Machine {
+        crate::inference::estimate::Machine {
+            ram_total_bytes: self.memory.total_bytes,
+            ram_available_bytes: self.memory.available_bytes,
+            gpus: self
+                .gpus
+                .iter()
+                .map(|g| crate::inference::estimate::MachineGpu {
+                    name: g.name.clone(),
+                    vram_bytes: g.vram_bytes,
+                    unified_memory: g.unified_memory,
+                })
+                .collect(),
+        }
+    }
+
     /// These facts without their volatile readings: what two runs on one machine share.
     pub fn stable(&self) -> Facts {
         let mut facts = self.clone();

@@ -1,10 +1,11 @@
 //! The human summary of detected facts, as `sovereign detect` prints it on stderr.
 
 use super::{Facts, Gpu, UNKNOWN, archetype_ids};
+use crate::inference::units::{ByteStyle, human_bytes};
 
-/// Bytes as GiB with one decimal ("24.0 GiB").
+/// Bytes as GiB with one decimal ("24.0 GiB"), by the one byte formatter.
 pub fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    human_bytes(bytes, ByteStyle::Gib)
 }
 
 /// A readable summary: one labelled line per fact, continuation lines indented.

@@ -9,6 +9,9 @@ use std::str::FromStr;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Durations are the daemon's type too (TTLs, deadlines): defined once, in its crate.
+pub use sovereign_inference::units::Duration;
+
 /// A byte count written with a binary unit as ZFS writes them: `"64G"` is 64 GiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Size(pub u64);
@@ -119,117 +122,6 @@ impl JsonSchema for Size {
     }
 }
 
-/// A span of time: `"30s"`, `"30m"`, `"2h"`, `"1d"`, or combined `"1h30m"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Duration(pub std::time::Duration);
-
-const DURATION_UNITS: [(&str, u64); 6] = [
-    ("ms", 0),
-    ("s", 1),
-    ("m", 60),
-    ("h", 3600),
-    ("d", 86400),
-    ("w", 604800),
-];
-
-impl Duration {
-    pub fn as_std(self) -> std::time::Duration {
-        self.0
-    }
-}
-
-impl FromStr for Duration {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hint = "write a number with a unit, e.g. \"30s\", \"30m\", \"2h\", \"1d\" or \"1h30m\" (units: ms, s, m, h, d, w)";
-        if s.is_empty() {
-            return Err(format!("empty duration; {hint}"));
-        }
-        let mut total_ms: u64 = 0;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits_end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            if digits_end == 0 {
-                return Err(format!(
-                    "duration {s:?} is not a whole non-negative number with a unit; {hint}"
-                ));
-            }
-            let n: u64 = rest[..digits_end]
-                .parse()
-                .map_err(|_| format!("duration {s:?} is too large"))?;
-            rest = &rest[digits_end..];
-            let unit_end = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let unit = &rest[..unit_end];
-            rest = &rest[unit_end..];
-            let ms = match DURATION_UNITS.iter().find(|(u, _)| *u == unit) {
-                Some(("ms", _)) => Some(n),
-                Some((_, secs)) => n.checked_mul(secs * 1000),
-                None if unit.is_empty() => {
-                    return Err(format!("duration {s:?} has no unit; {hint}"));
-                }
-                None => {
-                    return Err(format!(
-                        "duration {s:?} has an unknown unit {unit:?}; {hint}"
-                    ));
-                }
-            };
-            total_ms = ms
-                .and_then(|ms| total_ms.checked_add(ms))
-                .ok_or_else(|| format!("duration {s:?} is too large"))?;
-        }
-        Ok(Duration(std::time::Duration::from_millis(total_ms)))
-    }
-}
-
-impl fmt::Display for Duration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ms = self.0.as_millis() as u64;
-        if ms == 0 {
-            return f.write_str("0s");
-        }
-        for &(unit, secs) in DURATION_UNITS.iter().rev() {
-            let div = if unit == "ms" { 1 } else { secs * 1000 };
-            if ms >= div {
-                write!(f, "{}{unit}", ms / div)?;
-                ms %= div;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Serialize for Duration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl JsonSchema for Duration {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "pattern": "^([0-9]+(ms|s|m|h|d|w))+$",
-            "description": "A duration: a whole number with a unit (ms, s, m, h, d, w), e.g. \"30s\", \"30m\", \"2h\", \"1h30m\".",
-            "examples": ["30s", "30m", "2h"]
-        })
-    }
-}
-
 /// Unix permission bits written as an octal string: `"0644"`, `"0600"`, `"1777"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Mode(pub u32);
@@ -322,18 +214,6 @@ mod tests {
         ] {
             let err = bad.parse::<Size>().unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn durations_parse_and_print() {
-        assert_eq!("30s".parse::<Duration>().unwrap().0.as_secs(), 30);
-        assert_eq!("30m".parse::<Duration>().unwrap().0.as_secs(), 1800);
-        assert_eq!("1h30m".parse::<Duration>().unwrap().0.as_secs(), 5400);
-        assert_eq!("250ms".parse::<Duration>().unwrap().0.as_millis(), 250);
-        assert_eq!("1h30m".parse::<Duration>().unwrap().to_string(), "1h30m");
-        for bad in ["30", "s", "-3s", "3 s", "3y", ""] {
-            assert!(bad.parse::<Duration>().is_err(), "{bad:?} should fail");
         }
     }
 

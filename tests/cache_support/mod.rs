@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sovereign::inference::gguf::write::{GgufBuilder, LlamaShape};
+use sovereign_gguf::write::{GgufBuilder, LlamaShape};
 
 /// A request as the server saw it, and what it answered.
 #[derive(Debug, Clone)]

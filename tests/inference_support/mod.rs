@@ -1,10 +1,10 @@
 //! Shared by the inference tests: the generated tiny model (written once per test binary
-//! with the project's own GGUF writer), in-process servers on 127.0.0.1:0, and a minimal
+//! with the project's one GGUF writer, crates/gguf), in-process servers on 127.0.0.1:0, and a minimal
 //! blocking HTTP/1.1 client over a raw socket (so a test can also hang up mid-stream).
 #![allow(dead_code)]
 
-#[path = "../../xtask/src/gen_model/gguf.rs"]
-pub mod gguf;
+/// The generated models, from the project's one GGUF writer.
+pub use sovereign_gguf::model as gguf;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,11 +14,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sovereign::inference::engine::{self, EngineConfig};
-use sovereign::inference::job::ModelState;
-use sovereign::inference::limits::ServerLimits;
-use sovereign::inference::metrics::Metrics;
-use sovereign::inference::server::{self, ApiKey, ServerState};
+use sovereign_inference::engine::{self, EngineConfig};
+use sovereign_inference::job::ModelState;
+use sovereign_inference::limits::ServerLimits;
+use sovereign_inference::metrics::Metrics;
+use sovereign_inference::server::{self, ApiKey, ServerState};
 
 /// The `sovereign` binary, cleared of the environment a developer's shell may carry
 /// (key, server, credentials, memory budget), so each test states what it gives.

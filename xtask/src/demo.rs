@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::gen_model::{self, gguf};
+use crate::gen_model;
 use crate::{cargo, project_root, run_step, setup};
+use sovereign_gguf::model as gguf;
 
 /// The demo pool's only vdev: a sparse file the profile names (relocated under --root).
 const DEMO_POOL: &str = "sovereign-demo";

@@ -1,7 +1,7 @@
 //! House rules as a test: every module opens with a `//!` line, no leftover
-//! `todo!`/`dbg!`/`unimplemented!`, no process spawned outside the host layer, no domain
-//! importing another (nor the interface naming one), and no import cycle between the
-//! planning, execution and state modules.
+//! `todo!`/`dbg!`/`unimplemented!`, no process spawned outside the host layer (the
+//! crates under crates/ spawn nothing), no domain importing another (nor the interface
+//! naming one), and no import cycle between the planning, execution and state modules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,7 +15,23 @@ const LAYERS: &[&str] = &["domain", "domains", "plan", "planner", "state", "appl
 pub fn check(root: &Path) -> Result<()> {
     let mut problems = Vec::new();
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for file in rust_files(&root.join("src")) {
+    let mut files = rust_files(&root.join("src"));
+    for krate in subfolders(&root.join("crates")) {
+        files.extend(rust_files(&krate.join("src")));
+        // The daemon and GGUF crates stand below the provisioning crate, never beside it.
+        let manifest = krate.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.trim_start().starts_with("sovereign "))
+        {
+            problems.push(format!(
+                "{}: a crate under crates/ never depends on the sovereign crate",
+                manifest.strip_prefix(root).unwrap_or(&manifest).display()
+            ));
+        }
+    }
+    for file in files {
         let text = std::fs::read_to_string(&file)?;
         let rel = file
             .strip_prefix(root)
@@ -187,6 +203,22 @@ fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
         }
     }
     None
+}
+
+
+/// The folders directly under `dir`, sorted.
+fn subfolders(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {

@@ -5,14 +5,15 @@ use serde_json::{Value, json};
 
 use crate::cli::client::{CallError, Client, ServerArgs};
 use crate::cli::{CmdResult, Output, exit};
-use crate::inference::estimate::human_bytes;
+use crate::inference::limits::{CONTEXT, clap_range};
 use crate::inference::model_options::GpuLayers;
+use crate::inference::units::{ByteStyle, human_bytes};
 use crate::profile::units::Duration as TextDuration;
 
 const EXAMPLES: &str = "\
 Examples:
   sovereign model load qwen                      # with the daemon's defaults
-  sovereign model load qwen --ctx 8192 --ttl 30m
+  sovereign model load qwen --context 8192 --ttl 30m
   sovereign model load qwen --estimate-only      # what it needs against what is free
   sovereign model load big --force               # load even if the estimate says no
 
@@ -28,8 +29,9 @@ pub struct Args {
     /// The model's name in the daemon's cache.
     pub name: String,
     /// Context length of each slot, in tokens (default: the daemon's).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
-    pub ctx: Option<u32>,
+    #[arg(long, alias = "ctx", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(clap_range(CONTEXT.kind.range_inclusive())))]
+    pub context: Option<u32>,
     /// Layers to offload to the GPU: a number or `auto`.
     #[arg(long, value_name = "N|auto")]
     pub gpu_layers: Option<GpuLayers>,
@@ -53,8 +55,8 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     let client = Client::new(&args.server)?;
     let mut body =
         json!({"model": args.name, "estimate_only": args.estimate_only, "force": args.force});
-    if let Some(ctx) = args.ctx {
-        body["ctx"] = json!(ctx);
+    if let Some(context) = args.context {
+        body["context"] = json!(context);
     }
     if let Some(g) = args.gpu_layers {
         body["gpu_layers"] = json!(g);
@@ -93,11 +95,11 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     let needed = &answer["needed"];
     let memory = needed["total_bytes"]
         .as_u64()
-        .map(|b| format!(", about {}", human_bytes(b)))
+        .map(|b| format!(", about {}", human_bytes(b, ByteStyle::Short)))
         .unwrap_or_default();
     out.say(format!(
-        "{name} {what} (ctx {} x {} slot(s){memory})",
-        answer["settings"]["ctx"], answer["settings"]["slots"]
+        "{name} {what} (context {} x {} slot(s){memory})",
+        answer["settings"]["context"], answer["settings"]["slots"]
     ));
     if answer["fits"] == false {
         out.say("warning: loaded past the memory estimate (--force); expect slow decoding");
@@ -107,13 +109,17 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
 
 /// The estimate as lines: each part, the total, what is free, and the verdict.
 fn estimate_text(w: &Value) -> String {
-    let bytes = |v: &Value| v.as_u64().map(human_bytes).unwrap_or_else(|| "-".into());
+    let bytes = |v: &Value| {
+        v.as_u64()
+            .map(|b| human_bytes(b, ByteStyle::Short))
+            .unwrap_or_else(|| "-".into())
+    };
     let n = &w["needed"];
     let mut lines = vec![
         format!(
-            "{} at ctx {} x {} slot(s):",
+            "{} at context {} x {} slot(s):",
             w["model"].as_str().unwrap_or("?"),
-            n["ctx"],
+            n["context"],
             n["slots"]
         ),
         format!("  weights          {}", bytes(&n["weights_bytes"])),

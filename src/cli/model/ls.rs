@@ -1,19 +1,20 @@
 //! `sovereign model ls`: list the cached models.
 
-use super::pull::{human_bytes, open_cache};
+use super::pull::open_cache;
 use crate::cli::{CmdResult, Output, exit, report};
 use crate::inference::cache::BlobState;
-use crate::inference::estimate::{Budget, Estimate, Offload, Shape, estimate, human_bytes as mem};
+use crate::inference::estimate::{Budget, Estimate, Offload, Shape, estimate};
 use crate::inference::gguf::human_count;
-use crate::inference::limits::{CONTEXT, SLOTS, clap_range};
+use crate::inference::limits::{CONTEXT, SLOTS, batch_for, clap_range};
+use crate::inference::units::{ByteStyle, human_bytes};
 
 const EXAMPLES: &str = "\
 Examples:
   sovereign model ls
   sovereign model ls --json | jq '.[].name'
-  sovereign model ls --ctx 8192 --slots 4     # memory needed at that context
+  sovereign model ls --context 8192 --slots 4     # memory needed at that context
 
-MEMORY is the estimate (weights, KV cache, compute buffers) at --ctx (default: the
+MEMORY is the estimate (weights, KV cache, compute buffers) at --context (default: the
 context the model was trained for) with --slots sequences; FITS compares it with the
 GPU memory detected (else unified memory on Apple Silicon, else available RAM).";
 
@@ -26,8 +27,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Context length per slot for the memory estimate (default: the model's own).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(clap_range(CONTEXT.kind.range_inclusive())))]
-    pub ctx: Option<u32>,
+    #[arg(long, alias = "ctx", value_name = "N", value_parser = clap::value_parser!(u32).range(clap_range(CONTEXT.kind.range_inclusive())))]
+    pub context: Option<u32>,
     /// Sequences decoded together, for the memory estimate.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(clap_range(SLOTS.kind.range_inclusive())))]
     pub slots: u16,
@@ -61,7 +62,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     // The daemon offloads every layer by default where it can: judge by the GPUs. Without
     // hardware facts the list still shows the estimates.
     let budget = match crate::hardware::detect(&crate::host::RealHost) {
-        Ok(facts) => Some(Budget::from_facts(&facts, Offload::Full)),
+        Ok(facts) => Some(Budget::of(&facts.machine(), Offload::Full)),
         Err(e) => {
             tracing::warn!("cannot detect the machine's memory: {e:#}");
             None
@@ -77,12 +78,12 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
                 .and_then(|h| Shape::of(&h).ok())
                 .map(|shape| {
                     let ctx = args
-                        .ctx
+                        .context
                         .map(u64::from)
                         .or(shape.context_length)
-                        .unwrap_or(4096);
+                        .unwrap_or(CONTEXT.kind.default_value());
                     let slots = u64::from(args.slots);
-                    estimate(&shape, ctx, slots, 512.max(slots))
+                    estimate(&shape, ctx, slots, batch_for(slots as usize) as u64)
                 });
             let fits = estimate
                 .zip(budget.as_ref())
@@ -120,19 +121,20 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         return Ok(exit::OK);
     }
     let dash = || "-".to_string();
-    let table: Vec<[String; 10]> = rows
+    let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.name.clone(),
-                human_bytes(r.size),
+                human_bytes(r.size, ByteStyle::Precise),
                 r.architecture.clone().unwrap_or_else(dash),
                 human_count(r.parameter_count),
                 r.quantization.clone().unwrap_or_else(dash),
                 r.context_length.map(|c| c.to_string()).unwrap_or_else(dash),
                 r.sha256.get(..12).unwrap_or(&r.sha256).to_string(),
                 r.state.to_string(),
-                r.estimate.map_or_else(dash, |e| mem(e.total_bytes)),
+                r.estimate
+                    .map_or_else(dash, |e| human_bytes(e.total_bytes, ByteStyle::Short)),
                 r.fits
                     .map_or_else(dash, |f| if f { "yes" } else { "no" }.to_string()),
             ]
@@ -140,28 +142,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         .collect();
     let head = [
         "NAME", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SHA256", "STATE", "MEMORY", "FITS",
-    ]
-    .map(String::from);
-    let widths: Vec<usize> = (0..10)
-        .map(|i| {
-            std::iter::once(&head)
-                .chain(&table)
-                .map(|row| row.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |row: &[String; 10]| {
-        row.iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut text = vec![line(&head)];
-    text.extend(table.iter().map(line));
-    out.stdout(&text.join("\n"))?;
+    ];
+    out.stdout(&crate::cli::output::table(&head, &table))?;
     Ok(exit::OK)
 }

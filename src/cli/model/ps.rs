@@ -2,9 +2,10 @@
 
 use serde_json::Value;
 
-use crate::cli::client::{Client, ServerArgs, seconds, table};
+use crate::cli::client::{Client, ServerArgs, seconds};
+use crate::cli::output::table;
 use crate::cli::{CmdResult, Output, exit};
-use crate::inference::estimate::human_bytes;
+use crate::inference::units::{ByteStyle, human_bytes};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -50,11 +51,11 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
             vec![
                 text(&m["name"]),
                 text(&m["state"]),
-                text(&m["ctx"]),
+                text(&m["context"]),
                 format!("{}/{}", text(&m["busy_slots"]), text(&m["slots"])),
                 m["memory"]["total_bytes"]
                     .as_u64()
-                    .map_or_else(|| "-".into(), human_bytes),
+                    .map_or_else(|| "-".into(), |b| human_bytes(b, ByteStyle::Short)),
                 m["idle_seconds"]
                     .as_f64()
                     .map_or_else(|| "-".into(), seconds),
@@ -65,7 +66,9 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         })
         .collect();
     out.stdout(&table(
-        &["NAME", "STATE", "CTX", "BUSY", "MEMORY", "IDLE", "TTL LEFT"],
+        &[
+            "NAME", "STATE", "CONTEXT", "BUSY", "MEMORY", "IDLE", "TTL LEFT",
+        ],
         &rows,
     ))?;
     Ok(exit::OK)

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::cli::{CmdResult, Output, exit, report};
 use crate::inference::cache::{Cache, ModelName, Progress, PullRequest};
 use crate::inference::gguf::{Summary, human_count};
+use crate::inference::units::{ByteStyle, human_bytes};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -63,7 +64,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     out.say(format!(
         "pulled {} ({}, {})",
         out.paint(crate::cli::output::Style::Bold, pulled.name.as_str()),
-        human_bytes(pulled.size),
+        human_bytes(pulled.size, ByteStyle::Precise),
         describe(&pulled.summary)
     ));
     if let Some(old) = &pulled.replaced {
@@ -72,7 +73,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     if pulled.resumed_from > 0 {
         out.say(format!(
             "  resumed after {}",
-            human_bytes(pulled.resumed_from)
+            human_bytes(pulled.resumed_from, ByteStyle::Precise)
         ));
     }
     out.say(format!("  blob   {}", pulled.path.display()));
@@ -105,10 +106,6 @@ pub(super) fn describe(s: &Summary) -> String {
         parts.push(format!("context {c}"));
     }
     parts.join(", ")
-}
-
-pub(super) fn human_bytes(n: u64) -> String {
-    indicatif::HumanBytes(n).to_string()
 }
 
 /// A progress bar on stderr; hidden without a terminal, with `-q` or with `--json`.

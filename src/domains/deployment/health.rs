@@ -61,12 +61,10 @@ pub fn connect_to(listen: &str) -> anyhow::Result<SocketAddr> {
 
 fn probe(cx: &ApplyContext<'_>, desired: &Desired) -> anyhow::Result<String> {
     let key = match &desired.api_key_file {
-        Some(file) => {
-            let path = cx.root.resolve(file)?;
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read the API key file {}", path.display()))?;
-            Some(text.trim().to_string())
-        }
+        Some(file) => Some(
+            crate::inference::daemon::read_key_file(&cx.root.resolve(file)?)
+                .map_err(anyhow::Error::msg)?,
+        ),
         None => None,
     };
     let models: Vec<&str> = desired.models.keys().map(String::as_str).collect();

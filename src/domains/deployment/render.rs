@@ -16,7 +16,7 @@ pub const UNIT_TEMPLATE_TEXT: &str =
     include_str!("../../../templates/sovereign-inference.service.j2");
 
 /// Defaults `serve` would use, written out so the unit says what runs.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_LISTEN: &str = crate::inference::limits::LISTEN;
 pub const DEFAULT_SLOTS: u32 = crate::inference::limits::SLOTS.kind.default_value() as u32;
 pub const DEFAULT_CTX: u32 = crate::inference::limits::CONTEXT.kind.default_value() as u32;
 
@@ -28,7 +28,7 @@ pub fn models_toml(section: &Inference) -> anyhow::Result<String> {
         .iter()
         .map(|(name, m)| {
             let options = ModelOptions {
-                ctx: m.context,
+                context: m.context,
                 gpu_layers: m.gpu_layers.map(|g| match g {
                     GpuLayers::Count(n) => ServeGpuLayers::Count(n),
                     GpuLayers::Auto(_) => ServeGpuLayers::Auto,
@@ -211,7 +211,7 @@ mod tests {
         assert!(!text.contains("LoadCredential"), "{text}");
         assert!(
             text.contains(
-                "ExecStart=/s serve --listen 127.0.0.1:8080 --slots 4 --ctx 4096 --models /m.toml\n"
+                "ExecStart=/s serve --listen 127.0.0.1:8080 --slots 4 --context 4096 --models /m.toml\n"
             ),
             "{text}"
         );

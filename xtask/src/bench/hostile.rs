@@ -30,7 +30,7 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let model = dir.join("vocab128k.gguf");
     if !model.exists() {
-        gen_model::write(&gen_model::gguf::ModelSpec::vocab128k(42), &model)?;
+        gen_model::write(&sovereign_gguf::model::ModelSpec::vocab128k(42), &model)?;
     }
     let (port, daemon) = start_daemon(&bin, &model)?;
     let pid = daemon.0.id();

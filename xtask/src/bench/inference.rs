@@ -39,7 +39,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let f16 = dir.join("bench-f16.gguf");
     if !f16.exists() {
         eprintln!("==> generating the bench model (about 250M parameters)");
-        gen_model::write(&gen_model::gguf::ModelSpec::bench(42), &f16)?;
+        gen_model::write(&sovereign_gguf::model::ModelSpec::bench(42), &f16)?;
     }
     let q4 = dir.join("bench-q4_0.gguf");
     if !q4.exists() {
@@ -64,7 +64,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let big = dir.join("vocab128k.gguf");
     if !big.exists() {
         eprintln!("==> generating the 128k-token vocabulary model");
-        gen_model::write(&gen_model::gguf::ModelSpec::vocab128k(42), &big)?;
+        gen_model::write(&sovereign_gguf::model::ModelSpec::vocab128k(42), &big)?;
     }
     let masks = mask_times(&big)?;
     if !only_constrained {
@@ -345,7 +345,7 @@ fn raw_loop(bin: &Path, model: &Path, prompt: usize, sequences: usize) -> Result
             THREADS,
             "--slots",
             SLOTS,
-            "--ctx",
+            "--context",
             CTX,
             "--raw-bench",
             &format!("{prompt}:{GEN}:{sequences}"),
@@ -381,7 +381,7 @@ pub(super) fn start_daemon(bin: &Path, model: &Path) -> Result<(u16, Daemon)> {
                 &format!("127.0.0.1:{port}"),
                 "--slots",
                 SLOTS,
-                "--ctx",
+                "--context",
                 CTX,
                 "--threads",
                 THREADS,

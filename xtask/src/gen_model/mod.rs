@@ -1,10 +1,10 @@
-//! `cargo xtask gen-model`: write a llama-architecture GGUF with random weights.
-
-pub mod gguf;
+//! `cargo xtask gen-model`: write a llama-architecture GGUF with random weights, made by
+//! the project's one GGUF writer (`crates/gguf`, [`sovereign_gguf::model`]).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use sovereign_gguf::model as gguf;
 
 const USAGE: &str = "cargo xtask gen-model --preset tiny|bench|vocab128k --out FILE [--seed N]
 

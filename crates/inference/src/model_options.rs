@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [models.tiny]          # a name in the model cache
-//! ctx = 2048             # optional, context length per slot
+//! context = 2048         # optional, context length per slot (`ctx` is read too)
 //! gpu_layers = "auto"    # optional, "auto" or an integer
 //! ttl = "10m"            # optional, idle time before unload
 //! preload = true         # optional, load at start
@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::profile::units::Duration;
+use crate::units::Duration;
 
 /// Smallest and largest context length per slot a model may be loaded with (the one
 /// definition is [`super::limits::CONTEXT`]).
@@ -92,9 +92,9 @@ impl<'de> Deserialize<'de> for GpuLayers {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelOptions {
-    /// Context length per slot, in tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ctx: Option<u32>,
+    /// Context length per slot, in tokens (`ctx`, the old spelling, is read too).
+    #[serde(default, alias = "ctx", skip_serializing_if = "Option::is_none")]
+    pub context: Option<u32>,
     /// Layers to offload to the GPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_layers: Option<GpuLayers>,
@@ -128,19 +128,21 @@ impl ModelsFile {
             format!("{place}: {}", e.message())
         })?;
         for (name, opts) in &file.models {
-            if let Some(ctx) = opts.ctx {
-                if !CTX_RANGE.contains(&ctx) {
+            if let Some(context) = opts.context {
+                if !CTX_RANGE.contains(&context) {
                     return Err(format!(
-                        "{origin}: models.{name}.ctx = {ctx} is outside {}..={}",
+                        "{origin}: models.{name}.context = {context} is outside {}..={}",
                         CTX_RANGE.start(),
                         CTX_RANGE.end()
                     ));
                 }
             }
-            if opts.ttl.is_some_and(|t| t.as_std().is_zero()) {
-                return Err(format!(
-                    "{origin}: models.{name}.ttl is zero; leave it out to keep the model loaded"
-                ));
+            let what = format!("models.{name}.ttl");
+            if let Some(why) = opts
+                .ttl
+                .and_then(|t| super::limits::ttl_problem(&what, t.as_std()))
+            {
+                return Err(format!("{origin}: {why}"));
             }
         }
         Ok(file)
@@ -161,12 +163,12 @@ mod tests {
     #[test]
     fn reads_every_key() {
         let f = ModelsFile::parse(
-            "[models.tiny]\nctx = 2048\ngpu_layers = \"auto\"\nttl = \"10m\"\npreload = true\n\n[models.big]\ngpu_layers = 12\n",
+            "[models.tiny]\ncontext = 2048\ngpu_layers = \"auto\"\nttl = \"10m\"\npreload = true\n\n[models.big]\ngpu_layers = 12\n",
             "m.toml",
         )
         .unwrap();
         let tiny = &f.models["tiny"];
-        assert_eq!(tiny.ctx, Some(2048));
+        assert_eq!(tiny.context, Some(2048));
         assert_eq!(tiny.gpu_layers, Some(GpuLayers::Auto));
         assert_eq!(tiny.ttl.unwrap().as_std().as_secs(), 600);
         assert!(tiny.preload);
@@ -174,14 +176,24 @@ mod tests {
         assert!(!f.models["big"].preload);
         let again = ModelsFile::parse(&toml::to_string(&f).unwrap(), "x").unwrap();
         assert_eq!(again, f);
+        let old = ModelsFile::parse("[models.tiny]\nctx = 2048\n", "m.toml").unwrap();
+        assert_eq!(
+            old.models["tiny"].context,
+            Some(2048),
+            "the old spelling is read"
+        );
+        assert!(toml::to_string(&old).unwrap().contains("context = 2048"));
     }
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
-        let e = ModelsFile::parse("[models.tiny]\nctx = 2048\ncontext = 4096\n", "/etc/m.toml")
-            .unwrap_err();
+        let e = ModelsFile::parse(
+            "[models.tiny]\ncontext = 2048\nctxt = 4096\n",
+            "/etc/m.toml",
+        )
+        .unwrap_err();
         assert!(e.starts_with("/etc/m.toml:3:"), "{e}");
-        assert!(e.contains("context"), "{e}");
+        assert!(e.contains("ctxt"), "{e}");
     }
 
     #[test]
@@ -190,8 +202,8 @@ mod tests {
         assert!(e.contains("m.toml:2") && e.contains("most"), "{e}");
         let e = ModelsFile::parse("[models.a]\nttl = \"10\"\n", "m.toml").unwrap_err();
         assert!(e.contains("m.toml:2") && e.contains("no unit"), "{e}");
-        let e = ModelsFile::parse("[models.a]\nctx = 8\n", "m.toml").unwrap_err();
-        assert!(e.contains("models.a.ctx"), "{e}");
+        let e = ModelsFile::parse("[models.a]\ncontext = 8\n", "m.toml").unwrap_err();
+        assert!(e.contains("models.a.context"), "{e}");
         let e = ModelsFile::parse("[engines.a]\n", "m.toml").unwrap_err();
         assert!(e.contains("m.toml:1") && e.contains("engines"), "{e}");
     }

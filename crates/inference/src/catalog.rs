@@ -29,6 +29,7 @@ pub type StartEngine =
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Settings {
     /// Context length of each slot.
+    #[serde(rename = "context")]
     pub ctx: usize,
     pub slots: usize,
     pub gpu_layers: GpuLayers,
@@ -307,7 +308,7 @@ impl Catalog {
         Settings {
             ctx: req
                 .ctx
-                .or_else(|| defaults.and_then(|d| d.ctx).map(|c| c as usize))
+                .or_else(|| defaults.and_then(|d| d.context).map(|c| c as usize))
                 .unwrap_or(self.config.ctx),
             slots: self.config.slots,
             gpu_layers: req
@@ -393,7 +394,7 @@ impl Catalog {
             if !failed {
                 if e.settings.ctx != settings.ctx || e.settings.gpu_layers != settings.gpu_layers {
                     return Err(LoadError::Conflict(format!(
-                        "the model {name} is loaded with ctx {} and gpu_layers {}, not ctx {} and gpu_layers {}; unload it first (`sovereign model unload {name}`)",
+                        "the model {name} is loaded with context {} and gpu_layers {}, not context {} and gpu_layers {}; unload it first (`sovereign model unload {name}`)",
                         e.settings.ctx, e.settings.gpu_layers, settings.ctx, settings.gpu_layers
                     )));
                 }

@@ -1126,7 +1126,7 @@ mod tests {
     use serde_json::json;
 
     /// llama.cpp's grammars/json.gbnf.
-    const JSON_GBNF: &str = include_str!("../../../fuzz/corpus/gbnf/ok-json.gbnf");
+    const JSON_GBNF: &str = include_str!("../../../../fuzz/corpus/gbnf/ok-json.gbnf");
 
     fn grammar(text: &str) -> Result<Option<super::super::GrammarSpec>, ApiError> {
         super::super::from_request(json!({ "grammar": text }).as_object().unwrap())

@@ -1,4 +1,6 @@
-//! The compute node: the llama.cpp daemon, its OpenAI-compatible HTTP API and the model cache.
+//! sovereign's inference daemon: the bundled llama.cpp engine, its OpenAI-compatible HTTP API
+//! and the verified model cache. A crate of its own that never imports the provisioning
+//! crate: what it needs of the machine (its memory, its cores) the caller passes in.
 //!
 //! A request flows one way: [`server`] parses the body into a [`validate::ValidRequest`]
 //! (formatting chat with [`template`]), [`job::EngineHandle::submit`] admits it or answers
@@ -15,7 +17,6 @@ pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod estimate;
-pub mod gguf;
 pub mod grammar;
 pub mod job;
 pub mod limits;
@@ -28,4 +29,9 @@ pub mod scheduler;
 pub mod server;
 pub mod template;
 pub mod text;
+pub mod units;
 pub mod validate;
+
+/// The one GGUF reader and writer, a crate of its own (`crates/gguf`): the daemon checks
+/// every model file with it before llama.cpp reads a byte.
+pub use sovereign_gguf as gguf;

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! **Architecture Invariant:** a blob enters `blobs/` only by a rename after its sha256
-//! matched and its GGUF header passed [`crate::inference::gguf`]; nothing writes a blob
+//! matched and its GGUF header passed [`crate::gguf`]; nothing writes a blob
 //! in place afterwards.
 //!
 //! Loading ([`Cache::resolve`]) checks each time, before a model is handed to the engine:
@@ -41,7 +41,7 @@ pub use manifest::Manifest;
 pub use name::{MAX_NAME_LEN, ModelName, NameError};
 pub use pull::{NoProgress, Progress, PullOutcome, PullRequest, parse_sha256};
 
-use crate::inference::gguf::{self, Summary};
+use crate::gguf::{self, Summary};
 
 /// The cache's place under the system root.
 pub const MODELS_DIR: &str = "var/lib/sovereign/models";

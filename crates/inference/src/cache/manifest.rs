@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::fsio;
-use crate::inference::gguf::Summary;
+use crate::gguf::Summary;
 
 /// Version of the manifest format, so a later one can be told apart.
 pub const FORMAT: u32 = 1;

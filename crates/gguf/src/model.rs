@@ -1,14 +1,15 @@
-//! A std-only GGUF v3 writer for generated llama-architecture models with random F16 weights.
+//! Generated llama-architecture models with random (or designed) F16 weights, written
+//! through the one GGUF writer ([`crate::write::GgufBuilder`]).
 //!
-//! Shared by `cargo xtask gen-model` and the inference tests (which include this file with
-//! `#[path]`), so neither links llama.cpp to make a model. Everything is deterministic from
-//! the seed: the same preset and seed give the same bytes.
-#![allow(dead_code)]
+//! Shared by `cargo xtask gen-model` and the inference tests, so neither links llama.cpp
+//! to make a model. Everything is deterministic from the seed: the same preset and seed
+//! give the same bytes.
 
 use std::io::{self, Write};
 
-/// GGUF's default alignment for tensor data; llama.cpp reads `general.alignment` if present.
-const ALIGNMENT: u64 = 32;
+use crate::parse::DEFAULT_ALIGNMENT as ALIGNMENT;
+use crate::types::ValueType;
+use crate::write::{GgufBuilder, MetaValue};
 
 /// The shape and tokenizer of a generated model.
 #[derive(Debug, Clone)]
@@ -386,13 +387,6 @@ impl TensorPlan {
     fn elements(&self) -> u64 {
         self.dims.iter().product()
     }
-    fn bytes(&self) -> u64 {
-        self.elements()
-            * match self.dtype {
-                DType::F32 => 4,
-                DType::F16 => 2,
-            }
-    }
 }
 
 fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
@@ -579,82 +573,6 @@ fn design(spec: &ModelSpec, vocab: &[Token]) -> Design {
     Design { embedding, output }
 }
 
-/// Metadata values.
-enum Value {
-    U32(u32),
-    F32(f32),
-    Bool(bool),
-    Str(String),
-    StrArray(Vec<String>),
-    F32Array(Vec<f32>),
-    I32Array(Vec<i32>),
-}
-
-struct Writer<W: Write> {
-    out: W,
-    written: u64,
-}
-
-impl<W: Write> Writer<W> {
-    fn bytes(&mut self, b: &[u8]) -> io::Result<()> {
-        self.written += b.len() as u64;
-        self.out.write_all(b)
-    }
-    fn u32(&mut self, v: u32) -> io::Result<()> {
-        self.bytes(&v.to_le_bytes())
-    }
-    fn u64(&mut self, v: u64) -> io::Result<()> {
-        self.bytes(&v.to_le_bytes())
-    }
-    fn string(&mut self, s: &str) -> io::Result<()> {
-        self.u64(s.len() as u64)?;
-        self.bytes(s.as_bytes())
-    }
-    fn pad(&mut self) -> io::Result<()> {
-        let n = (ALIGNMENT - self.written % ALIGNMENT) % ALIGNMENT;
-        self.bytes(&vec![0u8; n as usize])
-    }
-    fn kv(&mut self, key: &str, value: &Value) -> io::Result<()> {
-        self.string(key)?;
-        match value {
-            Value::U32(v) => {
-                self.u32(4)?;
-                self.u32(*v)
-            }
-            Value::F32(v) => {
-                self.u32(6)?;
-                self.bytes(&v.to_le_bytes())
-            }
-            Value::Bool(v) => {
-                self.u32(7)?;
-                self.bytes(&[*v as u8])
-            }
-            Value::Str(s) => {
-                self.u32(8)?;
-                self.string(s)
-            }
-            Value::StrArray(items) => {
-                self.u32(9)?;
-                self.u32(8)?;
-                self.u64(items.len() as u64)?;
-                items.iter().try_for_each(|s| self.string(s))
-            }
-            Value::F32Array(items) => {
-                self.u32(9)?;
-                self.u32(6)?;
-                self.u64(items.len() as u64)?;
-                items.iter().try_for_each(|v| self.bytes(&v.to_le_bytes()))
-            }
-            Value::I32Array(items) => {
-                self.u32(9)?;
-                self.u32(5)?;
-                self.u64(items.len() as u64)?;
-                items.iter().try_for_each(|v| self.bytes(&v.to_le_bytes()))
-            }
-        }
-    }
-}
-
 /// Number of parameters the spec produces.
 pub fn parameter_count(spec: &ModelSpec) -> u64 {
     let n_vocab = vocabulary_for(spec).len() as u64;
@@ -669,82 +587,90 @@ pub fn write_model<W: Write>(spec: &ModelSpec, out: W) -> io::Result<()> {
     let vocab = vocabulary_for(spec);
     let n_vocab = vocab.len() as u64;
     let plans = tensors(spec, n_vocab);
-    let mut kvs: Vec<(&str, Value)> = vec![
-        ("general.architecture", Value::Str("llama".into())),
-        ("general.name", Value::Str(spec.name.clone())),
-        ("general.alignment", Value::U32(ALIGNMENT as u32)),
+    let array = |ty: ValueType, items: Vec<MetaValue>| MetaValue::Array(ty, items);
+    let mut file = GgufBuilder::new()
+        .kv("general.architecture", MetaValue::str("llama"))
+        .kv("general.name", MetaValue::Str(spec.name.clone()))
+        .kv("general.alignment", MetaValue::U32(ALIGNMENT as u32))
         // 1 = MOSTLY_F16
-        ("general.file_type", Value::U32(1)),
-        ("llama.context_length", Value::U32(spec.context_length)),
-        ("llama.embedding_length", Value::U32(spec.embedding_length)),
-        ("llama.block_count", Value::U32(spec.block_count)),
-        (
+        .kv("general.file_type", MetaValue::U32(1))
+        .kv("llama.context_length", MetaValue::U32(spec.context_length))
+        .kv(
+            "llama.embedding_length",
+            MetaValue::U32(spec.embedding_length),
+        )
+        .kv("llama.block_count", MetaValue::U32(spec.block_count))
+        .kv(
             "llama.feed_forward_length",
-            Value::U32(spec.feed_forward_length),
-        ),
-        ("llama.attention.head_count", Value::U32(spec.head_count)),
-        (
+            MetaValue::U32(spec.feed_forward_length),
+        )
+        .kv(
+            "llama.attention.head_count",
+            MetaValue::U32(spec.head_count),
+        )
+        .kv(
             "llama.attention.head_count_kv",
-            Value::U32(spec.head_count_kv),
-        ),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("llama.rope.dimension_count", Value::U32(spec.head_dim())),
-        ("llama.rope.freq_base", Value::F32(10000.0)),
-        ("llama.vocab_size", Value::U32(n_vocab as u32)),
-        ("tokenizer.ggml.model", Value::Str("llama".into())),
-        (
+            MetaValue::U32(spec.head_count_kv),
+        )
+        .kv(
+            "llama.attention.layer_norm_rms_epsilon",
+            MetaValue::F32(1e-5),
+        )
+        .kv(
+            "llama.rope.dimension_count",
+            MetaValue::U32(spec.head_dim()),
+        )
+        .kv("llama.rope.freq_base", MetaValue::F32(10000.0))
+        .kv("llama.vocab_size", MetaValue::U32(n_vocab as u32))
+        .kv("tokenizer.ggml.model", MetaValue::str("llama"))
+        .kv(
             "tokenizer.ggml.tokens",
-            Value::StrArray(vocab.iter().map(|t| t.text.clone()).collect()),
-        ),
-        (
+            array(
+                ValueType::String,
+                vocab
+                    .iter()
+                    .map(|t| MetaValue::Str(t.text.clone()))
+                    .collect(),
+            ),
+        )
+        .kv(
             "tokenizer.ggml.scores",
-            Value::F32Array(vocab.iter().map(|t| t.score).collect()),
-        ),
-        (
+            array(
+                ValueType::F32,
+                vocab.iter().map(|t| MetaValue::F32(t.score)).collect(),
+            ),
+        )
+        .kv(
             "tokenizer.ggml.token_type",
-            Value::I32Array(vocab.iter().map(|t| t.kind).collect()),
-        ),
-        ("tokenizer.ggml.bos_token_id", Value::U32(BOS)),
-        ("tokenizer.ggml.eos_token_id", Value::U32(EOS)),
-        ("tokenizer.ggml.unknown_token_id", Value::U32(UNK)),
-        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
-        ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
-        ("tokenizer.ggml.add_space_prefix", Value::Bool(false)),
-    ];
+            array(
+                ValueType::I32,
+                vocab.iter().map(|t| MetaValue::I32(t.kind)).collect(),
+            ),
+        )
+        .kv("tokenizer.ggml.bos_token_id", MetaValue::U32(BOS))
+        .kv("tokenizer.ggml.eos_token_id", MetaValue::U32(EOS))
+        .kv("tokenizer.ggml.unknown_token_id", MetaValue::U32(UNK))
+        .kv("tokenizer.ggml.add_bos_token", MetaValue::Bool(true))
+        .kv("tokenizer.ggml.add_eos_token", MetaValue::Bool(false))
+        .kv("tokenizer.ggml.add_space_prefix", MetaValue::Bool(false));
     if let Some(t) = &spec.chat_template {
-        kvs.push(("tokenizer.chat_template", Value::Str(t.clone())));
+        file = file.kv("tokenizer.chat_template", MetaValue::Str(t.clone()));
     }
-
-    let mut w = Writer {
-        out: io::BufWriter::new(out),
-        written: 0,
-    };
-    w.bytes(b"GGUF")?;
-    w.u32(3)?;
-    w.u64(plans.len() as u64)?;
-    w.u64(kvs.len() as u64)?;
-    for (k, v) in &kvs {
-        w.kv(k, v)?;
-    }
-    let mut offset = 0u64;
     for p in &plans {
-        w.string(&p.name)?;
-        w.u32(p.dims.len() as u32)?;
-        for d in &p.dims {
-            w.u64(*d)?;
-        }
-        w.u32(match p.dtype {
+        let type_id = match p.dtype {
             DType::F32 => 0,
             DType::F16 => 1,
-        })?;
-        w.u64(offset)?;
-        offset += p.bytes().div_ceil(ALIGNMENT) * ALIGNMENT;
+        };
+        file = file.tensor_id(&p.name, &p.dims, type_id);
     }
-    w.pad()?;
 
+    let mut out = io::BufWriter::new(out);
     let mut rng = SplitMix64::new(spec.seed);
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    for p in &plans {
+    file.write_with(&mut out, |i, w| {
+        let Some(p) = plans.get(i) else {
+            return Ok(());
+        };
         buf.clear();
         let row = p.dims[0] as usize;
         let n = p.elements() as usize;
@@ -770,14 +696,13 @@ pub fn write_model<W: Write>(spec: &ModelSpec, out: W) -> io::Result<()> {
                 DType::F16 => buf.extend_from_slice(&f16_bits(v).to_le_bytes()),
             }
             if buf.len() >= 1 << 20 {
-                w.bytes(&buf)?;
+                w.write_all(&buf)?;
                 buf.clear();
             }
         }
-        w.bytes(&buf)?;
-        w.pad()?;
-    }
-    w.out.flush()
+        w.write_all(&buf)
+    })?;
+    out.flush()
 }
 
 #[cfg(test)]

@@ -3,15 +3,15 @@
 //! length and count fields), asserting the parser returns instead of panicking.
 //! The open-ended run is `cargo run --release -p sovereign-fuzz -- --seconds N`.
 
-#[path = "../fuzz/src/mutate.rs"]
+#[path = "../../../fuzz/src/mutate.rs"]
 mod mutate;
 
 use std::path::Path;
 
-use sovereign::inference::gguf::{self, ErrorKind};
+use sovereign_gguf::{self as gguf, ErrorKind};
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/gguf");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/gguf");
     let mut seeds: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| {

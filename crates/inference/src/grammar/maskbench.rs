@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Compiler, GrammarSpec, JsonKind};
-use crate::inference::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// What one mask run measured.
 #[derive(Debug, Serialize)]
@@ -75,7 +75,7 @@ pub fn pattern_schema() -> serde_json::Value {
 
 /// Time `steps` masks per workload on the vocabulary of the GGUF at `path`.
 pub fn run(path: &Path, steps: usize, seed: u64) -> Result<Vec<MaskFigures>, String> {
-    let backend = crate::inference::engine::backend()?;
+    let backend = crate::engine::backend()?;
     let model = LlamaModel::load_from_file(
         backend,
         path,

@@ -573,7 +573,7 @@ fn stream_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::job::ModelState;
+    use crate::job::ModelState;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A handle whose engine never finishes loading (no engine thread: a stand-in).

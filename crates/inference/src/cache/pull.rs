@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{FORMAT, Manifest};
 use super::{Cache, ModelName, fsio, http};
-use crate::inference::gguf::{self, Summary};
+use crate::gguf::{self, Summary};
 
 /// Progress of a long transfer or hash; the command line draws it as a bar.
 pub trait Progress {

@@ -19,8 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::gguf::Header;
-use crate::hardware::Facts;
+use crate::gguf::Header;
+use crate::units::{ByteStyle, human_bytes};
 
 /// llama.cpp pads each sequence's KV cells to a multiple of this.
 const KV_PAD: u64 = 256;
@@ -94,6 +94,7 @@ impl Shape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Estimate {
     /// Context length of one slot.
+    #[serde(rename = "context", alias = "ctx")]
     pub ctx: u64,
     pub slots: u64,
     pub weights_bytes: u64,
@@ -162,6 +163,29 @@ pub struct Budget {
     pub devices: Vec<Device>,
 }
 
+/// The machine's memory as a budget reads it. The caller builds it from hardware
+/// detection (the daemon crate detects nothing itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Machine {
+    /// System memory in bytes, and what of it the kernel reports available (`None`
+    /// where it reports nothing).
+    pub ram_total_bytes: u64,
+    pub ram_available_bytes: Option<u64>,
+    /// The GPUs, in detection order.
+    pub gpus: Vec<MachineGpu>,
+}
+
+/// One GPU of a [`Machine`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MachineGpu {
+    /// Its marketing name, when known.
+    pub name: Option<String>,
+    /// Its own memory in bytes, when known.
+    pub vram_bytes: Option<u64>,
+    /// Whether it shares system memory (Apple Silicon).
+    pub unified_memory: bool,
+}
+
 /// How much of a model goes to the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offload {
@@ -183,13 +207,12 @@ impl Budget {
 
     /// The memory available for a model offloaded as `offload`: VRAM per GPU, unified
     /// memory on Apple Silicon, else the RAM the kernel reports available.
-    pub fn from_facts(facts: &Facts, offload: Offload) -> Budget {
+    pub fn of(machine: &Machine, offload: Offload) -> Budget {
         let ram = Device {
             name: "RAM".into(),
-            bytes: facts
-                .memory
-                .available_bytes
-                .unwrap_or(facts.memory.total_bytes),
+            bytes: machine
+                .ram_available_bytes
+                .unwrap_or(machine.ram_total_bytes),
         };
         if offload == Offload::None {
             return Budget {
@@ -197,7 +220,7 @@ impl Budget {
                 devices: vec![ram],
             };
         }
-        if facts.gpus.iter().any(|g| g.unified_memory) {
+        if machine.gpus.iter().any(|g| g.unified_memory) {
             return Budget {
                 kind: MemoryKind::Unified,
                 devices: vec![Device {
@@ -206,7 +229,7 @@ impl Budget {
                 }],
             };
         }
-        let gpus: Vec<Device> = facts
+        let gpus: Vec<Device> = machine
             .gpus
             .iter()
             .enumerate()
@@ -251,47 +274,28 @@ impl Budget {
         let devices = self
             .devices
             .iter()
-            .map(|d| format!("{} {}", d.name, human_bytes(d.bytes)))
+            .map(|d| format!("{} {}", d.name, human_bytes(d.bytes, ByteStyle::Short)))
             .collect::<Vec<_>>()
             .join(", ");
         Err(format!(
-            "the model {model} does not fit: it needs {} at ctx {} x {} slot(s) (weights {}, KV cache {}, compute buffers {}) but {} is free ({devices}; {} held by loaded models); unload a model, load it with a smaller --ctx, or force the load",
-            human_bytes(need.total_bytes),
+            "the model {model} does not fit: it needs {} at context {} x {} slot(s) (weights {}, KV cache {}, compute buffers {}) but {} is free ({devices}; {} held by loaded models); unload a model, load it with a smaller --context, or force the load",
+            human_bytes(need.total_bytes, ByteStyle::Short),
             need.ctx,
             need.slots,
-            human_bytes(need.weights_bytes),
-            human_bytes(need.kv_cache_bytes),
-            human_bytes(need.compute_bytes),
-            human_bytes(free),
-            human_bytes(in_use),
+            human_bytes(need.weights_bytes, ByteStyle::Short),
+            human_bytes(need.kv_cache_bytes, ByteStyle::Short),
+            human_bytes(need.compute_bytes, ByteStyle::Short),
+            human_bytes(free, ByteStyle::Short),
+            human_bytes(in_use, ByteStyle::Short),
         ))
-    }
-}
-
-/// `1.5 GiB`, `640 MiB`, `12 KiB`: binary units, as llama.cpp logs its buffers.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else if v >= 100.0 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hardware::{Gpu, Memory};
-    use crate::inference::gguf::write::{GgufBuilder, LlamaShape, MetaValue};
-    use crate::inference::gguf::{GgmlType, parse_bytes};
+    use crate::gguf::write::{GgufBuilder, LlamaShape, MetaValue};
+    use crate::gguf::{GgmlType, parse_bytes};
 
     fn header(shape: LlamaShape, extra: &[(&str, u32)]) -> Header {
         let mut b = GgufBuilder::llama(shape);
@@ -352,7 +356,7 @@ mod tests {
             "KV cache",
             "compute buffers",
             "--memory-limit",
-            "ctx 4096",
+            "context 4096",
         ] {
             assert!(why.contains(part), "{part} missing: {why}");
         }
@@ -367,45 +371,25 @@ mod tests {
 
     #[test]
     fn budget_follows_the_hardware() {
-        let gpu = |vram, unified| Gpu {
+        let gpu = |vram, unified| MachineGpu {
             name: Some("RTX".into()),
             vram_bytes: vram,
             unified_memory: unified,
-            ..Gpu::default()
         };
-        let facts = |gpus| Facts {
-            memory: Memory {
-                total_bytes: 64 << 30,
-                available_bytes: Some(40 << 30),
-            },
+        let machine = |gpus| Machine {
+            ram_total_bytes: 64 << 30,
+            ram_available_bytes: Some(40 << 30),
             gpus,
-            ..Facts::default()
         };
-        let two = facts(vec![gpu(Some(24 << 30), false), gpu(Some(24 << 30), false)]);
-        let b = Budget::from_facts(&two, Offload::Full);
+        let two = machine(vec![gpu(Some(24 << 30), false), gpu(Some(24 << 30), false)]);
+        let b = Budget::of(&two, Offload::Full);
         assert_eq!((b.kind, b.total()), (MemoryKind::Vram, 48 << 30));
         assert_eq!(b.devices[1].name, "GPU1 RTX");
-        assert_eq!(Budget::from_facts(&two, Offload::None).total(), 40 << 30);
-        assert_eq!(
-            Budget::from_facts(&two, Offload::Partial).total(),
-            88u64 << 30
-        );
-        let mac = facts(vec![gpu(None, true)]);
-        assert_eq!(
-            Budget::from_facts(&mac, Offload::Full).kind,
-            MemoryKind::Unified
-        );
-        let none = facts(vec![]);
-        assert_eq!(
-            Budget::from_facts(&none, Offload::Full).kind,
-            MemoryKind::Ram
-        );
-    }
-
-    #[test]
-    fn human_bytes_reads_like_llama_cpp() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(640 << 20), "640 MiB");
-        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(Budget::of(&two, Offload::None).total(), 40 << 30);
+        assert_eq!(Budget::of(&two, Offload::Partial).total(), 88u64 << 30);
+        let mac = machine(vec![gpu(None, true)]);
+        assert_eq!(Budget::of(&mac, Offload::Full).kind, MemoryKind::Unified);
+        let none = machine(vec![]);
+        assert_eq!(Budget::of(&none, Offload::Full).kind, MemoryKind::Ram);
     }
 }

@@ -1,5 +1,6 @@
-//! A GGUF writer: builds well-formed files (and, by overriding fields, malformed ones)
-//! for tests, the fuzzer's corpus and benchmarks. Tensor data is filler bytes.
+//! The GGUF writer: builds well-formed files (and, by overriding fields, malformed ones)
+//! for tests, the fuzzer's corpus and benchmarks. Tensor data is filler bytes unless the
+//! caller writes its own ([`GgufBuilder::write_with`], as [`crate::model`] does).
 
 use std::io::{self, Write};
 
@@ -329,22 +330,51 @@ impl GgufBuilder {
 
     /// Write the whole file: header, padding, tensor data (filler bytes).
     pub fn write_to(&self, w: &mut dyn Write) -> io::Result<u64> {
-        let header = self.header();
-        let layout = self.layout();
-        w.write_all(&header)?;
         let filler = filler_block();
-        write_zeros(w, layout.data_offset - header.len() as u64)?;
-        let mut at = 0u64;
-        for (spec, &off) in self.tensors.iter().zip(&layout.tensor_offsets) {
-            if off > at {
-                write_zeros(w, off - at)?;
-                at = off;
-            }
-            let mut left = spec.n_bytes();
+        self.write_with(w, |i, w| {
+            let mut left = self.tensors.get(i).map_or(0, TensorSpec::n_bytes);
             while left > 0 {
                 let n = left.min(filler.len() as u64) as usize;
                 w.write_all(filler.get(..n).unwrap_or(&filler))?;
                 left -= n as u64;
+            }
+            Ok(())
+        })
+    }
+
+    /// Write the whole file: header, padding, and each tensor's data as `data` writes it
+    /// (called once per tensor, in order, with the tensor's index; it must write exactly
+    /// [`TensorSpec::n_bytes`] bytes, or the write fails). Returns the file's length.
+    pub fn write_with(
+        &self,
+        w: &mut dyn Write,
+        mut data: impl FnMut(usize, &mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<u64> {
+        let header = self.header();
+        let layout = self.layout();
+        w.write_all(&header)?;
+        write_zeros(w, layout.data_offset - header.len() as u64)?;
+        let mut at = 0u64;
+        for (i, (spec, &off)) in self.tensors.iter().zip(&layout.tensor_offsets).enumerate() {
+            if off > at {
+                write_zeros(w, off - at)?;
+                at = off;
+            }
+            let mut counted = Counted {
+                inner: &mut *w,
+                n: 0,
+            };
+            data(i, &mut counted)?;
+            if counted.n != spec.n_bytes() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "tensor {} got {} bytes of data, not {}",
+                        spec.name,
+                        counted.n,
+                        spec.n_bytes()
+                    ),
+                ));
             }
             at = at.saturating_add(spec.n_bytes());
         }
@@ -364,6 +394,24 @@ impl GgufBuilder {
         let n = self.write_to(&mut w)?;
         w.flush()?;
         Ok(n)
+    }
+}
+
+/// A writer that counts what passes through it.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

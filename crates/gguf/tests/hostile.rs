@@ -1,8 +1,8 @@
 //! Hostile GGUF files: each defect is rejected with an error that names it and where it
 //! is, and nothing panics.
 
-use sovereign::inference::gguf::write::{GgufBuilder, LlamaShape, MetaValue};
-use sovereign::inference::gguf::{ErrorKind, GgmlType, GgufError, Summary, ValueType, parse_bytes};
+use sovereign_gguf::write::{GgufBuilder, LlamaShape, MetaValue};
+use sovereign_gguf::{ErrorKind, GgmlType, GgufError, Summary, ValueType, parse_bytes};
 
 fn tiny() -> GgufBuilder {
     GgufBuilder::llama(LlamaShape::tiny())
@@ -472,7 +472,7 @@ fn the_committed_fixtures_parse_as_their_names_say() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let result = sovereign::inference::gguf::parse_file(&path);
+        let result = sovereign_gguf::parse_file(&path);
         if name.starts_with("valid") {
             assert!(result.is_ok(), "{name}: {result:?}");
         } else {

@@ -211,9 +211,11 @@ pub const SLOTS: Bound = Bound {
 
 /// Context length of each slot, in tokens: the daemon's default, and the range of every
 /// context a model may be loaded with (`serve`, `--models FILE`, `model load`, profiles).
+/// The flag, the options file and the API say `context`, as a profile's models do
+/// (`ctx` stays an alias); the profile's `[inference]` key is still `ctx`.
 pub const CONTEXT: Bound = Bound {
     key: "ctx",
-    flag: "ctx",
+    flag: "context",
     about: "Context length of each slot, in tokens",
     kind: BoundKind::Count {
         default: 4096,
@@ -222,12 +224,44 @@ pub const CONTEXT: Bound = Bound {
     },
 };
 
+/// Where the daemon listens unless told otherwise: loopback, where it needs no key.
+pub const LISTEN: &str = "127.0.0.1:8080";
+
+/// Layers offloaded to the GPU unless told otherwise: every layer the build can. A count
+/// has no range of its own: one beyond the model's layers offloads them all.
+pub const GPU_LAYERS: crate::model_options::GpuLayers = crate::model_options::GpuLayers::Auto;
+
+/// Tokens per micro-batch: at least this many, and at least one per slot.
+pub const BATCH: usize = 512;
+
+/// The micro-batch for `slots` sequences decoded together.
+pub fn batch_for(slots: usize) -> usize {
+    BATCH.max(slots)
+}
+
 /// CPU threads for the engine (the default is the machine's physical cores).
 pub const THREADS: std::ops::RangeInclusive<u64> = 1..=1024;
 /// Most models loaded at once (the default is no limit).
 pub const MAX_LOADED: std::ops::RangeInclusive<u64> = 1..=1024;
 /// An idle TTL, in seconds (the default is never): zero would unload at once.
 pub const TTL_SECS: std::ops::RangeInclusive<u64> = 1..=366 * 86_400;
+
+/// Why `ttl` is outside [`TTL_SECS`], for the key or flag `what`; `None` when it is in.
+pub fn ttl_problem(what: &str, ttl: std::time::Duration) -> Option<String> {
+    if ttl.is_zero() {
+        Some(format!(
+            "{what} is zero, which would unload at once; leave it out to keep the model loaded"
+        ))
+    } else if !TTL_SECS.contains(&ttl.as_secs()) {
+        Some(format!(
+            "{what} is {}s, beyond the longest TTL, {}s; leave it out to keep the model loaded",
+            ttl.as_secs(),
+            TTL_SECS.end()
+        ))
+    } else {
+        None
+    }
+}
 
 /// `range` as clap's integer parsers take it.
 pub fn clap_range(range: std::ops::RangeInclusive<u64>) -> std::ops::RangeInclusive<i64> {

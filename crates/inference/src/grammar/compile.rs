@@ -13,13 +13,13 @@ use llguidance::{Matcher, ParserFactory};
 use serde_json::{Value, json};
 
 use super::GrammarSpec;
-use crate::inference::error::ApiError;
-use crate::inference::metrics::Metrics;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// Compiled grammars kept per model; the least recently used goes first. The memory they
 /// keep is bounded too, by [`GRAMMAR_CACHE_BYTES`].
 pub const CACHE_ENTRIES: usize = 64;
-pub use crate::inference::limits::GRAMMAR_CACHE_BYTES;
+pub use crate::limits::GRAMMAR_CACHE_BYTES;
 /// Longest compile error passed to the client (llguidance can quote whole grammars).
 const MAX_ERROR: usize = 2000;
 
@@ -312,7 +312,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::grammar::{JsonKind, gbnf};
+    use crate::grammar::{JsonKind, gbnf};
     use llguidance::toktrie::ApproximateTokEnv;
 
     fn compiler() -> Compiler {
@@ -356,7 +356,7 @@ mod tests {
     }
 
     /// llama.cpp's own `grammars/json.gbnf`, as its users send it.
-    const LLAMA_JSON_GBNF: &str = include_str!("../../../fuzz/corpus/gbnf/ok-json.gbnf");
+    const LLAMA_JSON_GBNF: &str = include_str!("../../../../fuzz/corpus/gbnf/ok-json.gbnf");
 
     #[test]
     fn llama_cpps_json_grammar_converts_and_constrains() {

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::job::ModelState;
 use super::model_options::{CTX_RANGE, GpuLayers};
 use super::server::ServerState;
-use crate::profile::units::Duration as TextDuration;
+use crate::units::Duration as TextDuration;
 
 type AppState = Arc<ServerState>;
 
@@ -26,8 +26,9 @@ type AppState = Arc<ServerState>;
 #[serde(deny_unknown_fields)]
 struct LoadBody {
     model: String,
-    #[serde(default)]
-    ctx: Option<u32>,
+    /// Context length per slot; `ctx`, the old spelling, is read too.
+    #[serde(default, alias = "ctx")]
+    context: Option<u32>,
     #[serde(default)]
     gpu_layers: Option<GpuLayers>,
     #[serde(default)]
@@ -87,12 +88,12 @@ pub async fn load(State(state): State<AppState>, raw: Body) -> Response {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    if let Some(ctx) = req.ctx {
-        if !CTX_RANGE.contains(&ctx) {
+    if let Some(context) = req.context {
+        if !CTX_RANGE.contains(&context) {
             return ApiError::bad(
-                "ctx",
+                "context",
                 format!(
-                    "ctx {ctx} is outside {}..={}",
+                    "context {context} is outside {}..={}",
                     CTX_RANGE.start(),
                     CTX_RANGE.end()
                 ),
@@ -100,12 +101,11 @@ pub async fn load(State(state): State<AppState>, raw: Body) -> Response {
             .into_response();
         }
     }
-    if req.ttl.is_some_and(|t| t.as_std().is_zero()) {
-        return ApiError::bad(
-            "ttl",
-            "a ttl of zero would unload at once; leave it out to keep the model loaded",
-        )
-        .into_response();
+    if let Some(why) = req
+        .ttl
+        .and_then(|t| super::limits::ttl_problem("ttl", t.as_std()))
+    {
+        return ApiError::bad("ttl", why).into_response();
     }
     if state.catalog.is_none() && state.models.contains_key(&req.model) && !req.estimate_only {
         // Fixed models are loaded for the daemon's life: loading one is already done.
@@ -116,7 +116,7 @@ pub async fn load(State(state): State<AppState>, raw: Body) -> Response {
         Err(e) => return e.into_response(),
     };
     let load = LoadRequest {
-        ctx: req.ctx.map(|c| c as usize),
+        ctx: req.context.map(|c| c as usize),
         gpu_layers: req.gpu_layers,
         ttl: req.ttl.map(TextDuration::as_std),
         force: req.force,
@@ -223,7 +223,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
         });
         body["defaults"] = json!({
             "slots": cfg.slots,
-            "ctx": cfg.ctx,
+            "context": cfg.ctx,
             "gpu_layers": cfg.gpu_layers,
             "ttl_seconds": cfg.ttl.map(|t: Duration| t.as_secs_f64()),
         });

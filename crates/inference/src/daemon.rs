@@ -34,6 +34,9 @@ pub struct DaemonOptions {
     pub model_defaults: BTreeMap<String, ModelOptions>,
     /// The memory budget instead of the detected one (`--memory-limit`, for tests).
     pub memory_limit: Option<u64>,
+    /// Reads the machine's memory for the budget (without `memory_limit`), at start: the
+    /// caller's hardware detection, since this crate detects nothing itself.
+    pub detect_machine: fn() -> Result<super::estimate::Machine, String>,
     /// Deadlines, the connection cap and the compile budget.
     pub limits: super::limits::ServerLimits,
 }
@@ -93,32 +96,6 @@ pub fn check_listen(listen: &SocketAddr, has_key: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Physical CPU cores (hyperthreads share execution units, so llama.cpp gains nothing
-/// from them); falls back to the logical count.
-pub fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
-        return logical;
-    };
-    let mut cores = std::collections::HashSet::new();
-    let mut phys = "";
-    for line in info.lines() {
-        if let Some(v) = line.strip_prefix("physical id") {
-            phys = v.trim_start_matches([' ', '\t', ':']);
-        } else if let Some(v) = line.strip_prefix("core id") {
-            cores.insert((
-                phys.to_string(),
-                v.trim_start_matches([' ', '\t', ':']).to_string(),
-            ));
-        }
-    }
-    if cores.is_empty() {
-        logical
-    } else {
-        cores.len().min(logical)
-    }
-}
-
 /// Load the engines and serve until SIGTERM or Ctrl-C; in-flight requests finish first.
 #[cfg(feature = "engine")]
 pub fn serve(opts: DaemonOptions) -> Result<(), String> {
@@ -161,7 +138,7 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
                 gpu_layers: opts.gpu_layers,
                 mlock: opts.mlock,
                 mmap: opts.mmap,
-                batch: 512.max(opts.slots),
+                batch: super::limits::batch_for(opts.slots),
             })
         };
         let mut models = BTreeMap::new();
@@ -291,8 +268,8 @@ fn catalog_config(opts: &DaemonOptions) -> Result<super::catalog::CatalogConfig,
         match opts.memory_limit {
             Some(bytes) => std::sync::Arc::new(move |_, _| Budget::limit(bytes)),
             None => {
-                let facts = crate::hardware::detect(&crate::host::RealHost)
-                    .map_err(|e| format!("cannot detect the machine's memory: {e:#}"))?;
+                let machine = (opts.detect_machine)()
+                    .map_err(|e| format!("cannot detect the machine's memory: {e}"))?;
                 let offloads = super::engine::backend()?.supports_gpu_offload();
                 std::sync::Arc::new(move |layers: GpuLayers, n_layer: u64| {
                     let offload = match layers {
@@ -302,14 +279,14 @@ fn catalog_config(opts: &DaemonOptions) -> Result<super::catalog::CatalogConfig,
                         GpuLayers::Count(n) if u64::from(n) >= n_layer => Offload::Full,
                         GpuLayers::Count(_) => Offload::Partial,
                     };
-                    Budget::from_facts(&facts, offload)
+                    Budget::of(&machine, offload)
                 })
             }
         };
     Ok(super::catalog::CatalogConfig {
         slots: opts.slots,
         ctx: opts.ctx,
-        batch: 512.max(opts.slots),
+        batch: super::limits::batch_for(opts.slots),
         gpu_layers: opts.gpu_layers.map_or(GpuLayers::Auto, GpuLayers::Count),
         ttl: opts.ttl,
         max_loaded: opts.max_loaded,
