@@ -3,6 +3,8 @@
 //! of the corpus is sent, then the daemon must still be running, `/health` must answer, and
 //! a plain chat must answer within a bound taken from a baseline measured at the start of
 //! the same test (a liveness bound, generous on purpose; speed lives in the benchmarks).
+// Tests build their own worlds (files, folders) directly.
+#![allow(clippy::disallowed_methods)]
 // Needs llama.cpp: built only with the `engine` feature (the default).
 #![cfg(feature = "engine")]
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::domain::{ApplyContext, HealthResult, LedgerSink, PlanContext, Requests};
@@ -426,8 +426,7 @@ fn run_steps(
             )),
             Some((d, dp)) => {
                 let dir = session.state.domain_dir(d.name());
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                crate::host::fs::ensure_dir(&dir)?;
                 let cx = ApplyContext {
                     root: &session.root,
                     host,

@@ -6,6 +6,9 @@
 //! is durable when it returns (data and directory entry fsynced) and names its path in
 //! every error.
 
+// The one module allowed the writes the rest of the crate is fenced off (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -265,6 +268,14 @@ fn unique_suffix() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Create `dir` and the folders above it that are missing (for sovereign's own state:
+/// folders under a managed root are created one by one and recorded, see the files
+/// domain).
+pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir)
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot create {}", dir.display())))
 }
 
 /// sha256 (hex) of the file at `logical` under the root; `None` when there is none.

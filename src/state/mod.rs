@@ -12,6 +12,10 @@
 //!   domains/<name>/       a domain's own storage (files: backups/)
 //! ```
 
+// sovereign's own folder: the ledger, journals, generations and the lock are written
+// here directly (durably, see `write_atomic`), the one place besides the host layer.
+#![allow(clippy::disallowed_methods)]
+
 pub mod generations;
 pub mod journal;
 pub mod lock;

@@ -1,6 +1,8 @@
 //! Shared by the inference tests: the generated tiny model (written once per test binary
 //! with the project's one GGUF writer, crates/gguf), in-process servers on 127.0.0.1:0, and a minimal
 //! blocking HTTP/1.1 client over a raw socket (so a test can also hang up mid-stream).
+// Tests build their own worlds (files, folders) directly.
+#![allow(clippy::disallowed_methods)]
 #![allow(dead_code)]
 
 /// The generated models, from the project's one GGUF writer.

@@ -316,6 +316,7 @@ pub async fn shutdown_signal() {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their own files
 mod tests {
     use super::*;
 

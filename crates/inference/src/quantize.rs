@@ -38,6 +38,8 @@ impl QuantType {
 #[cfg(feature = "engine")]
 /// Quantize `input` into `output` with `threads` threads (0: all cores). Blocks; writes
 /// to a temporary name beside `output` and renames it into place on success.
+// Writes the output file the operator names on the command line (and its temporary).
+#[allow(clippy::disallowed_methods)]
 pub fn quantize(
     input: &std::path::Path,
     output: &std::path::Path,

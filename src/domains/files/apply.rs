@@ -113,8 +113,7 @@ fn back_up(cx: &ApplyContext<'_>, path: &str, real: &Path) -> anyhow::Result<Bac
         .with_context(|| format!("cannot read {} to back it up", real.display()))?;
     let meta = std::fs::metadata(real)?;
     let dir = backups_dir(cx);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the backup folder {}", dir.display()))?;
+    fs::ensure_dir(&dir).context("cannot create the backup folder")?;
     let name = hex::encode(Sha256::digest(path.as_bytes()));
     fs::write_atomic(&dir.join(&name), &content, 0o600, None)?;
     Ok(Backup {
