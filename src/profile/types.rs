@@ -300,6 +300,27 @@ pub struct SnapshotPolicy {
     pub monthly: u32,
 }
 
+/// `[inference] ctx`, the old spelling of `context`: the same schema, marked deprecated, so
+/// that editors and `validate` read older profiles as serde does.
+fn ctx_alias_schema(schema: &mut schemars::Schema) {
+    let Some(props) = schema
+        .get_mut("properties")
+        .and_then(|p| p.as_object_mut())
+    else {
+        return;
+    };
+    if let Some(mut context) = props.get("context").cloned() {
+        if let Some(obj) = context.as_object_mut() {
+            obj.insert("deprecated".into(), true.into());
+            obj.insert(
+                "description".into(),
+                "The old spelling of `context`; give one of the two.".into(),
+            );
+        }
+        props.insert("ctx".into(), context);
+    }
+}
+
 /// The systemd unit `[inference]` runs the daemon as (a `[services]` entry cannot take it).
 pub const INFERENCE_UNIT: &str = "sovereign-inference";
 /// The template the daemon's unit renders from: a `templates/` folder above the profile
@@ -309,6 +330,7 @@ pub const INFERENCE_UNIT_TEMPLATE: &str = "sovereign-inference.service.j2";
 /// The inference daemon (`sovereign serve`) and its models.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = ctx_alias_schema)]
 pub struct Inference {
     /// The address the OpenAI-compatible API listens on. Default "127.0.0.1:8080". A
     /// non-loopback address needs `api_key_file`.
@@ -326,11 +348,12 @@ pub struct Inference {
     #[schemars(transform = crate::inference::limits::slots_schema)]
     pub slots: Option<u32>,
 
-    /// Context length per slot, in tokens. The schema's description, default and range
-    /// come from the daemon's own definition (`inference::limits::CONTEXT`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Context length per slot, in tokens: each model's default. The schema's
+    /// description, default and range come from the daemon's own definition
+    /// (`inference::limits::CONTEXT`). `ctx`, its old spelling, is still read.
+    #[serde(default, alias = "ctx", skip_serializing_if = "Option::is_none")]
     #[schemars(transform = crate::inference::limits::ctx_schema)]
-    pub ctx: Option<u32>,
+    pub context: Option<u32>,
 
     /// CPU threads for the engine. Default: the number of physical cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
