@@ -146,7 +146,7 @@ fn a_zvol_is_a_plan_time_error_on_zfs_fuse() {
         &pool,
         &format!("[storage.zvols.\"{pool}/vm\"]\nsize = \"16M\"\n"),
     ));
-    let dialect = sovereign::domains::storage::domain::detect(&sovereign::host::RealHost).unwrap();
+    let dialect = sovereign::domains::storage::detect(&sovereign::host::RealHost).unwrap();
     if dialect.has_zvols() {
         // OpenZFS runs zvols for real (the VM tests); here the plan creates one.
         assert!(w.plan(&p, false).is_ok());
@@ -166,7 +166,7 @@ fn a_property_the_dialect_lacks_is_a_plan_time_error() {
     let mut w = World::new();
     let pool = w.pool("dialect");
     w.file_vdev(&format!("/vdev/{pool}.img"), 96);
-    let dialect = sovereign::domains::storage::domain::detect(&sovereign::host::RealHost).unwrap();
+    let dialect = sovereign::domains::storage::detect(&sovereign::host::RealHost).unwrap();
     let (prop, value) = if dialect.accepts_compression("lz4") {
         ("recordsize", "32M")
     } else {
@@ -354,7 +354,7 @@ fn the_health_check_fails_when_a_dataset_is_not_mounted() {
 fn the_running_dialect_is_reported_for_detect() {
     let facts = sovereign::domains::storage::dialect_facts(&sovereign::host::RealHost);
     assert_eq!(facts["available"], true, "{facts}");
-    let dialect = sovereign::domains::storage::domain::detect(&sovereign::host::RealHost).unwrap();
+    let dialect = sovereign::domains::storage::detect(&sovereign::host::RealHost).unwrap();
     assert_eq!(facts["describe"], dialect.describe());
     match dialect {
         sovereign::domains::storage::Dialect::ZfsFuse { pool_version } => {

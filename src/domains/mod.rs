@@ -17,7 +17,7 @@ pub fn registry() -> Vec<Box<dyn AnyDomain>> {
         erase(files::Files),
         #[cfg(target_os = "linux")]
         erase(storage::Storage),
-        erase(deployment::Compute),
+        erase(deployment::Deployment),
         erase(services::Services),
     ]
 }

@@ -757,9 +757,13 @@ fn inference(root: &Node, out: &mut Vec<Issue>) {
     client_bounds(node, out);
     if let (Some(old), Some(_)) = (node.get("ctx"), node.get("context")) {
         out.push(
-            Issue::new(&old.key_loc, kp(&["inference", "ctx"]), "ctx and context are both given")
-                .label("the old spelling of context")
-                .hint("give only `context` (`ctx` is its old spelling)"),
+            Issue::new(
+                &old.key_loc,
+                kp(&["inference", "ctx"]),
+                "ctx and context are both given",
+            )
+            .label("the old spelling of context")
+            .hint("give only `context` (`ctx` is its old spelling)"),
         );
     }
     for (name, entry) in table_at(root, &["inference", "models"])

@@ -48,7 +48,7 @@ pub struct Profile {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, ServiceSpec>,
 
-    /// The inference daemon and the models it serves (Compute).
+    /// The inference daemon and the models it serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inference: Option<Inference>,
 }
@@ -303,10 +303,7 @@ pub struct SnapshotPolicy {
 /// `[inference] ctx`, the old spelling of `context`: the same schema, marked deprecated, so
 /// that editors and `validate` read older profiles as serde does.
 fn ctx_alias_schema(schema: &mut schemars::Schema) {
-    let Some(props) = schema
-        .get_mut("properties")
-        .and_then(|p| p.as_object_mut())
-    else {
+    let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
         return;
     };
     if let Some(mut context) = props.get("context").cloned() {
