@@ -5,7 +5,6 @@
 pub mod deployment;
 pub mod files;
 pub mod services;
-#[cfg(target_os = "linux")]
 pub mod storage;
 
 use crate::domain::{AnyDomain, erase};
@@ -20,6 +19,18 @@ pub fn registry() -> Vec<Box<dyn AnyDomain>> {
         erase(deployment::Deployment),
         erase(services::Services),
     ]
+}
+
+/// Check every section's own rules (what its schema cannot say) over the merged profile
+/// tree; `validate` runs them after the schema.
+pub fn check_sections(
+    root: &crate::profile::tree::Node,
+    out: &mut Vec<crate::profile::diagnostics::Issue>,
+) {
+    files::rules::check(root, out);
+    storage::rules::check(root, out);
+    services::rules::check(root, out);
+    deployment::rules::check(root, out);
 }
 
 /// Move ledger entries written by earlier versions to the domain that owns them now: the

@@ -15,6 +15,7 @@ pub mod tree;
 pub mod types;
 pub mod units;
 pub mod validate;
+pub mod zfs_names;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

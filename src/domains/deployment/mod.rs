@@ -20,6 +20,8 @@ mod diff;
 pub mod health;
 mod observe;
 pub mod render;
+pub mod rules;
+pub mod section;
 
 use std::collections::BTreeMap;
 

@@ -14,6 +14,8 @@ mod apply;
 mod desired;
 mod diff;
 mod observe;
+pub mod rules;
+pub mod section;
 
 use std::collections::BTreeMap;
 

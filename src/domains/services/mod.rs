@@ -19,6 +19,8 @@ mod desired;
 mod diff;
 mod health;
 mod observe;
+pub mod rules;
+pub mod section;
 pub mod systemctl;
 
 use std::collections::BTreeMap;

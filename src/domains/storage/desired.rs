@@ -10,6 +10,7 @@ use crate::profile::{PropertyValue, SnapshotPolicy, Storage, ValidProfile};
 use super::dialect::Dialect;
 use super::props;
 use super::topology::{self, Relocate};
+use crate::profile::zfs_names;
 
 /// A pool the profile declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,13 +118,6 @@ fn pool_property_known(dialect: &Dialect, name: &str) -> bool {
     }
 }
 
-fn valid_component(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
-}
-
 struct Collector<'a> {
     profile: Option<&'a ValidProfile>,
     problems: Vec<Problem>,
@@ -176,11 +170,8 @@ pub fn desired(
 
     for (name, pool) in &storage.pools {
         let key = format!("storage.pools.{name}");
-        if !valid_component(name) {
-            c.add(
-                key.clone(),
-                format!("pool name {name:?} may hold only letters, digits, '_', '-', '.' and ':'"),
-            );
+        if let Err(why) = zfs_names::pool_name(name) {
+            c.add(key.clone(), format!("pool name {name:?} {why}"));
         }
         if pool.vdevs.is_empty() {
             c.add(format!("{key}.vdevs"), "a pool needs at least one vdev");
@@ -240,8 +231,11 @@ pub fn desired(
             c.add(key.to_string(), format!("{name:?} is not below a pool: write \"POOL/NAME\" (a pool's own properties go in its `filesystem` table)"));
             return false;
         }
-        if !name.split('/').all(valid_component) {
-            c.add(key.to_string(), format!("{name:?} is not a valid dataset name: components hold letters, digits, '_', '-', '.' and ':'"));
+        if let Err(why) = zfs_names::dataset_name(name) {
+            c.add(
+                key.to_string(),
+                format!("{name:?} is not a valid dataset name: it {why}"),
+            );
             return false;
         }
         if !storage.pools.contains_key(&pool_of(name)) {

@@ -27,20 +27,73 @@ struct Row {
     start: Duration,
 }
 
+/// `[SIZES] [--baseline BIN]`: with `--baseline`, every size is also measured with that
+/// binary (an earlier build) in the same run, and a table compares the two.
 pub fn run(args: &[String]) -> Result<()> {
-    let sizes: Vec<usize> = match args.first() {
-        Some(s) => s
-            .split(',')
-            .map(|n| n.parse().context("sizes are numbers, e.g. 100,1000"))
-            .collect::<Result<_>>()?,
-        None => SIZES.to_vec(),
-    };
+    let mut sizes: Vec<usize> = SIZES.to_vec();
+    let mut baseline: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--baseline" {
+            let v = it
+                .next()
+                .context("--baseline needs the path of a sovereign binary")?;
+            baseline = Some(PathBuf::from(v));
+        } else {
+            sizes = a
+                .split(',')
+                .map(|n| n.parse().context("sizes are numbers, e.g. 100,1000"))
+                .collect::<Result<_>>()?;
+        }
+    }
     let bin = super::sovereign_binary(false, false)?;
     let root = project_root();
-    let work = root.join("target/bench-engine");
-    let start = median(REPEATS, || time(Command::new(&bin).arg("--version")))?;
+    let rows = measure_all(&bin, &sizes, &root.join("target/bench-engine"))?;
+    let mut table = render(&rows);
+    if let Some(base) = &baseline {
+        let base_rows = measure_all(base, &sizes, &root.join("target/bench-engine-baseline"))?;
+        table.push_str(&compare(base, &rows, &base_rows));
+    }
+    println!("{table}");
+    write_section(&root.join("BENCHMARKS.md"), &table)?;
+    eprintln!("engine bench: figures written to BENCHMARKS.md");
+    Ok(())
+}
+
+/// This build against the baseline, size by size.
+fn compare(base: &Path, rows: &[Row], base_rows: &[Row]) -> String {
+    let mut t = format!(
+        "\nSide by side with the baseline ({}), same run; ratio = this build / baseline:\n\n",
+        base.display()
+    );
+    t.push_str("| files | apply from scratch ms (this / baseline) | no-op plan ms (this / baseline) | no-op apply ms (this / baseline) |\n");
+    t.push_str("|---:|---:|---:|---:|\n");
+    let pair = |a: Duration, b: Duration| {
+        format!(
+            "{} / {} ({:.2}x)",
+            ms(a),
+            ms(b),
+            a.as_secs_f64() / b.as_secs_f64()
+        )
+    };
+    for (r, b) in rows.iter().zip(base_rows) {
+        writeln!(
+            t,
+            "| {} | {} | {} | {} |",
+            r.files,
+            pair(r.apply_scratch, b.apply_scratch),
+            pair(r.plan_noop, b.plan_noop),
+            pair(r.apply_noop, b.apply_noop)
+        )
+        .unwrap();
+    }
+    t
+}
+
+fn measure_all(bin: &Path, sizes: &[usize], work: &Path) -> Result<Vec<Row>> {
+    let start = median(REPEATS, || time(Command::new(bin).arg("--version")))?;
     let mut rows = Vec::new();
-    for &n in &sizes {
+    for &n in sizes {
         let dir = work.join(n.to_string());
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
@@ -50,14 +103,14 @@ pub fn run(args: &[String]) -> Result<()> {
         let profile = dir.join("profile.toml");
         std::fs::write(&profile, generate(n))?;
         let sov = |args: &[&str]| {
-            let mut c = Command::new(&bin);
+            let mut c = Command::new(bin);
             c.arg("--root")
                 .arg(dir.join("root"))
                 .args(args)
                 .arg(&profile);
             c
         };
-        eprintln!("engine bench: {n} files");
+        eprintln!("engine bench: {n} files ({})", bin.display());
         let apply_scratch = time(&mut sov(&["apply", "--yes"]))?;
         let plan_noop = median(REPEATS, || time(&mut sov(&["plan", "--detailed-exitcode"])))?;
         let apply_noop = median(REPEATS, || time(&mut sov(&["apply", "--yes"])))?;
@@ -71,11 +124,7 @@ pub fn run(args: &[String]) -> Result<()> {
             start,
         });
     }
-    let table = render(&rows);
-    println!("{table}");
-    write_section(&root.join("BENCHMARKS.md"), &table)?;
-    eprintln!("engine bench: figures written to BENCHMARKS.md");
-    Ok(())
+    Ok(rows)
 }
 
 /// A profile of `n` files in folders of 100, each a few hundred bytes.

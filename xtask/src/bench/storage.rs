@@ -2,8 +2,10 @@
 //! run: create (first apply), no-op plan, no-op apply, and the floor, one bare
 //! `zfs get -H -p all -r` over the same pool, plus the cost of starting the binary.
 //!
-//! `cargo xtask bench storage [--debug] [--sizes 50,1000] [--runs 5]` (root, with ZFS
-//! answering: `cargo xtask setup`). Prints a Markdown table for BENCHMARKS.md.
+//! `cargo xtask bench storage [--debug] [--sizes 50,1000] [--runs 5] [--baseline BIN]`
+//! (root, with ZFS answering: `cargo xtask setup`). Prints a Markdown table for
+//! BENCHMARKS.md; with `--baseline`, each size is also measured with another build of
+//! sovereign (an earlier commit's) in the same run, and a table compares the two.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +23,8 @@ struct Options {
     sizes: Vec<usize>,
     /// Repetitions of each timed step (the median is reported).
     runs: usize,
+    /// Another sovereign binary measured side by side (the build before a change).
+    baseline: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -28,6 +32,7 @@ fn parse(args: &[String]) -> Result<Options> {
         debug: false,
         sizes: vec![50, 1000],
         runs: 5,
+        baseline: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -49,7 +54,15 @@ fn parse(args: &[String]) -> Result<Options> {
                     .parse()
                     .with_context(|| format!("--runs: {v:?} is not a number"))?;
             }
-            other => bail!("unknown option {other:?}: --debug, --sizes N,M, --runs N"),
+            "--baseline" => {
+                let v = it
+                    .next()
+                    .context("--baseline needs the path of a sovereign binary")?;
+                o.baseline = Some(PathBuf::from(v));
+            }
+            other => {
+                bail!("unknown option {other:?}: --debug, --sizes N,M, --runs N, --baseline BIN")
+            }
         }
     }
     Ok(o)
@@ -161,9 +174,14 @@ pub fn run(args: &[String]) -> Result<()> {
     let bin = super::sovereign_binary(o.debug, false)?;
     let start = median(o.runs, || time(Command::new(&bin).arg("--version")))?;
     let mut rows = Vec::new();
+    let mut base_rows = Vec::new();
     for &n in &o.sizes {
         eprintln!("bench storage: {n} datasets");
         rows.push(measure(&bin, n, o.runs)?);
+        if let Some(base) = &o.baseline {
+            eprintln!("bench storage: {n} datasets, baseline {}", base.display());
+            base_rows.push(measure(base, n, o.runs)?);
+        }
     }
     println!(
         "Build: {}; median of {} runs; process start (`sovereign --version`): {} ms.\n",
@@ -196,6 +214,33 @@ pub fn run(args: &[String]) -> Result<()> {
             b.plan.as_secs_f64() / a.plan.as_secs_f64(),
             b.floor.as_secs_f64() / a.floor.as_secs_f64()
         );
+    }
+    if let Some(base) = &o.baseline {
+        println!(
+            "\nSide by side with the baseline ({}), same run; ratio = this build / baseline:\n",
+            base.display()
+        );
+        println!(
+            "| datasets | create ms (this / baseline) | no-op plan ms (this / baseline) | no-op apply ms (this / baseline) |"
+        );
+        println!("|---:|---:|---:|---:|");
+        let pair = |a: Duration, b: Duration| {
+            format!(
+                "{} / {} ({:.2}x)",
+                ms(a),
+                ms(b),
+                a.as_secs_f64() / b.as_secs_f64()
+            )
+        };
+        for (r, b) in rows.iter().zip(&base_rows) {
+            println!(
+                "| {} | {} | {} | {} |",
+                r.n,
+                pair(r.create, b.create),
+                pair(r.plan, b.plan),
+                pair(r.apply, b.apply)
+            );
+        }
     }
     Ok(())
 }
