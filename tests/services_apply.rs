@@ -298,3 +298,28 @@ unit = "[Service]\nExecStart=/usr/bin/true\n"
     );
     assert!(!env.at("/etc/systemd").exists(), "nothing was written");
 }
+
+#[test]
+fn a_model_named_in_name_tag_form_validates_pulls_and_settles() {
+    let env = Env::new();
+    let sha = model_at(&env, "/srv/models/tiny.gguf");
+    let p = env.profile(
+        "p.toml",
+        &format!(
+            "[inference.models.\"tiny-coder:7b\"]\nsource = \"/srv/models/tiny.gguf\"\nsha256 = \"{sha}\"\n"
+        ),
+    );
+    env.run(&["validate", p.to_str().unwrap()]).ok();
+    let apply = env.apply(&p);
+    apply.ok();
+    assert!(
+        env.at("/var/lib/sovereign/models/manifests/tiny-coder:7b.json")
+            .is_file(),
+        "{}",
+        apply.stderr
+    );
+    env.assert_no_changes(&p);
+    let ls = env.run(&["model", "ls", "--json"]);
+    ls.ok();
+    assert!(ls.stdout.contains("\"tiny-coder:7b\""), "{}", ls.stdout);
+}

@@ -84,7 +84,7 @@ pub fn check(root: &Node, out: &mut Vec<Issue>) {
             out.push(
                 Issue::new(&entry.key_loc, &here, format!("model name {} {why}", quote(name)))
                     .label("not a model name")
-                    .hint("use letters, digits, '_', '-', '.' and ':' (clients send this name), e.g. \"coder\" or \"qwen2.5-coder:7b\""),
+                    .hint(format!("use 1 to {} letters, digits, '_', '-', '.' and ':', not starting with '.', '-' or ':' (clients send this name), e.g. \"coder\" or \"qwen2.5-coder:7b\"", crate::inference::cache::MAX_NAME_LEN)),
             );
         }
         if let Some(source) = entry.node.get("source") {
@@ -204,23 +204,12 @@ fn client_bounds(section: &Node, out: &mut Vec<Issue>) {
     }
 }
 
+/// The cache's own rule ([`ModelName::parse`]): a name the profile accepts is one the
+/// cache and the daemon accept.
 fn model_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 128 {
-        return Err("must be 1 to 128 characters long".into());
-    }
-    if name.contains("..") {
-        return Err("may not contain \"..\"".into());
-    }
-    if name.starts_with(['.', '-']) {
-        return Err("may not start with '.' or '-'".into());
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
-    {
-        return Err(format!("contains {}", quote(&bad.to_string())));
-    }
-    Ok(())
+    crate::inference::cache::ModelName::parse(name)
+        .map(|_| ())
+        .map_err(|e| e.reason.replacen("it ", "", 1))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub struct ModelName(String);
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid model name {given:?}: {reason} (names are 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-', not starting with '.' or '-')"
+    "invalid model name {given:?}: {reason} (names are 1 to {MAX_NAME_LEN} letters, digits, '.', '_', '-' or ':', not starting with '.', '-' or ':')"
 )]
 pub struct NameError {
     /// The name as given.
@@ -43,14 +43,16 @@ impl ModelName {
         if name.contains("..") {
             return fail("it contains \"..\"".into());
         }
+        // ':' keeps the name:tag form people know from other tools ("qwen2.5-coder:7b");
+        // it is an ordinary character in a file name here.
         if let Some(c) = name
             .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')))
         {
             return fail(format!("it contains {c:?}"));
         }
-        if name.starts_with(['.', '-']) {
-            return fail("it starts with '.' or '-'".into());
+        if name.starts_with(['.', '-', ':']) {
+            return fail("it starts with '.', '-' or ':'".into());
         }
         Ok(ModelName(name.to_owned()))
     }
@@ -87,7 +89,13 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for ok in ["qwen2.5-coder-7b", "Llama-3.1_8B.Q4_K_M", "a", "_x"] {
+        for ok in [
+            "qwen2.5-coder-7b",
+            "Llama-3.1_8B.Q4_K_M",
+            "a",
+            "_x",
+            "qwen2.5-coder:7b",
+        ] {
             assert_eq!(
                 ModelName::parse(ok).map(|n| n.to_string()),
                 Ok(ok.to_string())
@@ -104,6 +112,7 @@ mod tests {
             ("a..b", "\"..\""),
             (".hidden", "starts with"),
             ("-rf", "starts with"),
+            (":7b", "starts with"),
             ("a b", "' '"),
             ("a\\b", "path separator"),
             ("naïve", "'ï'"),
