@@ -133,14 +133,66 @@ fn a_path_that_escapes_the_root_through_a_symlink_is_refused() {
 }
 
 #[test]
-fn a_hand_edited_file_is_kept_unless_destroy_is_allowed() {
+fn a_hand_edited_file_is_drift_converged_with_the_edit_kept_aside() {
     let env = Env::new();
     let v1 = env.profile("p.toml", &files_profile(&[("/srv/a.conf", "one\n")]));
     env.apply(&v1).ok();
     std::fs::write(env.at("/srv/a.conf"), "edited by hand\n").unwrap();
 
-    let v2 = env.profile("v2.toml", &files_profile(&[("/srv/a.conf", "two\n")]));
-    let plan = env.run(&["plan", "--detailed-exitcode", v2.to_str().unwrap()]);
+    // The same profile: the machine no longer matches it, and plan says so.
+    let plan = env.run(&["plan", "--detailed-exitcode", v1.to_str().unwrap()]);
+    assert_eq!(plan.code, Some(2), "drift is a change: {}", plan.stderr);
+    assert!(
+        plan.stderr.contains("~ files.file:/srv/a.conf"),
+        "{}",
+        plan.stderr
+    );
+    assert!(
+        plan.stderr.contains("-edited by hand"),
+        "the diff: {}",
+        plan.stderr
+    );
+    assert!(
+        !plan.stderr.contains("matches the profile"),
+        "{}",
+        plan.stderr
+    );
+    let kept_at = "/var/lib/sovereign/domains/files/edits/";
+    assert!(
+        plan.stderr.contains(kept_at),
+        "plan says where: {}",
+        plan.stderr
+    );
+
+    let apply = env.apply(&v1);
+    apply.ok();
+    assert_eq!(env.read("/srv/a.conf"), "one\n");
+    assert!(
+        apply.stderr.contains(kept_at),
+        "apply says where: {}",
+        apply.stderr
+    );
+    let saved: Vec<_> = std::fs::read_dir(env.at(kept_at))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(saved[0].path()).unwrap(),
+        "edited by hand\n"
+    );
+    let generations = env.generations();
+    let last = generations.as_array().unwrap().last().unwrap();
+    assert!(
+        last["notes"].to_string().contains("edited by hand"),
+        "the generation that replaced it says so: {last}"
+    );
+    env.assert_no_changes(&v1);
+
+    // Removing a hand-edited file the profile dropped stays behind --allow-destroy.
+    std::fs::write(env.at("/srv/a.conf"), "edited again\n").unwrap();
+    let empty = env.profile("empty.toml", "");
+    let plan = env.run(&["plan", "--detailed-exitcode", empty.to_str().unwrap()]);
     assert_eq!(
         plan.code,
         Some(0),
@@ -152,23 +204,17 @@ fn a_hand_edited_file_is_kept_unless_destroy_is_allowed() {
         "{}",
         plan.stderr
     );
-    assert!(plan.stderr.contains("edited by hand"), "{}", plan.stderr);
-    env.apply(&v2).ok();
-    assert_eq!(env.read("/srv/a.conf"), "edited by hand\n");
-
-    let empty = env.profile("empty.toml", "");
-    env.apply(&empty).ok();
-    assert_eq!(
-        env.read("/srv/a.conf"),
-        "edited by hand\n",
-        "not removed either"
+    assert!(
+        !plan.stderr.contains("matches the profile"),
+        "{}",
+        plan.stderr
     );
-
-    let forced = env.run(&["apply", "--yes", "--allow-destroy", v2.to_str().unwrap()]);
+    env.apply(&empty).ok();
+    assert_eq!(env.read("/srv/a.conf"), "edited again\n", "not removed");
+    let forced = env.run(&["apply", "--yes", "--allow-destroy", empty.to_str().unwrap()]);
     forced.ok();
     assert!(forced.stderr.contains("destructive"), "{}", forced.stderr);
-    assert_eq!(env.read("/srv/a.conf"), "two\n");
-    env.assert_no_changes(&v2);
+    assert!(!env.at("/srv/a.conf").exists());
 }
 
 #[test]

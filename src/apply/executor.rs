@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::anyhow;
 use serde::Serialize;
 
-use crate::domain::{ApplyContext, HealthResult, LedgerSink, PlanContext, Requests};
+use crate::domain::{ApplyContext, HealthResult, LedgerSink, Notes, PlanContext, Requests};
 use crate::host::Host;
 use crate::host::fs::Root;
 use crate::plan::resolve::Resolved;
@@ -182,6 +182,7 @@ pub fn execute(
     progress.finish();
     let steps = steps?;
     report.applied = steps.done.clone();
+    report.notes.extend(steps.notes.iter().cloned());
 
     if let Some((address, error)) = &steps.failed {
         report.failed = Some((address.clone(), error.clone()));
@@ -221,11 +222,13 @@ pub fn execute(
 
     for (d, dp) in &planned.domains {
         let dir = state.domain_dir(d.name());
+        let notes = Notes::default();
         let cx = ApplyContext {
             root: &session.root,
             host,
             state_dir: &dir,
             generation: number,
+            notes: &notes,
         };
         report.health.extend(d.health(&cx, dp));
     }
@@ -352,6 +355,8 @@ fn finish(
 struct Steps {
     done: Vec<Address>,
     failed: Option<(Address, String)>,
+    /// What the domains noted while applying.
+    notes: Vec<String>,
 }
 
 /// Journals each ledger write of one domain.
@@ -401,7 +406,9 @@ fn run_steps(
     let mut steps = Steps {
         done: Vec::new(),
         failed: None,
+        notes: Vec::new(),
     };
+    let notes = Notes::default();
     for (i, change) in pending.iter().enumerate() {
         let step = i + 1;
         progress.step(change);
@@ -432,6 +439,7 @@ fn run_steps(
                     host,
                     state_dir: &dir,
                     generation: journal.generation(),
+                    notes: &notes,
                 };
                 let mut sink = JournalSink {
                     journal: &mut *journal,
@@ -462,6 +470,7 @@ fn run_steps(
             }
         }
     }
+    steps.notes = notes.take();
     save_ledger(session, planned)?;
     Ok(steps)
 }

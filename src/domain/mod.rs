@@ -96,6 +96,32 @@ pub struct ApplyContext<'a> {
     pub state_dir: &'a Path,
     /// The generation this apply records (storage names its pre-apply snapshots after it).
     pub generation: u64,
+    /// What the operator must know of this step (where a hand edit was saved): shown after
+    /// apply and recorded with the generation.
+    pub notes: &'a Notes,
+}
+
+/// Notes a domain's apply leaves for the operator and the generation record.
+#[derive(Debug, Default)]
+pub struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl Notes {
+    pub fn add(&self, note: impl Into<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(note.into());
+    }
+
+    /// Every note so far, emptied.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
 }
 
 /// The outcome of one health check.

@@ -139,9 +139,16 @@ fn change(out: &mut String, c: &Change, style: Style) {
 /// `Plan: 1 to create, ...` or `No changes.`
 pub fn summary_line(s: &Summary) -> String {
     if s.pending == 0 {
-        let mut line = "No changes: the machine matches the profile.".to_string();
+        if s.keep == 0 && s.not_applicable == 0 {
+            return "No changes: the machine matches the profile.".to_string();
+        }
+        // Something differs that apply will not change: never say it matches.
+        let mut line = "No changes to apply.".to_string();
         if s.keep > 0 {
-            line.push_str(&format!(" {} kept (see above).", s.keep));
+            line.push_str(&format!(
+                " {} kept: the machine differs from the profile there (see above).",
+                s.keep
+            ));
         }
         if s.not_applicable > 0 {
             line.push_str(&format!(
@@ -319,9 +326,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with(
-                "No changes: the machine matches the profile. 1 not applicable here (see above)."
-            ),
+            text.ends_with("No changes to apply. 1 not applicable here (see above)."),
             "{text}"
         );
     }

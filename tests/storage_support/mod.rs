@@ -165,11 +165,13 @@ impl World {
         let mut plan = self.plan(profile, allow_destroy)?;
         let domain_dir = self.state_dir().join("domains/storage");
         let root = self.root();
+        let notes = sovereign::domain::Notes::default();
         let cx = ApplyContext {
             root: &root,
             host: &RealHost,
             state_dir: &domain_dir,
             generation: self.generation,
+            notes: &notes,
         };
         let pending: Vec<Change> = plan
             .changes
@@ -190,11 +192,13 @@ impl World {
         let plan = self.plan(profile, false).unwrap();
         let domain_dir = self.state_dir().join("domains/storage");
         let root = self.root();
+        let notes = sovereign::domain::Notes::default();
         let cx = ApplyContext {
             root: &root,
             host: &RealHost,
             state_dir: &domain_dir,
             generation: self.generation,
+            notes: &notes,
         };
         self.domain.health(&cx, &plan)
     }

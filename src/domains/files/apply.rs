@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
+use super::diff::{EDITS_DIR, edit_path};
 use super::{Backup, Desired, Entry, FileOp, OwnedFile, dir_key, file_key};
 use crate::domain::{ApplyContext, LedgerTx};
 use crate::host::fs::{self, Ownership};
@@ -26,7 +27,15 @@ pub fn apply(
     // Resolve again at apply time: a symlink planted since the plan is refused here too.
     let real = cx.root.resolve(path)?;
     match (change.op::<FileOp>()?, change.action) {
-        (&FileOp::Write { uid, gid }, Action::Create | Action::Update | Action::Adopt) => {
+        (
+            FileOp::Write {
+                uid,
+                gid,
+                save_edit,
+            },
+            Action::Create | Action::Update | Action::Adopt,
+        ) => {
+            let (uid, gid) = (*uid, *gid);
             let want = desired
                 .get(path)
                 .with_context(|| format!("{path} is not in the desired state"))?;
@@ -41,6 +50,9 @@ pub fn apply(
             };
             if change.action == Action::Adopt && own.backup.is_none() {
                 own.backup = Some(back_up(cx, path, &real)?);
+            }
+            if let Some(name) = save_edit {
+                keep_edit(cx, path, &real, name)?;
             }
             create_parents(cx, &real, ledger)?;
             own.applied_sha256 = None;
@@ -105,6 +117,22 @@ pub fn apply(
 
 fn backups_dir(cx: &ApplyContext<'_>) -> PathBuf {
     cx.state_dir.join("backups")
+}
+
+/// Keep the hand-edited file at `real` in the domain's `edits/` folder before the profile's
+/// content replaces it, and say where.
+fn keep_edit(cx: &ApplyContext<'_>, path: &str, real: &Path, name: &str) -> anyhow::Result<()> {
+    let content = std::fs::read(real)
+        .with_context(|| format!("cannot read {} to keep its hand edit", real.display()))?;
+    let dir = cx.state_dir.join(EDITS_DIR);
+    fs::ensure_dir(&dir).context("cannot create the folder for hand edits")?;
+    // Owner-only: the edit may hold what the profile marks sensitive.
+    fs::write_atomic(&dir.join(name), &content, 0o600, None)?;
+    cx.notes.add(format!(
+        "{path} was edited by hand; the edit is kept as {} (the profile's content replaced it)",
+        edit_path(name)
+    ));
+    Ok(())
 }
 
 /// Copy the file at `real` into the state, keeping its mode and owner in the ledger.

@@ -10,11 +10,17 @@ use crate::domain::DiffOptions;
 use crate::plan::{Action, Change, FieldChange};
 
 /// What apply does for one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileOp {
     /// Write the desired content with this mode and owner (backing up what is there first
     /// when the change adopts it).
-    Write { uid: u32, gid: u32 },
+    Write {
+        uid: u32,
+        gid: u32,
+        /// The file was edited by hand since the last apply: save the edit under this name
+        /// in the domain's `edits/` folder before writing.
+        save_edit: Option<String>,
+    },
     /// Put the backed-up original back, or remove the file sovereign created.
     Remove,
 }
@@ -69,6 +75,7 @@ pub fn diff(
 ) -> anyhow::Result<Vec<Change>> {
     let ids = &observed.ids;
     let mut changes = Vec::new();
+    let mut save_edits: std::collections::BTreeMap<String, String> = Default::default();
     for (path, want) in desired {
         let who = owner(path, want, ids)?;
         let owned_file = match owned.get(&file_key(path)) {
@@ -109,27 +116,19 @@ pub fn diff(
                                 .reason("records a write an interrupted apply made"),
                         )
                     } else {
-                        let content_changes = have.sha256 != want.sha256;
-                        let action = if hand_edited && content_changes && !options.allow_destroy {
-                            Action::Keep
-                        } else {
-                            Action::Update
-                        };
-                        let mut c = Change::new(address(path), action);
+                        // Drift: the machine does not match the profile, so the profile's
+                        // content is written; a hand edit is kept as a copy in sovereign's
+                        // state, so nothing is lost and no --allow-destroy is needed.
+                        let mut c = Change::new(address(path), Action::Update);
                         c.fields = fields(Some(have), want, &who, ids);
                         c.diff = content_diff(path, Some(have), want);
-                        if hand_edited && content_changes {
-                            if action == Action::Keep {
-                                c.reason = Some(
-                                    "edited by hand since the last apply: not overwritten; copy the edits into the profile, or pass --allow-destroy to overwrite them"
-                                        .into(),
-                                );
-                            } else {
-                                c.flags.destructive = true;
-                                c.reason = Some(
-                                    "edited by hand since the last apply: the edits are overwritten (--allow-destroy)".into(),
-                                );
-                            }
+                        if hand_edited && have.sha256 != want.sha256 {
+                            let name = edit_name(path, &have.sha256);
+                            c.reason = Some(format!(
+                                "edited by hand since the last apply: the profile's content is written again, and the edited file is kept as {}",
+                                edit_path(&name)
+                            ));
+                            save_edits.insert(path.clone(), name);
                         }
                         Some(c)
                     }
@@ -140,6 +139,7 @@ pub fn diff(
             c = c.with_op(FileOp::Write {
                 uid: who.uid,
                 gid: who.gid,
+                save_edit: save_edits.remove(path),
             });
             c.flags.sensitive = want.sensitive;
             if want.sensitive {
@@ -219,6 +219,24 @@ pub fn diff(
         changes.push(c);
     }
     Ok(changes)
+}
+
+/// Where apply keeps hand edits, under the domain's state folder.
+pub const EDITS_DIR: &str = "edits";
+
+/// The name a hand edit is kept under: its digest (known when planning, so the plan can say
+/// where it goes) and the file's own name.
+fn edit_name(path: &str, sha256: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or("file");
+    format!("{}-{base}", &sha256[..16.min(sha256.len())])
+}
+
+/// The kept edit's path as plans show paths (under the root).
+pub fn edit_path(name: &str) -> String {
+    format!(
+        "{}/domains/files/{EDITS_DIR}/{name}",
+        crate::state::STATE_DIR
+    )
 }
 
 fn matches(have: &FileState, want: &DesiredFile, who: &Owner) -> bool {
@@ -406,7 +424,8 @@ mod tests {
             c[0].op::<FileOp>().unwrap(),
             &FileOp::Write {
                 uid: 1000,
-                gid: 1000
+                gid: 1000,
+                save_edit: None
             }
         );
         let owner = c[0].fields.iter().find(|f| f.name == "owner").unwrap();
@@ -454,18 +473,46 @@ mod tests {
     }
 
     #[test]
-    fn a_hand_edit_is_kept_unless_destroy_is_allowed() {
-        let args = (
-            [("/a", want("new"))],
-            [("/a", have("edited", 0o644))],
+    fn a_hand_edit_is_drift_the_profile_wins_and_the_edit_is_kept_aside() {
+        for (profile, applied) in [("old", "old"), ("new", "old")] {
+            let c = run(
+                &[("/etc/a.conf", want(profile))],
+                &[("/etc/a.conf", have("edited", 0o644))],
+                vec![owned("/etc/a.conf", applied, false)],
+                false,
+            );
+            assert_eq!(c[0].action, Action::Update, "{profile}");
+            assert!(c[0].is_pending());
+            assert!(!c[0].flags.destructive, "nothing is lost: the edit is kept");
+            let name = format!("{}-a.conf", &sha("edited")[..16]);
+            assert_eq!(
+                c[0].op::<FileOp>().unwrap(),
+                &FileOp::Write {
+                    uid: 0,
+                    gid: 0,
+                    save_edit: Some(name.clone())
+                }
+            );
+            let reason = c[0].reason.as_deref().unwrap();
+            assert!(
+                reason.contains(&format!("/var/lib/sovereign/domains/files/edits/{name}")),
+                "{reason}"
+            );
+        }
+        // Not a hand edit: an update of what sovereign wrote keeps nothing aside.
+        let c = run(
+            &[("/a", want("new"))],
+            &[("/a", have("old", 0o644))],
             vec![owned("/a", "old", false)],
+            false,
         );
-        let kept = run(&args.0, &args.1, args.2.clone(), false);
-        assert_eq!(kept[0].action, Action::Keep);
-        assert!(!kept[0].is_pending());
-        let forced = run(&args.0, &args.1, args.2, true);
-        assert_eq!(forced[0].action, Action::Update);
-        assert!(forced[0].flags.destructive);
+        assert!(matches!(
+            c[0].op::<FileOp>().unwrap(),
+            FileOp::Write {
+                save_edit: None,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -116,6 +116,7 @@ mod tests {
             host,
             state_dir: std::path::Path::new("/nonexistent"),
             generation: 1,
+            notes: Box::leak(Box::default()),
         }
     }
 
