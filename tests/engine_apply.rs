@@ -420,3 +420,165 @@ fn host_expect_must_match_the_machine() {
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("host.expect"), "{}", r.stderr);
 }
+
+/// A profile of `files` plus a check that always fails (so apply rolls back).
+fn failing(files: &[(&str, &str)]) -> String {
+    format!(
+        "{}\n[[checks]]\nname = \"never\"\ncommand = [\"false\"]\n",
+        files_profile(files)
+    )
+}
+
+#[test]
+fn a_crash_after_the_last_step_is_settled_and_a_failed_apply_rolls_back_only_its_own_change() {
+    let env = Env::new();
+    let v1 = env.profile("v1.toml", &files_profile(&[("/etc/a", "one\n")]));
+    env.apply(&v1).ok();
+    let many: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("/srv/b{i}"), format!("b{i}\n")))
+        .collect();
+    let mut v2_files: Vec<(&str, &str)> = vec![("/etc/a", "one\n")];
+    v2_files.extend(many.iter().map(|(p, c)| (p.as_str(), c.as_str())));
+    let v2 = env.profile("v2.toml", &files_profile(&v2_files));
+    // Killed after its last (5th) step: the machine matches v2, the record does not say so.
+    let r = to_run(
+        env.cmd(&["apply", "--yes", v2.to_str().unwrap()])
+            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "5")
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(
+        r.code,
+        Some(0),
+        "the process was meant to die: {}",
+        r.stderr
+    );
+
+    // The next apply changes one file and its check fails.
+    let mut v3_files = v2_files.clone();
+    v3_files[0] = ("/etc/a", "two\n");
+    let v3 = env.profile("v3.toml", &failing(&v3_files));
+    let r = env.apply(&v3);
+    assert_eq!(r.code, Some(ROLLED_BACK), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("rolled back to generation 2: 1 changes undone"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.read("/etc/a"), "one\n");
+    for (path, content) in &many {
+        assert_eq!(
+            env.read(path),
+            *content,
+            "{path} is not this apply's to undo"
+        );
+    }
+    let gens = env.generations();
+    assert_eq!(gens[1]["outcome"], "succeeded", "{gens:#}");
+    assert!(
+        gens[1]["notes"].to_string().contains("matched its profile"),
+        "the recovering apply records what it found: {gens:#}"
+    );
+    env.assert_no_changes(&v2);
+}
+
+#[test]
+fn a_failed_apply_after_a_partial_crash_undoes_exactly_its_own_changes() {
+    let env = Env::new();
+    let v1 = env.profile("v1.toml", &files_profile(&[("/etc/a", "one\n")]));
+    env.apply(&v1).ok();
+    let files: Vec<(String, String)> = (0..4)
+        .map(|i| (format!("/srv/b{i}"), format!("b{i}\n")))
+        .collect();
+    let mut v2_files: Vec<(&str, &str)> = vec![("/etc/a", "one\n")];
+    v2_files.extend(files.iter().map(|(p, c)| (p.as_str(), c.as_str())));
+    let v2 = env.profile("v2.toml", &failing(&v2_files));
+    // Killed after 2 of 4 steps: b0 and b1 exist, b2 and b3 do not.
+    let r = to_run(
+        env.cmd(&["apply", "--yes", v2.to_str().unwrap()])
+            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "2")
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    // The recovering apply makes b2 and b3, its check fails: it undoes b2 and b3 only.
+    let r = env.apply(&v2);
+    assert_eq!(r.code, Some(ROLLED_BACK), "{}", r.stderr);
+    assert!(r.stderr.contains("2 changes undone"), "{}", r.stderr);
+    assert_eq!(env.read("/srv/b0"), "b0\n");
+    assert_eq!(env.read("/srv/b1"), "b1\n");
+    assert!(!env.at("/srv/b2").exists());
+    assert!(!env.at("/srv/b3").exists());
+    let gens = env.generations();
+    assert_eq!(gens[1]["outcome"], "failed", "{gens:#}");
+    assert!(
+        gens[1]["notes"].to_string().contains("still to make"),
+        "{gens:#}"
+    );
+}
+
+#[test]
+fn a_journal_that_cannot_be_written_ends_the_generation_failed_and_a_rerun_converges() {
+    let env = Env::new();
+    let p = env.profile(
+        "p.toml",
+        &files_profile(&[("/etc/a", "a\n"), ("/etc/b", "b\n"), ("/etc/c", "c\n")]),
+    );
+    let r = to_run(
+        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
+            .env("SOVEREIGN_TEST_JOURNAL_FULL_AFTER", "3")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot write the journal"),
+        "{}",
+        r.stderr
+    );
+    let gens = env.generations();
+    assert_eq!(gens[0]["outcome"], "failed", "never left running: {gens:#}");
+    assert!(
+        gens[0]["notes"]
+            .to_string()
+            .contains("cannot write the journal"),
+        "it says why: {gens:#}"
+    );
+    env.apply(&p).ok();
+    env.assert_no_changes(&p);
+}
+
+#[test]
+fn a_write_killed_mid_way_leaves_no_temporary_file_after_recovery() {
+    let env = Env::new();
+    let p = env.profile(
+        "p.toml",
+        &files_profile(&[("/etc/a", "a\n"), ("/etc/b", "b\n")]),
+    );
+    let r = to_run(
+        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
+            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "1")
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    // As if killed inside step 2's write: its start is journalled, its temporary file is
+    // beside the file (with a pid a PID namespace hands out again).
+    let journal = env.at("/var/lib/sovereign/journal/1.jsonl");
+    let mut text = std::fs::read_to_string(&journal).unwrap();
+    text.push_str("{\"event\":\"start\",\"step\":2,\"address\":\"files.file:/etc/b\"}\n");
+    std::fs::write(&journal, text).unwrap();
+    let leftover = env.at("/etc/.b.sovereign-1-0-0");
+    std::fs::write(&leftover, "half").unwrap();
+
+    let apply = env.apply(&p);
+    apply.ok();
+    assert!(!leftover.exists(), "recovery removes it: {}", apply.stderr);
+    assert_eq!(env.read("/etc/b"), "b\n");
+    let gens = env.generations();
+    assert!(
+        gens[0]["notes"].to_string().contains(".b.sovereign-1-0-0"),
+        "the record says what was removed: {gens:#}"
+    );
+}

@@ -35,8 +35,12 @@ pub struct Session {
 }
 
 /// Lock the state under `root` and recover from an interrupted apply, if any: its ledger
-/// writes are replayed into `state.json` and its generation is marked failed.
-pub fn begin(root: &Root) -> anyhow::Result<Session> {
+/// writes are replayed into `state.json`, what its step in progress left half-made is
+/// cleaned up, and its generation is settled: `succeeded` when the machine turns out to
+/// match its profile (killed after its last step), `failed` otherwise, with what was found.
+/// A generation still `running` with no apply holding the lock (one that stopped on an
+/// error it could not record) is settled as `failed`.
+pub fn begin(root: &Root, host: &dyn Host) -> anyhow::Result<Session> {
     let state = StateDir::new(root);
     state.create()?;
     let lock = lock::acquire(&state)?;
@@ -45,18 +49,38 @@ pub fn begin(root: &Root) -> anyhow::Result<Session> {
         let mut ledger = state.load_ledger()?;
         unfinished.replay(&mut ledger);
         state.save_ledger(&ledger)?;
-        let n = unfinished.interrupted.generation;
-        if let Ok(mut g) = generations::load(&state, n) {
-            g.outcome = Outcome::Failed;
-            g.finished = Some(generations::now());
-            g.notes.push(format!(
-                "interrupted after {} of {} steps; a later apply recovered its state",
-                unfinished.interrupted.steps_done, unfinished.interrupted.steps_total
-            ));
-            generations::save(&state, &g)?;
+        let info = unfinished.interrupted.clone();
+        let mut notes = vec![format!(
+            "interrupted after {} of {} steps; a later apply recovered its state",
+            info.steps_done, info.steps_total
+        )];
+        if let Some(address) = &info.in_progress {
+            if let Some(d) = crate::domains::registry()
+                .into_iter()
+                .find(|d| d.name() == address.domain)
+            {
+                notes.extend(d.recover(root, address)?);
+            }
         }
         unfinished.close()?;
-        recovered = Some(unfinished.interrupted);
+        settle(&state, root, host, info.generation, notes)?;
+        recovered = Some(info);
+    }
+    for g in generations::list(&state)? {
+        if g.outcome == Outcome::Running {
+            let mut g = g;
+            g.outcome = Outcome::Failed;
+            g.finished = Some(generations::now());
+            g.notes.push(
+                "found still running with no apply holding the lock: it stopped before it could record its end"
+                    .into(),
+            );
+            generations::save(&state, &g)?;
+        }
+    }
+    // Temporary files of the state's own writes, left by a killed process.
+    for dir in [state.path.clone(), state.path.join("generations")] {
+        crate::host::fs::remove_stale_temps(&dir, None)?;
     }
     Ok(Session {
         _lock: lock,
@@ -64,6 +88,53 @@ pub fn begin(root: &Root) -> anyhow::Result<Session> {
         root: root.clone(),
         recovered,
     })
+}
+
+/// Record what the run after an interrupted generation found: plan that generation's
+/// profile again; nothing to do means it finished all but its record (it is `succeeded`,
+/// so a later rollback returns to it), anything to do means it is `failed` and the
+/// machine is between two generations.
+fn settle(
+    state: &StateDir,
+    root: &Root,
+    host: &dyn Host,
+    number: u64,
+    mut notes: Vec<String>,
+) -> anyhow::Result<()> {
+    let Ok(mut g) = generations::load(state, number) else {
+        return Ok(());
+    };
+    let again = crate::planner::plan(
+        g.profile.clone(),
+        PlanOptions {
+            root: root.clone(),
+            allow_destroy: false,
+        },
+        host,
+    );
+    g.outcome = match again {
+        Ok(p) if !p.plan.has_pending() => {
+            notes.push(
+                "the machine matched its profile: every change had been made, so it is recorded as finished"
+                    .into(),
+            );
+            Outcome::Succeeded
+        }
+        Ok(p) => {
+            notes.push(format!(
+                "{} of its changes were still to make when the next apply looked",
+                p.plan.summary.pending
+            ));
+            Outcome::Failed
+        }
+        Err(e) => {
+            notes.push(format!("its profile could not be planned again: {e:#}"));
+            Outcome::Failed
+        }
+    };
+    g.finished = Some(generations::now());
+    g.notes.extend(notes);
+    generations::save(state, &g)
 }
 
 /// Options of one execution.
@@ -133,10 +204,12 @@ pub struct RollbackReport {
 }
 
 /// Carry out `planned`: record a generation, run its pending changes, verify, check
-/// health, and roll back on a failed check unless told not to.
+/// health, and roll back on a failed check unless told not to. An error that stops it
+/// (the journal cannot be written: the disk is full) ends the generation `failed`, saying
+/// why, never leaves it `running`.
 pub fn execute(
     session: &Session,
-    mut planned: Planned,
+    planned: Planned,
     host: &dyn Host,
     options: &ExecOptions,
     progress: &dyn Progress,
@@ -154,6 +227,33 @@ pub fn execute(
         plan: planned.plan.clone(),
     };
     generations::save(state, &record)?;
+    match run_generation(session, planned, host, options, progress, &mut record) {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            if record.outcome == Outcome::Running {
+                record.outcome = Outcome::Failed;
+                record.finished = Some(generations::now());
+                record.notes.push(format!("stopped: {e:#}"));
+                // Best effort: if this cannot be written either, the next apply settles it.
+                if let Err(save) = generations::save(state, &record) {
+                    tracing::warn!("cannot record generation {number} as failed: {save:#}");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn run_generation(
+    session: &Session,
+    mut planned: Planned,
+    host: &dyn Host,
+    options: &ExecOptions,
+    progress: &dyn Progress,
+    record: &mut Generation,
+) -> anyhow::Result<ApplyReport> {
+    let state = &session.state;
+    let number = record.number;
     let mut journal = Journal::create(state, number)?;
     let total = planned.plan.summary.pending;
     journal.append(
@@ -190,7 +290,7 @@ pub fn execute(
             "{address} failed: {error}; {} of {total} changes were made before it and are kept; a re-run converges",
             steps.done.len()
         ));
-        return finish(state, &mut record, &mut journal, report, Outcome::Failed);
+        return finish(state, record, &mut journal, report, Outcome::Failed);
     }
 
     // Verification re-observes and re-diffs the desired state the plan holds: nothing
@@ -217,7 +317,7 @@ pub fn execute(
     }
     if !report.inconsistencies.is_empty() {
         report.notes.extend(report.inconsistencies.clone());
-        return finish(state, &mut record, &mut journal, report, Outcome::Failed);
+        return finish(state, record, &mut journal, report, Outcome::Failed);
     }
 
     for (d, dp) in &planned.domains {
@@ -237,7 +337,7 @@ pub fn execute(
         .extend(super::checks::run(&planned.profile.profile.checks, host));
     let failing: Vec<&HealthResult> = report.health.iter().filter(|h| !h.ok).collect();
     if failing.is_empty() {
-        return finish(state, &mut record, &mut journal, report, Outcome::Succeeded);
+        return finish(state, record, &mut journal, report, Outcome::Succeeded);
     }
     let failing_text = failing
         .iter()
@@ -248,7 +348,7 @@ pub fn execute(
         report.notes.push(format!(
             "{failing_text}; the changes are left in place (--no-rollback)"
         ));
-        return finish(state, &mut record, &mut journal, report, Outcome::Failed);
+        return finish(state, record, &mut journal, report, Outcome::Failed);
     }
 
     let target = generations::last_succeeded_before(state, number)?;
@@ -274,6 +374,13 @@ pub fn execute(
             Outcome::Failed
         }
         Ok(mut back) => {
+            // Undo exactly what this apply did: a difference it did not make (left by an
+            // earlier interrupted apply, say) is not its to undo.
+            let mine: std::collections::BTreeSet<&Address> = steps.done.iter().collect();
+            back.plan
+                .changes
+                .retain(|c| !c.is_pending() || mine.contains(&c.address));
+            back.plan.summary = crate::plan::Summary::of(&back.plan.changes);
             rollback.kept = back
                 .plan
                 .changes
@@ -313,7 +420,7 @@ pub fn execute(
         Some(e) => format!("{failing_text}; the rollback to {to} failed: {e}"),
     });
     report.rollback = Some(rollback);
-    finish(state, &mut record, &mut journal, report, outcome)
+    finish(state, record, &mut journal, report, outcome)
 }
 
 /// One line per change this machine cannot carry out: apply skips it and says so.

@@ -59,7 +59,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         Some(s) => (load_profile(&s.profile_path)?, s.allow_destroy),
         None => (load_profile(&args.target)?, args.allow_destroy),
     };
-    let session = apply::begin(&root).map_err(report)?;
+    let session = apply::begin(&root, &RealHost).map_err(report)?;
     let planned = planner::plan(
         profile,
         PlanOptions {

@@ -35,7 +35,7 @@ pub struct Args {
 
 pub fn run(args: Args, out: &Output) -> CmdResult {
     let root = root_of(out)?;
-    let session = apply::begin(&root).map_err(report)?;
+    let session = apply::begin(&root, &RealHost).map_err(report)?;
     let target = match args.generation {
         Some(n) => generations::load(&session.state, n).map_err(report)?,
         None => {

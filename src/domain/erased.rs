@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{
     ApplyContext, DiffOptions, Domain, HealthResult, LedgerTx, Owned, PlanContext, Requests,
 };
+use crate::host::fs::Root;
 use crate::plan::{Address, Change};
 
 /// Where ledger writes go: the engine journals them (fsynced) and keeps them for the
@@ -79,6 +80,9 @@ pub trait AnyDomain: Send + Sync {
     ) -> anyhow::Result<Vec<String>>;
 
     fn health(&self, cx: &ApplyContext<'_>, plan: &DomainPlan) -> Vec<HealthResult>;
+
+    /// Clean up after one of its steps a killed apply left in progress.
+    fn recover(&self, root: &Root, address: &Address) -> anyhow::Result<Vec<String>>;
 
     /// The domain's ledger section as it stands now, for the state file.
     fn owned_json(&self, plan: &DomainPlan) -> anyhow::Result<serde_json::Value>;
@@ -185,6 +189,10 @@ impl<D: Domain> AnyDomain for Erased<D> {
 
     fn health(&self, cx: &ApplyContext<'_>, plan: &DomainPlan) -> Vec<HealthResult> {
         self.0.health(cx, &state::<D>(plan).0)
+    }
+
+    fn recover(&self, root: &Root, address: &Address) -> anyhow::Result<Vec<String>> {
+        self.0.recover(root, address)
     }
 
     fn owned_json(&self, plan: &DomainPlan) -> anyhow::Result<serde_json::Value> {

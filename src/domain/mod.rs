@@ -261,6 +261,14 @@ pub trait Domain: Send + Sync + 'static {
         ledger: &mut LedgerTx<'_, Self::Entry>,
     ) -> anyhow::Result<()>;
 
+    /// Clean up after a step of this domain that a killed apply left in progress
+    /// (`address`): what the step may have left half-made that no ledger entry records.
+    /// Runs under the apply lock, before planning. Returns what it did, for the record.
+    /// Nothing by default.
+    fn recover(&self, _root: &Root, _address: &Address) -> anyhow::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Health checks after apply; a failing one rolls the apply back. None by default.
     fn health(&self, _cx: &ApplyContext<'_>, _desired: &Self::Desired) -> Vec<HealthResult> {
         Vec::new()

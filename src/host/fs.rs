@@ -246,6 +246,34 @@ pub fn write_atomic(
     result
 }
 
+/// Remove the temporary files `write_atomic` leaves in `dir` when its process is killed
+/// mid-write (`.NAME.sovereign-...`), for the file `name` or, with `None`, for every file.
+/// Only called while holding the apply lock, so no live writer owns one. Returns what it
+/// removed.
+pub fn remove_stale_temps(dir: &Path, name: Option<&str>) -> io::Result<Vec<PathBuf>> {
+    let prefix = name.map(|n| format!(".{n}.sovereign-"));
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(with_path(e, "list", dir)),
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let text = file_name.to_string_lossy();
+        let ours = match &prefix {
+            Some(p) => text.starts_with(p.as_str()),
+            None => text.starts_with('.') && text.contains(".sovereign-"),
+        };
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|e| with_path(e, "remove", &path))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
 /// The folder `path` is in: `.` for a bare file name (whose `parent()` is empty).
 fn folder_of(path: &Path) -> Option<&Path> {
     match path.parent() {

@@ -47,7 +47,13 @@ pub struct Journal {
     /// The generation this journal records; domains name their artefacts after it
     /// (storage's `@sovereign-pre-<generation>` snapshots).
     generation: u64,
+    /// Records appended so far (for the test-only full-disk hook).
+    written: usize,
 }
+
+/// Test-only: the journal's disk is "full" after this many records (never set it outside
+/// tests): the write fails as `ENOSPC` would.
+const FULL_AFTER: &str = "SOVEREIGN_TEST_JOURNAL_FULL_AFTER";
 
 impl Journal {
     /// Start the journal of `generation`.
@@ -63,6 +69,7 @@ impl Journal {
             file,
             path,
             generation,
+            written: 0,
         })
     }
 
@@ -81,6 +88,7 @@ impl Journal {
             file,
             path: path.to_path_buf(),
             generation,
+            written: 0,
         })
     }
 
@@ -88,6 +96,19 @@ impl Journal {
     pub fn append(&mut self, record: &Record, sync: bool) -> anyhow::Result<()> {
         let mut line = serde_json::to_vec(record)?;
         line.push(b'\n');
+        let full = std::env::var(FULL_AFTER)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| self.written >= n);
+        self.written += 1;
+        if full {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC)).with_context(|| {
+                format!(
+                    "cannot write the journal {} (injected by {FULL_AFTER}, a test-only hook)",
+                    self.path.display()
+                )
+            });
+        }
         self.file
             .write_all(&line)
             .and_then(|_| if sync { self.file.sync_data() } else { Ok(()) })

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{ApplyContext, DiffOptions, Domain, LedgerTx, Owned, PlanContext};
+use crate::host::fs::Root;
 use crate::plan::{Address, Change};
 
 pub use desired::DesiredFile;
@@ -152,5 +153,24 @@ impl Domain for Files {
         ledger: &mut LedgerTx<'_, Entry>,
     ) -> anyhow::Result<()> {
         apply::apply(cx, desired, change, ledger)
+    }
+
+    /// A write killed mid-way leaves its temporary file beside the file: remove it.
+    fn recover(&self, root: &Root, address: &Address) -> anyhow::Result<Vec<String>> {
+        let real = root.resolve(&address.name)?;
+        let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
+            return Ok(Vec::new());
+        };
+        let removed = crate::host::fs::remove_stale_temps(dir, Some(&name.to_string_lossy()))?;
+        Ok(removed
+            .iter()
+            .map(|p| {
+                format!(
+                    "removed {}, left by the interrupted write of {}",
+                    p.display(),
+                    address.name
+                )
+            })
+            .collect())
     }
 }
