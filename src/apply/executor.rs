@@ -301,6 +301,7 @@ fn run_generation(
         facts: &planned.facts,
         root: &session.root,
         host,
+        exe: &planned.exe,
         requests: &requests,
         planned: &none,
     };

@@ -70,6 +70,8 @@ pub struct PlanContext<'a> {
     pub root: &'a Root,
     /// The side-effect boundary; observation only reads through it.
     pub host: &'a dyn Host,
+    /// The sovereign binary (canonical path): units that run it name it.
+    pub exe: &'a Path,
     /// What every domain asks of the others ([`Domain::requests`]), gathered first.
     pub requests: &'a Requests,
     /// The digests the resources of the domains planned before this one will have after

@@ -7,7 +7,7 @@ pub mod saved;
 
 use std::collections::BTreeMap;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{self, AnyDomain, DiffOptions, DomainPlan, PlanContext, Requests};
@@ -48,6 +48,8 @@ pub struct Planned {
     pub observed: BTreeMap<Address, String>,
     /// The options it was made with.
     pub options: PlanOptions,
+    /// The sovereign binary it planned units to run.
+    pub exe: std::path::PathBuf,
 }
 
 /// Plan `profile` against the machine.
@@ -75,6 +77,9 @@ pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow:
     }
     crate::domains::migrate(&mut ledger);
 
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .context("cannot tell where the sovereign binary is (the units it writes run it)")?;
     let registry = crate::domains::registry();
     let mut requests = Requests::default();
     {
@@ -84,6 +89,7 @@ pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow:
             facts: &facts,
             root: &options.root,
             host,
+            exe: &exe,
             requests: &requests,
             planned: &none,
         };
@@ -111,6 +117,7 @@ pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow:
             facts: &facts,
             root: &options.root,
             host,
+            exe: &exe,
             requests: &requests,
             planned: &planned,
         };
@@ -139,6 +146,7 @@ pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow:
         ledger,
         observed,
         options,
+        exe,
     })
 }
 

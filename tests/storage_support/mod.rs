@@ -144,6 +144,7 @@ impl World {
             facts: &facts,
             root: &root,
             host: &RealHost,
+            exe: std::path::Path::new("/usr/bin/sovereign"),
             requests: &requests,
             planned: &planned,
         };

@@ -1,7 +1,6 @@
 //! What `[inference]` asks for: its models, and the options file and unit it requests from
 //! the files and services domains.
 
-use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use super::{Desired, DesiredModel, MODELS_FILE, UNIT_NAME, model_address, render};
@@ -24,10 +23,7 @@ pub fn requests(cx: &PlanContext<'_>) -> anyhow::Result<Requests> {
         .get(render::UNIT_TEMPLATE)
         .map(String::as_str)
         .unwrap_or(render::UNIT_TEMPLATE_TEXT);
-    let exe = std::env::current_exe()
-        .and_then(std::fs::canonicalize)
-        .context("cannot tell where the sovereign binary is (the unit runs it)")?;
-    let text = render::unit(section, template, &exe.to_string_lossy(), MODELS_FILE)?;
+    let text = render::unit(section, template, &cx.exe.to_string_lossy(), MODELS_FILE)?;
     let options = render::models_toml(section)?.into_bytes();
     let mut unit = UnitRequest::new(UNIT_NAME, text.into_bytes(), "inference");
     unit.triggers
