@@ -143,3 +143,44 @@ fn the_importing_file_settles_a_disagreement_between_its_imports() {
         Some(&origin("modules/ashift_12.toml", 2, 10))
     );
 }
+
+/// Templates are found and parsed at load, the way plan finds them: a `templates/` folder
+/// next to the profile (or above it) first, the daemon's unit template included.
+#[test]
+fn templates_next_to_the_profile_are_found_and_parsed_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/site.j2"),
+        "site {{ host.name }}\n",
+    )
+    .unwrap();
+    let profile = profiles.join("forge.toml");
+    std::fs::write(
+        &profile,
+        "[files.\"/etc/site\"]\ntemplate = \"site.j2\"\n\n[inference]\n",
+    )
+    .unwrap();
+    load(&profile).expect("the template above the profile is found");
+
+    // A daemon unit template of the profile's own that does not parse is refused at
+    // [inference], not at plan.
+    std::fs::write(
+        dir.path().join("templates/sovereign-inference.service.j2"),
+        "[Service]\nExecStart={{ exe }\n",
+    )
+    .unwrap();
+    let err = load(&profile).expect_err("the unit template does not parse");
+    assert_eq!(err.errors.len(), 1, "{err:?}");
+    let e = &err.errors[0];
+    assert_eq!((e.line, e.column), (Some(4), Some(2)), "{e:?}");
+    assert!(
+        e.message.starts_with("the daemon's unit template ")
+            && e.message.contains("has a syntax error on line 2"),
+        "{}",
+        e.message
+    );
+    assert!(e.hint.is_some());
+}

@@ -289,10 +289,11 @@ unit = "[Service]\nExecStart=/usr/bin/true\n"
     );
     let plan = env.plan(&p);
     assert_ne!(plan.code, Some(0), "{}", plan.stderr);
+    // Found when the profile is loaded, at the [files] key, naming both owners.
     assert!(
         plan.stderr.contains(
-            "files.\"/etc/systemd/system/backup.service\" and services.backup both write /etc/systemd/system/backup.service"
-        ),
+            "file \"/etc/systemd/system/backup.service\" is also the unit file [services.backup] writes: one file has one owner"
+        ) && plan.stderr.contains("p.toml:2:8"),
         "{}",
         plan.stderr
     );

@@ -22,15 +22,17 @@ pub fn registry() -> Vec<Box<dyn AnyDomain>> {
 }
 
 /// Check every section's own rules (what its schema cannot say) over the merged profile
-/// tree; `validate` runs them after the schema.
+/// tree; `validate` runs them after the schema. `cx` says where the profile's templates
+/// are.
 pub fn check_sections(
     root: &crate::profile::tree::Node,
+    cx: &crate::profile::rules::Context<'_>,
     out: &mut Vec<crate::profile::diagnostics::Issue>,
 ) {
-    files::rules::check(root, out);
+    files::rules::check(root, cx, out);
     storage::rules::check(root, out);
-    services::rules::check(root, out);
-    deployment::rules::check(root, out);
+    services::rules::check(root, cx, out);
+    deployment::rules::check(root, cx, out);
 }
 
 /// Move ledger entries written by earlier versions to the domain that owns them now: the

@@ -1,9 +1,10 @@
 //! The resolved profile: a validated profile plus the source of every template it names,
 //! so that it is self-contained (generations and saved plans replay it exactly).
 //!
-//! Template lookup: for `template = "motd.j2"`, sovereign looks in `templates/` next to
-//! the profile file, then in `templates/` of each parent folder up to the filesystem root
-//! (so `profiles/x.toml` finds the project's `templates/`). The first match wins. Service
+//! Template lookup ([`crate::profile::templates`], the one `validate` checks with): for
+//! `template = "motd.j2"`, sovereign looks in `templates/` next to the profile file, then
+//! in `templates/` of each parent folder up to the filesystem root (so `profiles/x.toml`
+//! finds the project's `templates/`). The first match wins. Service
 //! units (`services.NAME.template`) are found the same way, and so is the inference
 //! daemon's unit template, which falls back to the copy built into the binary.
 
@@ -95,25 +96,14 @@ impl Resolved {
     }
 }
 
+/// The one lookup `validate` checks names with ([`crate::profile::templates::find`]).
 fn find_template(profile_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    if Path::new(name).is_absolute() || name.split('/').any(|c| c == "..") {
-        bail!("a template name is relative to templates/ and has no '..'");
+    use crate::profile::templates::{Lookup, find};
+    match find(profile_dir, name) {
+        Ok(found) => Ok(found),
+        Err(why @ Lookup::NotFound(_)) => bail!(
+            "template {name:?} {why} (put it in templates/ next to the profile or in the project's templates/)"
+        ),
+        Err(why) => bail!("{why}"),
     }
-    let dir = if profile_dir.as_os_str().is_empty() {
-        std::env::current_dir()?
-    } else {
-        std::fs::canonicalize(profile_dir).unwrap_or_else(|_| profile_dir.to_path_buf())
-    };
-    let mut searched = Vec::new();
-    for ancestor in dir.ancestors() {
-        let candidate = ancestor.join("templates").join(name);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-        searched.push(ancestor.join("templates").display().to_string());
-    }
-    bail!(
-        "template {name:?} not found; looked in {} (put it in templates/ next to the profile or in the project's templates/)",
-        searched.join(", ")
-    )
 }

@@ -277,7 +277,11 @@ impl Loader {
         let findings = validate::check_profile(&merged);
         self.issues.extend(findings.issues);
         self.issues.extend(findings.missing);
-        self.issues.extend(rules::check_rules(&merged));
+        let cx = rules::Context {
+            profile_dir: root_path.parent().unwrap_or(Path::new("")),
+            sources: &self.sources,
+        };
+        self.issues.extend(rules::check_rules(&merged, &cx));
         // What the parser recovered from a broken file is a guess: report only its syntax.
         let broken = &self.broken;
         self.issues.retain(|i| !broken.contains(&i.loc.file));

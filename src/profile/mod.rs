@@ -11,6 +11,7 @@ pub mod rules;
 pub mod schema;
 pub mod show;
 pub mod suggest;
+pub mod templates;
 pub mod tree;
 pub mod types;
 pub mod units;

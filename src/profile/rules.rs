@@ -1,25 +1,198 @@
 //! Rules the schema cannot say: names, references between sections and semantic checks
 //! (absolute normalized paths, content xor template, vdev group sizes, sha256 digests, listen addresses, non-empty check commands,
-//! unit names, key files named by path).
+//! unit names, key files named by path, templates that exist and parse).
 //!
 //! The rules read the merged tree, not the typed profile, so they run even when the
 //! schema check found errors elsewhere; a value of the wrong type is skipped here (the
 //! schema check has reported it).
 
+use std::path::Path;
+
 use indexmap::IndexMap;
 
-use super::diagnostics::Issue;
+use super::diagnostics::{Issue, Sources};
 use super::suggest;
-use super::tree::{Entry, Node, Seg, key_path, quote};
+use super::templates::{self, Lookup};
+use super::tree::{Entry, Loc, Node, Seg, key_path, quote};
+
+/// What the rules may read besides the merged tree: the profile's own files, and where
+/// its templates are looked up. Nothing here reads the machine.
+pub struct Context<'a> {
+    /// The folder of the profile the user named (empty: the current folder); its
+    /// `templates/` and those above it hold the templates the profile names.
+    pub profile_dir: &'a Path,
+    /// The text of every profile file read, indexed by [`Loc::file`], to place an error
+    /// inside a string value.
+    pub sources: &'a Sources,
+}
 
 /// Check every rule over the merged profile tree.
-pub fn check_rules(root: &Node) -> Vec<Issue> {
+pub fn check_rules(root: &Node, cx: &Context<'_>) -> Vec<Issue> {
     let mut out = Vec::new();
     host(root, &mut out);
     checks(root, &mut out);
     // Each section's own rules live with its domain.
-    crate::domains::check_sections(root, &mut out);
+    crate::domains::check_sections(root, cx, &mut out);
     out
+}
+
+/// `template = NAME` at `value` (a string node; other types are the schema's to report):
+/// the name stays under templates/, the file is found the way plan finds it, and it parses
+/// with the environment plan renders with. `what` names the owner in messages
+/// (`file "/etc/motd"`).
+pub(crate) fn template_name(
+    cx: &Context<'_>,
+    value: &Node,
+    at: &str,
+    what: &str,
+    out: &mut Vec<Issue>,
+) {
+    let Some(name) = value.str() else { return };
+    let found = match templates::find(cx.profile_dir, name) {
+        Ok(found) => found,
+        Err(Lookup::Leaves(why)) => {
+            out.push(
+                Issue::new(
+                    &value.loc,
+                    at,
+                    format!("template {} of {what} leaves templates/: {why}", quote(name)),
+                )
+                .label("outside templates/")
+                .hint("name a file under templates/ next to the profile (or the project's templates/), relative to that folder, e.g. template = \"motd.j2\"; copy a file kept elsewhere into it"),
+            );
+            return;
+        }
+        Err(Lookup::Empty) => {
+            out.push(
+                Issue::new(&value.loc, at, format!("template of {what} is empty"))
+                    .label("no template name")
+                    .hint("name a file under templates/, e.g. template = \"motd.j2\""),
+            );
+            return;
+        }
+        Err(Lookup::NotFound(searched)) => {
+            let shown: Vec<String> = searched
+                .iter()
+                .take(3)
+                .map(|p| p.display().to_string())
+                .chain((searched.len() > 3).then(|| "...".to_string()))
+                .collect();
+            out.push(
+                Issue::new(
+                    &value.loc,
+                    at,
+                    format!(
+                        "template {} of {what} is in no templates/ folder next to or above the profile",
+                        quote(name)
+                    ),
+                )
+                .label("no such template")
+                .hint(format!(
+                    "put {name} in templates/ next to the profile or in the project's templates/, or fix the name (looked in {})",
+                    shown.join(", ")
+                )),
+            );
+            return;
+        }
+    };
+    let text = match std::fs::read_to_string(&found) {
+        Ok(text) => text,
+        Err(err) => {
+            out.push(
+                Issue::new(
+                    &value.loc,
+                    at,
+                    format!(
+                        "template {} of {what} cannot be read ({}): {err}",
+                        quote(name),
+                        found.display()
+                    ),
+                )
+                .label("unreadable template")
+                .hint("a template is a UTF-8 text file readable by the user running sovereign"),
+            );
+            return;
+        }
+    };
+    if let Err(err) = templates::parse(&text) {
+        out.push(
+            Issue::new(
+                &value.loc,
+                at,
+                format!(
+                    "template {} of {what} has a {err} (in {})",
+                    quote(name),
+                    found.display()
+                ),
+            )
+            .label("template with a syntax error")
+            .hint(TEMPLATE_HINT),
+        );
+    }
+}
+
+const TEMPLATE_HINT: &str = "templates are minijinja: {{ value }}, {% if ... %}...{% endif %}, {% for ... %}...{% endfor %}, {# comment #}; to write {{ or {% literally, wrap the text in {% raw %}...{% endraw %}";
+
+/// Inline text that a domain renders as a template (`content`, `unit`): when it holds
+/// template syntax it must parse. The error points where minijinja stopped inside the
+/// string when the string is written as its text (no escapes), else at the string.
+pub(crate) fn inline_template(
+    cx: &Context<'_>,
+    value: &Node,
+    at: &str,
+    what: &str,
+    out: &mut Vec<Issue>,
+) {
+    let Some(text) = value.str() else { return };
+    if !templates::has_syntax(text) {
+        return;
+    }
+    if let Err(err) = templates::parse(text) {
+        let loc = err
+            .range
+            .as_ref()
+            .and_then(|r| inside_string(cx.sources, value, r.start))
+            .unwrap_or_else(|| value.loc.clone());
+        out.push(
+            Issue::new(&loc, at, format!("{what} has a template {err}"))
+                .label("template syntax error")
+                .hint(TEMPLATE_HINT),
+        );
+    }
+}
+
+/// Where byte `offset` of the string `value` was written, when the literal between its
+/// quotes is its text (no escapes; a multi-line string's first newline dropped).
+fn inside_string(sources: &Sources, value: &Node, offset: usize) -> Option<Loc> {
+    let text = value.str()?;
+    let raw = sources
+        .files
+        .get(value.loc.file)?
+        .text
+        .get(value.loc.span.clone())?;
+    let quotes = [r#"""""#, "'''", "\"", "'"]
+        .into_iter()
+        .find(|q| raw.starts_with(q) && raw.ends_with(q) && raw.len() >= 2 * q.len())?;
+    let mut start = quotes.len();
+    let inner = raw.get(start..raw.len() - quotes.len())?;
+    let inner = if quotes.len() == 3 {
+        let trimmed = inner
+            .strip_prefix("\r\n")
+            .or_else(|| inner.strip_prefix('\n'))
+            .unwrap_or(inner);
+        start += inner.len() - trimmed.len();
+        trimmed
+    } else {
+        inner
+    };
+    if inner != text || offset > text.len() {
+        return None;
+    }
+    let at = value.loc.span.start + start + offset;
+    Some(Loc {
+        file: value.loc.file,
+        span: at..(at + 1).min(value.loc.span.end),
+    })
 }
 
 pub(crate) fn path_of(keys: &[&str]) -> Vec<Seg> {
@@ -124,6 +297,29 @@ fn checks(root: &Node, out: &mut Vec<Issue>) {
                     .label("empty name")
                     .hint("name the check, e.g. name = \"inference answers\""),
             );
+        }
+        if let Some(timeout) = check.get("timeout") {
+            let zero = timeout
+                .node
+                .str()
+                .and_then(|s| s.parse::<super::units::Duration>().ok())
+                .is_some_and(|d| d.as_std().is_zero());
+            if zero {
+                let mut p = base.clone();
+                p.push(Seg::Key("timeout".into()));
+                out.push(
+                    Issue::new(
+                        &timeout.node.loc,
+                        key_path(&p),
+                        format!(
+                            "check timeout must be at least 1s, not {} (no attempt could finish, so every apply would roll back)",
+                            quote(timeout.node.str().unwrap_or_default())
+                        ),
+                    )
+                    .label("zero timeout")
+                    .hint("give the time one attempt may take, e.g. timeout = \"30s\", or leave it out for the default, 30s"),
+                );
+            }
         }
         let Some(command) = check.get("command") else {
             continue;

@@ -301,7 +301,12 @@ fn check_range(schema: &Value, n: i64, node: &Node, path: &[Seg], out: &mut Find
                 format!("{}{n} is too large: at most {limit}", key_name(path)),
             )
             .label("too large");
-            out.issues.push(with_description_hint(issue, schema));
+            let mut issue = with_description_hint(issue, schema);
+            if issue.hint.is_none() {
+                // A branch of a union (`gpu_layers`' count) has no description of its own.
+                issue = issue.hint(format!("give a whole number from 0 to {limit}"));
+            }
+            out.issues.push(issue);
             return;
         }
     }

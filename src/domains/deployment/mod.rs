@@ -35,7 +35,7 @@ use crate::plan::{Address, Change};
 /// The unit `[inference]` generates.
 pub const UNIT_NAME: &str = crate::profile::INFERENCE_UNIT;
 /// Where the per-model options go.
-pub const MODELS_FILE: &str = "/etc/sovereign/inference/models.toml";
+pub const MODELS_FILE: &str = crate::profile::INFERENCE_MODELS_FILE;
 
 /// The inference deployment domain.
 #[derive(Debug, Default, Clone, Copy)]

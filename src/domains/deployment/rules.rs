@@ -2,13 +2,14 @@
 //! path, the daemon's own ranges, model names and digests.
 
 use crate::profile::diagnostics::Issue;
-use crate::profile::rules::{absolute_normalized, kp, table_at};
+use crate::profile::rules::{Context, absolute_normalized, kp, table_at};
 use crate::profile::tree::{Node, quote};
 
-pub fn check(root: &Node, out: &mut Vec<Issue>) {
+pub fn check(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
     let Some(section) = root.get("inference") else {
         return;
     };
+    unit_template(section, cx, out);
     let node = &section.node;
     let key_file = node.get("api_key_file");
     if let Some(listen) = node.get("listen") {
@@ -112,6 +113,7 @@ pub fn check(root: &Node, out: &mut Vec<Issue>) {
                             &sha.node.loc,
                             kp(&["inference", "models", name, "sha256"]),
                             match s.chars().find(|c| !c.is_ascii_hexdigit()) {
+                                _ if s.to_ascii_lowercase().starts_with("sha256:") => "sha256 must be 64 hex digits, without the \"sha256:\" prefix".to_string(),
                                 Some(c) => format!("sha256 must be 64 hex digits, and {} is not one", quote(&c.to_string())),
                                 None => format!("sha256 must be 64 hex digits, found {} character(s)", s.chars().count()),
                             },
@@ -145,6 +147,34 @@ pub fn check(root: &Node, out: &mut Vec<Issue>) {
                 );
             }
         }
+    }
+}
+
+/// The daemon's unit template, when a templates/ folder above the profile carries its own
+/// (plan prefers it to the binary's copy): it must parse.
+fn unit_template(section: &crate::profile::tree::Entry, cx: &Context<'_>, out: &mut Vec<Issue>) {
+    use crate::profile::templates;
+    let name = crate::profile::INFERENCE_UNIT_TEMPLATE;
+    let Ok(found) = templates::find(cx.profile_dir, name) else {
+        return;
+    };
+    let problem = match std::fs::read_to_string(&found) {
+        Ok(text) => templates::parse(&text).err().map(|e| format!("has a {e}")),
+        Err(err) => Some(format!("cannot be read: {err}")),
+    };
+    if let Some(problem) = problem {
+        out.push(
+            Issue::new(
+                &section.key_loc,
+                "inference",
+                format!(
+                    "the daemon's unit template {} {problem}",
+                    found.display()
+                ),
+            )
+            .label("its unit renders from that template")
+            .hint(format!("fix {name} in the templates/ folder above the profile, or remove it to use the copy built into sovereign")),
+        );
     }
 }
 

@@ -30,6 +30,9 @@ pub const INFERENCE_UNIT: &str = "sovereign-inference";
 /// The template the daemon's unit renders from: a `templates/` folder above the profile
 /// may carry its own, otherwise the binary's copy is used.
 pub const INFERENCE_UNIT_TEMPLATE: &str = "sovereign-inference.service.j2";
+/// The per-model options file `[inference]` writes for the daemon (a `[files]` entry
+/// cannot take it).
+pub const INFERENCE_MODELS_FILE: &str = "/etc/sovereign/inference/models.toml";
 
 /// The inference daemon (`sovereign serve`) and its models.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

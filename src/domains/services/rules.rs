@@ -1,8 +1,11 @@
 //! The rules of `[services]` a schema cannot say: unit names, unit xor template,
-//! absolute `restart_on` paths, the name `[inference]` takes.
+//! units and templates that parse, absolute `restart_on` paths, the name `[inference]`
+//! takes.
 
 use crate::profile::diagnostics::Issue;
-use crate::profile::rules::{absolute_normalized, kp, table_at};
+use crate::profile::rules::{
+    Context, absolute_normalized, inline_template, kp, table_at, template_name,
+};
 use crate::profile::tree::{Node, Seg, key_path, quote};
 
 /// Why `name` cannot be a systemd unit name (without its ".service" suffix).
@@ -25,7 +28,7 @@ pub fn unit_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn check(root: &Node, out: &mut Vec<Issue>) {
+pub fn check(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
     let Some(services) = table_at(root, &["services"]) else {
         return;
     };
@@ -67,7 +70,20 @@ pub fn check(root: &Node, out: &mut Vec<Issue>) {
                 .label("no unit")
                 .hint("give `unit = \"[Service]\\nExecStart=...\"` or `template = \"name.service.j2\"`"),
             ),
-            _ => {}
+            (Some(unit), None) => inline_template(
+                cx,
+                &unit.node,
+                &kp(&["services", name, "unit"]),
+                &format!("the unit of service {}", quote(name)),
+                out,
+            ),
+            (None, Some(template)) => template_name(
+                cx,
+                &template.node,
+                &kp(&["services", name, "template"]),
+                &format!("service {}", quote(name)),
+                out,
+            ),
         }
         for (i, path) in spec
             .get("restart_on")

@@ -1,0 +1,158 @@
+//! Where a profile's templates are, and whether they parse: the one lookup `plan` loads
+//! templates with and `validate` checks them with.
+//!
+//! For `template = "motd.j2"`, sovereign looks in `templates/` next to the profile file,
+//! then in `templates/` of each parent folder up to the filesystem root (so
+//! `profiles/x.toml` finds the project's `templates/`). The first match wins. A name is
+//! relative to `templates/` and never leaves it.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Why a template name was not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The name is absolute or has a `..` component: it would leave `templates/`.
+    Leaves(&'static str),
+    /// The name is empty.
+    Empty,
+    /// No `templates/` folder above the profile holds it; the folders searched, nearest
+    /// first.
+    NotFound(Vec<PathBuf>),
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Leaves(why) => write!(
+                f,
+                "{why}: a template name is relative to templates/ and has no '..'"
+            ),
+            Lookup::Empty => write!(f, "the template name is empty"),
+            Lookup::NotFound(searched) => write!(
+                f,
+                "not found; looked in {}",
+                searched
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// Why `name` may not name a template: it is empty, absolute or leaves `templates/`.
+pub fn check_name(name: &str) -> Result<(), Lookup> {
+    if name.is_empty() {
+        return Err(Lookup::Empty);
+    }
+    let path = Path::new(name);
+    if path.is_absolute() || name.starts_with('/') {
+        return Err(Lookup::Leaves("it is an absolute path"));
+    }
+    if name.split('/').any(|c| c == "..")
+        || path.components().any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(Lookup::Leaves("it has a '..' component"));
+    }
+    Ok(())
+}
+
+/// The file `name` names, for a profile in `profile_dir` (empty: the current folder).
+/// Reads only the file system's view of the `templates/` folders above the profile.
+pub fn find(profile_dir: &Path, name: &str) -> Result<PathBuf, Lookup> {
+    check_name(name)?;
+    let dir = if profile_dir.as_os_str().is_empty() {
+        std::env::current_dir().unwrap_or_default()
+    } else {
+        std::fs::canonicalize(profile_dir).unwrap_or_else(|_| profile_dir.to_path_buf())
+    };
+    let mut searched = Vec::new();
+    for ancestor in dir.ancestors() {
+        let candidate = ancestor.join("templates").join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        searched.push(ancestor.join("templates"));
+    }
+    Err(Lookup::NotFound(searched))
+}
+
+/// Whether inline text is a template at all: text without `{{`, `{%` or `{#` is taken as
+/// it is, and never parsed.
+pub fn has_syntax(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+/// A template that does not parse: where in its text and why, in minijinja's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    /// 1-based line in the template, when minijinja names one.
+    pub line: Option<usize>,
+    /// Byte range in the template's text, when minijinja names one.
+    pub range: Option<std::ops::Range<usize>>,
+    /// What is wrong ("unexpected end of input, expected end of variable block").
+    pub detail: String,
+}
+
+impl std::fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "syntax error on line {line}: {}", self.detail),
+            None => write!(f, "syntax error: {}", self.detail),
+        }
+    }
+}
+
+/// Parse `text` with the environment `plan` renders with (nothing is rendered: values the
+/// machine supplies are not known here).
+pub fn parse(text: &str) -> Result<(), SyntaxError> {
+    let env = crate::domain::template::environment(&Default::default())
+        .expect("an environment without templates always builds");
+    match env.template_from_str(text) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(SyntaxError {
+            line: err.line(),
+            range: err.range(),
+            detail: err
+                .detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| err.kind().to_string()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stay_under_templates() {
+        assert!(check_name("motd.j2").is_ok());
+        assert!(check_name("units/web.service.j2").is_ok());
+        assert_eq!(
+            check_name("../x"),
+            Err(Lookup::Leaves("it has a '..' component"))
+        );
+        assert_eq!(
+            check_name("a/../../x"),
+            Err(Lookup::Leaves("it has a '..' component"))
+        );
+        assert_eq!(
+            check_name("/etc/passwd"),
+            Err(Lookup::Leaves("it is an absolute path"))
+        );
+        assert_eq!(check_name(""), Err(Lookup::Empty));
+    }
+
+    #[test]
+    fn syntax_errors_name_their_line() {
+        assert!(parse("hello {{ host.name }}\n").is_ok());
+        let err = parse("a\nb {{ host.name \n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.to_string().starts_with("syntax error on line 2: "));
+        assert!(parse("{% if x %}\n").is_err());
+        assert!(!has_syntax("plain { text }"));
+        assert!(has_syntax("{# note #}"));
+    }
+}
