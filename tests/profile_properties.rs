@@ -31,8 +31,14 @@ struct Case {
     pool: bool,
 }
 
-fn value<T: Clone + std::fmt::Debug + 'static>(choices: &[T]) -> impl Strategy<Value = T> {
-    select(choices.to_vec())
+/// Mostly one of the forms the format takes, sometimes a mistake: a profile has many
+/// values, and one mistake among them makes validate refuse it, so most must be right for
+/// the property to reach plan.
+fn mostly<T: Clone + std::fmt::Debug + 'static>(
+    right: &[T],
+    wrong: &[T],
+) -> impl Strategy<Value = T> {
+    prop_oneof![12 => select(right.to_vec()), 1 => select(wrong.to_vec())]
 }
 
 fn maybe(line: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
@@ -41,38 +47,41 @@ fn maybe(line: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
 
 fn host() -> impl Strategy<Value = String> {
     maybe(
-        value(&["\"forge\"", "\"forge-01\"", "\"-bad\"", "\"a_b\"", "7"])
-            .prop_map(|n| format!("[host]\nname = {n}\n\n")),
+        mostly(
+            &["\"forge\"", "\"forge-01\""],
+            &["\"-bad\"", "\"a_b\"", "7"],
+        )
+        .prop_map(|n| format!("[host]\nname = {n}\n\n")),
     )
 }
 
 /// Text as a template would hold it: plain, the profile's values, the facts, broken.
 fn template_text() -> impl Strategy<Value = &'static str> {
-    value(&[
-        "plain text\\n",
-        "host {{ host.name }}\\n",
-        "{{ facts.archetype }} with {{ facts.cpu.cores }} cores\\n",
-        "{% if facts.gpus %}gpu{% endif %}\\n",
-        "{{ host.nmae }}\\n",
-        "{% if %}\\n",
-        "{{ unclosed\\n",
-    ])
+    mostly(
+        &[
+            "plain text\\n",
+            "host {{ host.name }}\\n",
+            "{{ facts.archetype }} with {{ facts.cpu.cores }} cores\\n",
+            "{% if facts.gpus %}gpu{% endif %}\\n",
+        ],
+        &["{{ host.nmae }}\\n", "{% if %}\\n", "{{ unclosed\\n"],
+    )
 }
 
 fn files() -> impl Strategy<Value = (String, Vec<(String, String)>)> {
     let entry = (
-        value(&[
-            "/etc/motd",
-            "/srv/app/a.conf",
-            "/srv/app/b.conf",
-            "etc/relative",
-            "/etc/../escape",
-            "/etc/systemd/system/web.service",
-        ]),
+        mostly(
+            &["/etc/motd", "/srv/app/a.conf", "/srv/app/b.conf"],
+            &[
+                "etc/relative",
+                "/etc/../escape",
+                "/etc/systemd/system/web.service",
+            ],
+        ),
         prop_oneof![
             template_text().prop_map(|t| (format!("content = \"{t}\""), None)),
             (
-                value(&["motd.j2", "missing.j2", "../outside.j2"]),
+                mostly(&["motd.j2"], &["missing.j2", "../outside.j2"]),
                 template_text()
             )
                 .prop_map(|(name, t)| (
@@ -81,10 +90,13 @@ fn files() -> impl Strategy<Value = (String, Vec<(String, String)>)> {
                 )),
         ],
         maybe(
-            value(&["\"0644\"", "\"0600\"", "\"644\"", "\"0999\"", "644"])
+            mostly(&["\"0644\"", "\"0600\""], &["\"644\"", "\"0999\"", "644"])
                 .prop_map(|m| format!("mode = {m}\n")),
         ),
-        maybe(value(&["\"root\"", "\"daemon\""]).prop_map(|o| format!("owner = {o}\n"))),
+        maybe(
+            mostly(&["\"root\"", "\"daemon\""], &["\"root\""])
+                .prop_map(|o| format!("owner = {o}\n")),
+        ),
     );
     prop::collection::vec(entry, 0..3).prop_map(|entries| {
         let mut text = String::new();
@@ -109,21 +121,25 @@ fn files() -> impl Strategy<Value = (String, Vec<(String, String)>)> {
 
 fn services() -> impl Strategy<Value = String> {
     let entry = (
-        value(&["web", "backup", "a/b", "web.service", "sovereign-inference"]),
-        value(&[
-            "[Service]\\nExecStart=/bin/true\\n",
-            "[Unit]\\nDescription={{ host.name }}\\n",
-            "[Unit]\\nDescription={% broken\\n",
-        ]),
+        mostly(
+            &["web", "backup"],
+            &["a/b", "web.service", "sovereign-inference"],
+        ),
+        mostly(
+            &[
+                "[Service]\\nExecStart=/bin/true\\n",
+                "[Unit]\\nDescription={{ host.name }}\\n",
+            ],
+            &["[Unit]\\nDescription={% broken\\n"],
+        ),
         maybe(
-            value(&[
-                "[\"/srv/app/a.conf\"]",
-                "[\"/etc/other.conf\"]",
-                "[\"relative\"]",
-            ])
+            mostly(
+                &["[\"/srv/app/a.conf\"]", "[\"/etc/other.conf\"]"],
+                &["[\"relative\"]"],
+            )
             .prop_map(|r| format!("restart_on = {r}\n")),
         ),
-        maybe(value(&["true", "false", "\"yes\""]).prop_map(|e| format!("enable = {e}\n"))),
+        maybe(mostly(&["true", "false"], &["\"yes\""]).prop_map(|e| format!("enable = {e}\n"))),
     );
     prop::collection::vec(entry, 0..3).prop_map(|entries| {
         let mut text = String::new();
@@ -146,47 +162,50 @@ fn services() -> impl Strategy<Value = String> {
 fn inference() -> impl Strategy<Value = String> {
     let daemon = (
         maybe(
-            value(&[
-                "\"127.0.0.1:8080\"",
-                "\"0.0.0.0:8080\"",
-                "\"[::1]:9000\"",
-                "\"localhost:80\"",
-                "\"1.2.3.4:70000\"",
-            ])
+            mostly(
+                &["\"127.0.0.1:8080\"", "\"0.0.0.0:8080\"", "\"[::1]:9000\""],
+                &["\"localhost:80\"", "\"1.2.3.4:70000\""],
+            )
             .prop_map(|l| format!("listen = {l}\n")),
         ),
         maybe(
-            value(&["\"/etc/sovereign/api-key\"", "\"rel/key\""])
+            mostly(&["\"/etc/sovereign/api-key\""], &["\"rel/key\""])
                 .prop_map(|k| format!("api_key_file = {k}\n")),
         ),
         maybe(
-            value(&["1", "4", "256", "0", "300", "8589934592", "2.0"])
+            mostly(&["1", "4", "256"], &["0", "300", "8589934592", "2.0"])
                 .prop_map(|v| format!("slots = {v}\n")),
         ),
-        maybe(value(&["64", "4096", "10", "2000000"]).prop_map(|v| format!("context = {v}\n"))),
-        maybe(value(&["1", "0", "2000"]).prop_map(|v| format!("max_loaded = {v}\n"))),
+        maybe(mostly(&["64", "4096"], &["10", "2000000"]).prop_map(|v| format!("context = {v}\n"))),
+        maybe(mostly(&["1", "3"], &["0", "2000"]).prop_map(|v| format!("max_loaded = {v}\n"))),
         maybe(
-            value(&["\"10s\"", "\"0s\"", "\"1h\"", "10"])
+            mostly(&["\"10s\"", "\"1m\""], &["\"0s\"", "\"1h\"", "10"])
                 .prop_map(|v| format!("header_timeout = {v}\n")),
         ),
     );
     let model = (
-        value(&["tiny", "tiny:7b", "../x", "a b", ":7b"]),
-        value(&[
-            "\"/srv/models/tiny.gguf\"",
-            "\"https://example.invalid/m.gguf\"",
-            "\"models/rel.gguf\"",
-        ]),
+        mostly(&["tiny", "tiny:7b", "coder"], &["../x", "a b", ":7b"]),
+        mostly(
+            &[
+                "\"/srv/models/tiny.gguf\"",
+                "\"https://example.invalid/m.gguf\"",
+            ],
+            &["\"models/rel.gguf\""],
+        ),
         maybe(
-            value(&[
-                "\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"",
-                "\"xyz\"",
-            ])
+            mostly(
+                &["\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\""],
+                &["\"xyz\""],
+            )
             .prop_map(|s| format!("sha256 = {s}\n")),
         ),
-        maybe(value(&["\"10m\"", "\"0s\"", "\"400d\""]).prop_map(|t| format!("ttl = {t}\n"))),
         maybe(
-            value(&["\"auto\"", "10", "-1", "\"all\""]).prop_map(|g| format!("gpu_layers = {g}\n")),
+            mostly(&["\"10m\"", "\"2h\""], &["\"0s\"", "\"400d\""])
+                .prop_map(|t| format!("ttl = {t}\n")),
+        ),
+        maybe(
+            mostly(&["\"auto\"", "10"], &["-1", "\"all\""])
+                .prop_map(|g| format!("gpu_layers = {g}\n")),
         ),
     );
     maybe((daemon, prop::collection::vec(model, 0..3)).prop_map(
@@ -213,9 +232,10 @@ fn inference() -> impl Strategy<Value = String> {
 fn checks() -> impl Strategy<Value = String> {
     maybe(
         (
-            value(&["[\"true\"]", "[]", "\"true\""]),
+            mostly(&["[\"true\"]"], &["[]", "\"true\""]),
             maybe(
-                value(&["\"1s\"", "\"0s\"", "\"soon\""]).prop_map(|t| format!("timeout = {t}\n")),
+                mostly(&["\"1s\"", "\"5s\""], &["\"0s\"", "\"soon\""])
+                    .prop_map(|t| format!("timeout = {t}\n")),
             ),
         )
             .prop_map(|(command, timeout)| {
@@ -229,10 +249,10 @@ fn storage() -> impl Strategy<Value = (String, bool)> {
     prop_oneof![
         Just((String::new(), false)),
         (
-            value(&["sovprop", "mirror1", "log"]),
-            value(&["\"VDEV\"", "\"relative.img\""]),
+            mostly(&["sovprop"], &["mirror1", "log"]),
+            mostly(&["\"VDEV\""], &["\"relative.img\""]),
             maybe(
-                value(&["\"tank/a\"", "\"sovprop/a\"", "\"sovprop/a/b\""])
+                mostly(&["\"sovprop/a\""], &["\"tank/a\"", "\"sovprop/a/b\""])
                     .prop_map(|d| { format!("[storage.datasets.{d}]\nrecordsize = \"64K\"\n\n") })
             ),
         )
@@ -270,16 +290,25 @@ fn materialize(case: &Case, dir: &Path) -> std::path::PathBuf {
     for (name, content) in &case.templates {
         std::fs::write(profiles.join("templates").join(name), content).unwrap();
     }
-    let vdev = dir.join("vdev0.img");
+    // A file vdev's path is relocated under --root, like a managed file's.
     if case.pool {
-        let f = std::fs::File::create(&vdev).unwrap();
+        std::fs::create_dir_all(dir.join("root/vdevs")).unwrap();
+        let f = std::fs::File::create(dir.join("root/vdevs/vdev0.img")).unwrap();
         f.set_len(128 << 20).unwrap();
     }
-    let toml = case.toml.replace("VDEV", &vdev.display().to_string());
+    let toml = case.toml.replace("VDEV", "/vdevs/vdev0.img");
     let path = profiles.join("p.toml");
     std::fs::write(&path, toml).unwrap();
     std::fs::create_dir_all(dir.join("root")).unwrap();
     path
+}
+
+/// `PROPTEST_CASES` when set (a longer hunt), else the bounded count CI runs.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn zfs_answers() -> bool {
@@ -299,7 +328,7 @@ fn schema_accepts(toml_text: &str) -> Option<bool> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        cases: cases(256),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -349,7 +378,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: cases(512),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

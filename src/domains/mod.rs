@@ -35,6 +35,16 @@ pub fn check_sections(
     deployment::rules::check(root, cx, out);
 }
 
+/// Render every section's templates with the profile's own values (after the typed profile
+/// is read; see [`crate::profile::rules::check_rendered`]).
+pub fn check_rendered(
+    cx: &crate::profile::rules::Rendering<'_>,
+    out: &mut Vec<crate::profile::diagnostics::Issue>,
+) {
+    files::rules::rendered(cx, out);
+    services::rules::rendered(cx, out);
+}
+
 /// Move ledger entries written by earlier versions to the domain that owns them now: the
 /// unit files (`services` `unit:NAME`) and the daemon's options file (`inference`
 /// `file:PATH`) are the files domain's since every file sovereign writes has one

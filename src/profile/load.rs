@@ -301,6 +301,10 @@ impl Loader {
                 ),
             }
         }
+        if let Some(p) = &profile {
+            let dir = root_path.parent().unwrap_or(Path::new(""));
+            self.issues.extend(rules::check_rendered(p, &merged, dir));
+        }
         let files: Vec<PathBuf> = self.sources.files.iter().map(|f| f.path.clone()).collect();
         match profile {
             Some(profile) if self.issues.is_empty() => Ok(ValidProfile {

@@ -8,8 +8,11 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
 
+use super::Profile;
 use super::diagnostics::{Issue, Sources};
 use super::suggest;
 use super::templates::{self, Lookup};
@@ -193,6 +196,69 @@ fn inside_string(sources: &Sources, value: &Node, offset: usize) -> Option<Loc> 
         file: value.loc.file,
         span: at..(at + 1).min(value.loc.span.end),
     })
+}
+
+/// What rendering the profile's templates needs, once the typed profile is read.
+pub struct Rendering<'a> {
+    pub profile: &'a Profile,
+    /// The merged tree, to place an error at its value.
+    pub tree: &'a Node,
+    /// Every template the profile names that was found, by name.
+    pub templates: &'a BTreeMap<String, String>,
+}
+
+/// Render every template of the profile with its own values, as plan will: what parses
+/// but cannot be rendered on any machine (`{{ host.nmae }}`) is refused here, at the value.
+pub fn check_rendered(profile: &Profile, tree: &Node, profile_dir: &Path) -> Vec<Issue> {
+    let mut names: Vec<&str> = profile
+        .files
+        .values()
+        .filter_map(|f| f.template.as_deref())
+        .chain(
+            profile
+                .services
+                .values()
+                .filter_map(|s| s.template.as_deref()),
+        )
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let templates: BTreeMap<String, String> = names
+        .into_iter()
+        .filter_map(|name| {
+            let found = templates::find(profile_dir, name).ok()?;
+            Some((name.to_string(), std::fs::read_to_string(found).ok()?))
+        })
+        .collect();
+    let cx = Rendering {
+        profile,
+        tree,
+        templates: &templates,
+    };
+    let mut out = Vec::new();
+    crate::domains::check_rendered(&cx, &mut out);
+    out
+}
+
+/// Render `source`, the value at `keys`, and report what cannot be rendered.
+pub(crate) fn rendered(
+    cx: &Rendering<'_>,
+    keys: &[&str],
+    source: templates::Source<'_>,
+    what: &str,
+    out: &mut Vec<Issue>,
+) {
+    let Err(err) = templates::render_check(cx.templates, source, cx.profile) else {
+        return;
+    };
+    let Some(entry) = cx.tree.get_path(keys) else {
+        return;
+    };
+    out.push(
+        Issue::new(&entry.node.loc, kp(keys), format!("{what} cannot be rendered: {err}"))
+            .label("cannot be rendered")
+            .hint("templates see the profile's own keys (host.name, inference.listen, ...) and `facts`; check the name, or define the value in the profile"),
+    );
 }
 
 pub(crate) fn path_of(keys: &[&str]) -> Vec<Seg> {

@@ -122,6 +122,89 @@ pub fn parse(text: &str) -> Result<(), SyntaxError> {
     }
 }
 
+/// Why a template that parses cannot be rendered with the profile: a value the profile does
+/// not define (`{{ host.nmae }}`), an unknown filter, a wrong type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderError {
+    /// 1-based line in the template, when minijinja names one.
+    pub line: Option<usize>,
+    /// minijinja's words.
+    pub detail: String,
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.detail),
+            None => f.write_str(&self.detail),
+        }
+    }
+}
+
+/// Render `source` (inline text, or the template `name` of `templates`) with the profile's
+/// own values, as plan will, and the facts' shape with placeholder values (the machine is
+/// not read here). An error in an expression that reads `facts` depends on the machine
+/// plan runs on, so it is plan's to report; any other is the profile's, on every machine.
+pub fn render_check(
+    templates: &std::collections::BTreeMap<String, String>,
+    source: Source<'_>,
+    profile: &crate::profile::Profile,
+) -> Result<(), RenderError> {
+    let Ok(env) = crate::domain::template::environment(templates) else {
+        // A template that does not parse is reported as a syntax error already.
+        return Ok(());
+    };
+    let Ok(context) = crate::domain::template::context(profile, &crate::hardware::Facts::default())
+    else {
+        return Ok(());
+    };
+    let (result, text) = match source {
+        Source::Inline(text) => {
+            if !has_syntax(text) {
+                return Ok(());
+            }
+            (env.render_str(text, context), text.to_string())
+        }
+        Source::Named(name) => {
+            let Some(text) = templates.get(name) else {
+                return Ok(());
+            };
+            (
+                env.get_template(name).and_then(|t| t.render(context)),
+                text.clone(),
+            )
+        }
+    };
+    let Err(err) = result else { return Ok(()) };
+    // The expression that failed, where minijinja says (the innermost error's place).
+    let mut cause: &dyn std::error::Error = &err;
+    let mut at = err.range();
+    while let Some(next) = cause.source() {
+        if let Some(m) = next.downcast_ref::<minijinja::Error>() {
+            at = m.range().or(at);
+        }
+        cause = next;
+    }
+    let failing = at.and_then(|r| text.get(r)).unwrap_or("");
+    if failing.contains("facts") || (failing.is_empty() && text.contains("facts")) {
+        return Ok(());
+    }
+    Err(RenderError {
+        line: err.line(),
+        detail: err
+            .detail()
+            .map(str::to_string)
+            .unwrap_or_else(|| err.kind().to_string()),
+    })
+}
+
+/// What to render: inline text, or a template by name.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    Inline(&'a str),
+    Named(&'a str),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,10 @@
 use crate::domain::requests::unit_file_path;
 use crate::profile::diagnostics::Issue;
 use crate::profile::rules::{
-    Context, absolute_normalized, inline_template, kp, table_at, template_name,
+    Context, Rendering, absolute_normalized, inline_template, kp, rendered as rendered_at,
+    table_at, template_name,
 };
+use crate::profile::templates::Source;
 use crate::profile::tree::{Node, quote};
 use crate::profile::{INFERENCE_MODELS_FILE, INFERENCE_UNIT};
 
@@ -137,5 +139,30 @@ fn owners(
             .label("the daemon's key file")
             .hint("secrets come from files or the environment, never from profiles: drop this [files] entry and provision the key file out of band, readable only by root (mode 0600)"),
         );
+    }
+}
+
+/// Each file's `content` or `template`, rendered with the profile's own values.
+pub fn rendered(cx: &Rendering<'_>, out: &mut Vec<Issue>) {
+    for (path, spec) in &cx.profile.files {
+        let what = format!("the content of file {}", quote(path));
+        if let Some(text) = &spec.content {
+            rendered_at(
+                cx,
+                &["files", path, "content"],
+                Source::Inline(text),
+                &what,
+                out,
+            );
+        }
+        if let Some(name) = &spec.template {
+            rendered_at(
+                cx,
+                &["files", path, "template"],
+                Source::Named(name),
+                &what,
+                out,
+            );
+        }
     }
 }

@@ -4,8 +4,10 @@
 
 use crate::profile::diagnostics::Issue;
 use crate::profile::rules::{
-    Context, absolute_normalized, inline_template, kp, table_at, template_name,
+    Context, Rendering, absolute_normalized, inline_template, kp, rendered as rendered_at,
+    table_at, template_name,
 };
+use crate::profile::templates::Source;
 use crate::profile::tree::{Node, Seg, key_path, quote};
 
 /// Why `name` cannot be a systemd unit name (without its ".service" suffix).
@@ -106,6 +108,31 @@ pub fn check(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
                         .hint("name the files the service reads by absolute path, e.g. \"/etc/backup.conf\""),
                 );
             }
+        }
+    }
+}
+
+/// Each service's `unit` or `template`, rendered with the profile's own values.
+pub fn rendered(cx: &Rendering<'_>, out: &mut Vec<Issue>) {
+    for (name, spec) in &cx.profile.services {
+        let what = format!("the unit of service {}", quote(name));
+        if let Some(text) = &spec.unit {
+            rendered_at(
+                cx,
+                &["services", name, "unit"],
+                Source::Inline(text),
+                &what,
+                out,
+            );
+        }
+        if let Some(t) = &spec.template {
+            rendered_at(
+                cx,
+                &["services", name, "template"],
+                Source::Named(t),
+                &what,
+                out,
+            );
         }
     }
 }
