@@ -117,3 +117,14 @@ fn every_bad_profile_reports_exactly_its_expected_errors() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn a_toml_octal_mode_gets_the_mode_meant_as_its_hint() {
+    let err = sovereign::profile::load(Path::new("tests/profiles/bad/mode_toml_octal.toml"))
+        .expect_err("a number is not a mode");
+    let hint = err.errors[0].hint.as_deref().unwrap_or_default();
+    assert!(
+        hint.contains("TOML reads 0o644 as the number 420") && hint.contains("mode = \"0644\""),
+        "{hint}"
+    );
+}

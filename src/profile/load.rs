@@ -274,7 +274,10 @@ impl Loader {
                 span: 0..0,
             },
         });
-        let findings = validate::check_profile(&merged);
+        let mut findings = validate::check_profile(&merged);
+        for issue in &mut findings.issues {
+            toml_octal_mode(issue, &self.sources);
+        }
         self.issues.extend(findings.issues);
         self.issues.extend(findings.missing);
         let cx = rules::Context {
@@ -574,4 +577,29 @@ mod syntax_tests {
         assert_eq!(first_definition("[host]\nname = 1\n", "name"), Some(2));
         assert_eq!(first_definition("[a.host]\n", "host"), Some(1));
     }
+}
+
+/// `mode = 0o644` is TOML's octal integer: the tree keeps only the number (420), so the
+/// schema's hint would suggest "0420". Read how it was written and hint at the mode meant.
+fn toml_octal_mode(issue: &mut Issue, sources: &Sources) {
+    if !issue.key_path.ends_with("mode") {
+        return;
+    }
+    let Some(file) = sources.files.get(issue.loc.file) else {
+        return;
+    };
+    let Some(written) = file.text.get(issue.loc.span.clone()) else {
+        return;
+    };
+    let Some(digits) = written
+        .strip_prefix("0o")
+        .or_else(|| written.strip_prefix("0O"))
+    else {
+        return;
+    };
+    let digits = digits.replace('_', "");
+    issue.hint = Some(format!(
+        "TOML reads {written} as the number {}; write the mode as a quoted string: mode = \"0{digits}\"",
+        i64::from_str_radix(&digits, 8).unwrap_or_default()
+    ));
 }
