@@ -160,7 +160,7 @@ fn templates_next_to_the_profile_are_found_and_parsed_at_load() {
     let profile = profiles.join("forge.toml");
     std::fs::write(
         &profile,
-        "[files.\"/etc/site\"]\ntemplate = \"site.j2\"\n\n[inference]\n",
+        "[host]\nname = \"forge\"\n\n[files.\"/etc/site\"]\ntemplate = \"site.j2\"\n\n[inference]\n",
     )
     .unwrap();
     load(&profile).expect("the template above the profile is found");
@@ -175,7 +175,7 @@ fn templates_next_to_the_profile_are_found_and_parsed_at_load() {
     let err = load(&profile).expect_err("the unit template does not parse");
     assert_eq!(err.errors.len(), 1, "{err:?}");
     let e = &err.errors[0];
-    assert_eq!((e.line, e.column), (Some(4), Some(2)), "{e:?}");
+    assert_eq!((e.line, e.column), (Some(7), Some(2)), "{e:?}");
     assert!(
         e.message.starts_with("the daemon's unit template ")
             && e.message.contains("has a syntax error on line 2"),

@@ -362,17 +362,21 @@ proptest! {
 
     #[test]
     fn the_schema_and_the_validator_agree(case in case()) {
+        // Editors read the schema; operators run validate. A value the schema refuses is
+        // one validate refuses (validate refuses more: what a schema cannot say, such as
+        // references between sections, with better words).
         let dir = tempfile::tempdir().unwrap();
         let path = materialize(&case, dir.path());
         let toml_text = std::fs::read_to_string(&path).unwrap();
+        let Some(schema_ok) = schema_accepts(&toml_text) else {
+            return Ok(());
+        };
         let validated = sovereign::profile::load(&path).is_ok();
-        if let Some(schema_ok) = schema_accepts(&toml_text) {
-            prop_assert!(
-                schema_ok || !validated,
-                "the schema refuses what validate accepts:\n{}",
-                toml_text
-            );
-        }
+        prop_assert!(
+            schema_ok || !validated,
+            "the schema refuses what validate accepts:\n{}",
+            toml_text
+        );
     }
 }
 

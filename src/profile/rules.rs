@@ -203,8 +203,11 @@ pub struct Rendering<'a> {
     pub profile: &'a Profile,
     /// The merged tree, to place an error at its value.
     pub tree: &'a Node,
-    /// Every template the profile names that was found, by name.
-    pub templates: &'a BTreeMap<String, String>,
+    /// The environment plan renders with, holding every template the profile names that
+    /// was found; built once, like the context.
+    env: minijinja::Environment<'static>,
+    /// The profile as templates see it, with the facts' shape.
+    context: minijinja::Value,
 }
 
 /// Render every template of the profile with its own values, as plan will: what parses
@@ -230,10 +233,19 @@ pub fn check_rendered(profile: &Profile, tree: &Node, profile_dir: &Path) -> Vec
             Some((name.to_string(), std::fs::read_to_string(found).ok()?))
         })
         .collect();
+    // Templates that do not parse are reported as syntax errors already.
+    let Ok(env) = crate::domain::template::environment(&templates) else {
+        return Vec::new();
+    };
+    let Ok(context) = crate::domain::template::context(profile, &crate::hardware::Facts::default())
+    else {
+        return Vec::new();
+    };
     let cx = Rendering {
         profile,
         tree,
-        templates: &templates,
+        env,
+        context,
     };
     let mut out = Vec::new();
     crate::domains::check_rendered(&cx, &mut out);
@@ -248,7 +260,7 @@ pub(crate) fn rendered(
     what: &str,
     out: &mut Vec<Issue>,
 ) {
-    let Err(err) = templates::render_check(cx.templates, source, cx.profile) else {
+    let Err(err) = templates::render_check(&cx.env, &cx.context, source) else {
         return;
     };
     let Some(entry) = cx.tree.get_path(keys) else {

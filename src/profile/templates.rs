@@ -141,37 +141,29 @@ impl std::fmt::Display for RenderError {
     }
 }
 
-/// Render `source` (inline text, or the template `name` of `templates`) with the profile's
-/// own values, as plan will, and the facts' shape with placeholder values (the machine is
-/// not read here). An error in an expression that reads `facts` depends on the machine
+/// Render `source` (inline text, or a template of `env` by name) with `context`: the
+/// profile's own values, as plan will, and the facts' shape with placeholder values (the
+/// machine is not read here; see [`crate::profile::rules::check_rendered`]). An error in an expression that reads `facts` depends on the machine
 /// plan runs on, so it is plan's to report; any other is the profile's, on every machine.
 pub fn render_check(
-    templates: &std::collections::BTreeMap<String, String>,
+    env: &minijinja::Environment<'_>,
+    context: &minijinja::Value,
     source: Source<'_>,
-    profile: &crate::profile::Profile,
 ) -> Result<(), RenderError> {
-    let Ok(env) = crate::domain::template::environment(templates) else {
-        // A template that does not parse is reported as a syntax error already.
-        return Ok(());
-    };
-    let Ok(context) = crate::domain::template::context(profile, &crate::hardware::Facts::default())
-    else {
-        return Ok(());
-    };
     let (result, text) = match source {
         Source::Inline(text) => {
             if !has_syntax(text) {
                 return Ok(());
             }
-            (env.render_str(text, context), text.to_string())
+            (env.render_str(text, context.clone()), text.to_string())
         }
         Source::Named(name) => {
-            let Some(text) = templates.get(name) else {
+            let Ok(template) = env.get_template(name) else {
                 return Ok(());
             };
             (
-                env.get_template(name).and_then(|t| t.render(context)),
-                text.clone(),
+                template.render(context.clone()),
+                template.source().to_string(),
             )
         }
     };
