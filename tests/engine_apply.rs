@@ -81,12 +81,7 @@ fn a_plan_beside_a_running_apply_says_it_is_running() {
         "p.toml",
         &files_profile(&[("/etc/a", "a\n"), ("/etc/b", "b\n")]),
     );
-    let r = to_run(
-        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
-            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "1")
-            .output()
-            .unwrap(),
-    );
+    let r = apply_with_hook(&env, &p, "SOVEREIGN_TEST_STOP_AFTER_STEP", 1);
     assert_ne!(r.code, Some(0), "{}", r.stderr);
     #[allow(clippy::disallowed_methods)]
     let mut live = std::process::Command::new("sleep")
@@ -246,12 +241,7 @@ fn a_failing_step_stops_and_a_rerun_converges() {
         "p.toml",
         &files_profile(&[("/etc/a", "a\n"), ("/etc/b", "b\n"), ("/etc/c", "c\n")]),
     );
-    let r = to_run(
-        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
-            .env("SOVEREIGN_TEST_FAIL_STEP", "2")
-            .output()
-            .unwrap(),
-    );
+    let r = apply_with_hook(&env, &p, "SOVEREIGN_TEST_FAIL_STEP", 2);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert!(
         r.stderr.contains("files.file:/etc/b failed"),
@@ -287,12 +277,7 @@ fn a_killed_apply_is_reported_and_the_next_apply_converges() {
             ("/opt/x/y", "y\n"),
         ]),
     );
-    let r = to_run(
-        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
-            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "2")
-            .output()
-            .unwrap(),
-    );
+    let r = apply_with_hook(&env, &p, "SOVEREIGN_TEST_STOP_AFTER_STEP", 2);
     assert_ne!(
         r.code,
         Some(0),
@@ -421,6 +406,22 @@ fn host_expect_must_match_the_machine() {
     assert!(r.stderr.contains("host.expect"), "{}", r.stderr);
 }
 
+/// `apply --yes PROFILE` with one of apply's test-only hooks set (stop after step N, a
+/// journal full after N records).
+fn apply_with_hook(
+    env: &Env,
+    profile: &std::path::Path,
+    hook: &str,
+    n: usize,
+) -> engine_support::Run {
+    to_run(
+        env.cmd(&["apply", "--yes", profile.to_str().unwrap()])
+            .env(hook, n.to_string())
+            .output()
+            .unwrap(),
+    )
+}
+
 /// A profile of `files` plus a check that always fails (so apply rolls back).
 fn failing(files: &[(&str, &str)]) -> String {
     format!(
@@ -441,12 +442,7 @@ fn a_crash_after_the_last_step_is_settled_and_a_failed_apply_rolls_back_only_its
     v2_files.extend(many.iter().map(|(p, c)| (p.as_str(), c.as_str())));
     let v2 = env.profile("v2.toml", &files_profile(&v2_files));
     // Killed after its last (5th) step: the machine matches v2, the record does not say so.
-    let r = to_run(
-        env.cmd(&["apply", "--yes", v2.to_str().unwrap()])
-            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "5")
-            .output()
-            .unwrap(),
-    );
+    let r = apply_with_hook(&env, &v2, "SOVEREIGN_TEST_STOP_AFTER_STEP", 5);
     assert_ne!(
         r.code,
         Some(0),
@@ -495,12 +491,7 @@ fn a_failed_apply_after_a_partial_crash_undoes_exactly_its_own_changes() {
     v2_files.extend(files.iter().map(|(p, c)| (p.as_str(), c.as_str())));
     let v2 = env.profile("v2.toml", &failing(&v2_files));
     // Killed after 2 of 4 steps: b0 and b1 exist, b2 and b3 do not.
-    let r = to_run(
-        env.cmd(&["apply", "--yes", v2.to_str().unwrap()])
-            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "2")
-            .output()
-            .unwrap(),
-    );
+    let r = apply_with_hook(&env, &v2, "SOVEREIGN_TEST_STOP_AFTER_STEP", 2);
     assert_ne!(r.code, Some(0), "{}", r.stderr);
     // The recovering apply makes b2 and b3, its check fails: it undoes b2 and b3 only.
     let r = env.apply(&v2);
@@ -525,12 +516,7 @@ fn a_journal_that_cannot_be_written_ends_the_generation_failed_and_a_rerun_conve
         "p.toml",
         &files_profile(&[("/etc/a", "a\n"), ("/etc/b", "b\n"), ("/etc/c", "c\n")]),
     );
-    let r = to_run(
-        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
-            .env("SOVEREIGN_TEST_JOURNAL_FULL_AFTER", "3")
-            .output()
-            .unwrap(),
-    );
+    let r = apply_with_hook(&env, &p, "SOVEREIGN_TEST_JOURNAL_FULL_AFTER", 3);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert!(
         r.stderr.contains("cannot write the journal"),
@@ -556,12 +542,7 @@ fn a_write_killed_mid_way_leaves_no_temporary_file_after_recovery() {
         "p.toml",
         &files_profile(&[("/etc/a", "a\n"), ("/etc/b", "b\n")]),
     );
-    let r = to_run(
-        env.cmd(&["apply", "--yes", p.to_str().unwrap()])
-            .env("SOVEREIGN_TEST_STOP_AFTER_STEP", "1")
-            .output()
-            .unwrap(),
-    );
+    let r = apply_with_hook(&env, &p, "SOVEREIGN_TEST_STOP_AFTER_STEP", 1);
     assert_ne!(r.code, Some(0), "{}", r.stderr);
     // As if killed inside step 2's write: its start is journalled, its temporary file is
     // beside the file (with a pid a PID namespace hands out again).
