@@ -177,17 +177,44 @@ pub fn render_check(
         }
         cause = next;
     }
-    let failing = at.and_then(|r| text.get(r)).unwrap_or("");
-    if failing.contains("facts") || (failing.is_empty() && text.contains("facts")) {
+    let detail = err
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| err.kind().to_string());
+    if reads_facts(&text, at, &detail) {
         return Ok(());
     }
     Err(RenderError {
         line: err.line(),
-        detail: err
-            .detail()
-            .map(str::to_string)
-            .unwrap_or_else(|| err.kind().to_string()),
+        detail,
     })
+}
+
+/// Whether the failing expression reads `facts`: the error names it, or the `{{ }}` or
+/// `{% %}` block around the place minijinja points at mentions it (its span may cover only
+/// `[0]` of `facts.gpus[0].name`). Without a place, any mention in the text counts.
+fn reads_facts(text: &str, at: Option<std::ops::Range<usize>>, detail: &str) -> bool {
+    if detail.contains("facts") {
+        return true;
+    }
+    let Some(range) = at else {
+        return text.contains("facts");
+    };
+    let start = range.start.min(text.len());
+    let end = range.end.clamp(start, text.len());
+    let open = text[..start]
+        .rfind("{{")
+        .into_iter()
+        .chain(text[..start].rfind("{%"))
+        .max()
+        .unwrap_or(0);
+    let close = [text[end..].find("}}"), text[end..].find("%}")]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(text.len(), |i| end + i + 2);
+    text.get(open..close)
+        .is_some_and(|block| block.contains("facts"))
 }
 
 /// What to render: inline text, or a template by name.
@@ -200,6 +227,34 @@ pub enum Source<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(text: &str) -> Result<(), RenderError> {
+        let profile: crate::profile::Profile =
+            toml::from_str("[host]\nname = \"forge\"\n").unwrap();
+        let env = crate::domain::template::environment(&Default::default()).unwrap();
+        let cx =
+            crate::domain::template::context(&profile, &crate::hardware::Facts::default()).unwrap();
+        render_check(&env, &cx, Source::Inline(text))
+    }
+
+    #[test]
+    fn what_reads_facts_is_plans_to_judge_and_the_rest_is_refused() {
+        for machine in [
+            "{{ facts.gpus[0].name }}",
+            "{{ facts.gpus[0].memory_bytes // 1073741824 }} GiB",
+            "{% for g in facts.gpus %}{{ g.name }}{% endfor %}",
+            "{{ host.name }} {{ facts.nothing.here }}",
+        ] {
+            assert_eq!(check(machine), Ok(()), "{machine}");
+        }
+        for profile in [
+            "{{ host.nmae }}",
+            "{{ hots.name }}",
+            "{{ host.name | no_such_filter }}",
+        ] {
+            assert!(check(profile).is_err(), "{profile}");
+        }
+    }
 
     #[test]
     fn names_stay_under_templates() {
