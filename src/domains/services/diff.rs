@@ -148,13 +148,23 @@ fn service_change(
             Some(running(want.start)),
         ));
     }
-    let restart = want.start && state.is_active() && restart_reasons(want, &triggers, recorded);
+    // A unit file edited by hand since sovereign started the service: the files domain
+    // writes the profile's unit again (first: the service depends on it), and the service
+    // restarts onto it, whatever systemd loaded meanwhile.
+    let unit_drift = recorded.is_some()
+        && observed
+            .unit_files
+            .get(name)
+            .is_some_and(|now| now.as_deref() != Some(want.unit_sha256.as_str()));
+    let restart = want.start
+        && state.is_active()
+        && (unit_drift || restart_reasons(want, &triggers, recorded));
     if restart {
-        fields.push(FieldChange::new(
-            "restart",
-            None,
-            Some(restart_why(want, &triggers, recorded)),
-        ));
+        let mut why = restart_why(want, &triggers, recorded);
+        if unit_drift && why.is_empty() {
+            why = "its unit file differs from the profile's on disk and is written again".into();
+        }
+        fields.push(FieldChange::new("restart", None, Some(why)));
     }
     let settled = recorded.is_some_and(|(_, _, e, s)| e == want.enable && s == want.start);
     if fields.is_empty() && settled {
@@ -389,6 +399,39 @@ mod tests {
         observed.inputs.insert("/etc/x.conf".into(), "cc".into());
         let changes = diff(&d, &observed, &owned, &DiffOptions::default());
         assert_eq!(changes[0].fields[0].name, "restart");
+    }
+
+    #[test]
+    fn a_unit_file_edited_by_hand_restarts_the_service_onto_the_profiles_unit() {
+        let d = want();
+        let owned = owned_after_apply(&d);
+        let mut observed = Observed {
+            states: BTreeMap::from([("x".to_string(), state("active", "enabled"))]),
+            unit_files: BTreeMap::from([("x".to_string(), Some(d["x"].unit_sha256.clone()))]),
+            ..Observed::default()
+        };
+        assert!(diff(&d, &observed, &owned, &DiffOptions::default()).is_empty());
+        observed
+            .unit_files
+            .insert("x".into(), Some("edited-by-hand".into()));
+        let changes = diff(&d, &observed, &owned, &DiffOptions::default());
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].fields[0].name, "restart");
+        assert!(
+            changes[0].fields[0]
+                .after
+                .as_deref()
+                .unwrap()
+                .contains("unit file differs"),
+            "{changes:?}"
+        );
+        assert!(matches!(
+            changes[0].op::<ServiceOp>().unwrap(),
+            ServiceOp::Converge {
+                verb: Some("restart"),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Observed {
     /// The digest now of each file a service restarts on that no domain writes
     /// (`missing` when absent).
     pub inputs: BTreeMap<String, String>,
+    /// The digest now of each desired service's unit file (`None`: there is none).
+    pub unit_files: BTreeMap<String, Option<String>>,
 }
 
 /// One ledger entry of the services domain: a service sovereign enabled or started (key

@@ -1,5 +1,7 @@
-//! Observing services: one `systemctl show` for every desired or owned service, and the
-//! digest now of each file a service restarts on that no domain writes.
+//! Observing services: one `systemctl show` for every desired or owned service, the digest
+//! now of each file a service restarts on that no domain writes, and of each unit file (a
+//! unit edited by hand since is written again by the files domain: the service restarts
+//! onto the profile's unit).
 
 use std::collections::BTreeMap;
 
@@ -35,6 +37,13 @@ pub fn observe(
             inputs.insert(path.clone(), digest.unwrap_or_else(|| "missing".into()));
         }
     }
+    let mut unit_files = BTreeMap::new();
+    for name in desired.keys() {
+        let path = crate::domain::requests::unit_file_path(name);
+        let digest = crate::host::fs::sha256_of(cx.root, &path)
+            .map_err(|e| e.context(format!("services.{name}: its unit file {path}")))?;
+        unit_files.insert(name.clone(), digest);
+    }
     let unusable = crate::host::systemd_unusable(cx.root, cx.host);
     let states = match unusable {
         Some(_) => BTreeMap::new(),
@@ -43,6 +52,7 @@ pub fn observe(
     Ok(Observed {
         unusable,
         states,
+        unit_files,
         inputs,
     })
 }
