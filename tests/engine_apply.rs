@@ -422,6 +422,21 @@ fn apply_with_hook(
     )
 }
 
+/// `/etc/a` ("one") and `n` files `/srv/bI` beside it.
+fn a_and_more(n: usize) -> Vec<(String, String)> {
+    std::iter::once(("/etc/a".to_string(), "one\n".to_string()))
+        .chain((0..n).map(|i| (format!("/srv/b{i}"), format!("b{i}\n"))))
+        .collect()
+}
+
+/// Owned (path, content) pairs as `files_profile` takes them.
+fn pairs(files: &[(String, String)]) -> Vec<(&str, &str)> {
+    files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect()
+}
+
 /// A profile of `files` plus a check that always fails (so apply rolls back).
 fn failing(files: &[(&str, &str)]) -> String {
     format!(
@@ -435,11 +450,8 @@ fn a_crash_after_the_last_step_is_settled_and_a_failed_apply_rolls_back_only_its
     let env = Env::new();
     let v1 = env.profile("v1.toml", &files_profile(&[("/etc/a", "one\n")]));
     env.apply(&v1).ok();
-    let many: Vec<(String, String)> = (0..5)
-        .map(|i| (format!("/srv/b{i}"), format!("b{i}\n")))
-        .collect();
-    let mut v2_files: Vec<(&str, &str)> = vec![("/etc/a", "one\n")];
-    v2_files.extend(many.iter().map(|(p, c)| (p.as_str(), c.as_str())));
+    let all = a_and_more(5);
+    let v2_files = pairs(&all);
     let v2 = env.profile("v2.toml", &files_profile(&v2_files));
     // Killed after its last (5th) step: the machine matches v2, the record does not say so.
     let r = apply_with_hook(&env, &v2, "SOVEREIGN_TEST_STOP_AFTER_STEP", 5);
@@ -463,7 +475,7 @@ fn a_crash_after_the_last_step_is_settled_and_a_failed_apply_rolls_back_only_its
         r.stderr
     );
     assert_eq!(env.read("/etc/a"), "one\n");
-    for (path, content) in &many {
+    for (path, content) in &all[1..] {
         assert_eq!(
             env.read(path),
             *content,
@@ -484,12 +496,8 @@ fn a_failed_apply_after_a_partial_crash_undoes_exactly_its_own_changes() {
     let env = Env::new();
     let v1 = env.profile("v1.toml", &files_profile(&[("/etc/a", "one\n")]));
     env.apply(&v1).ok();
-    let files: Vec<(String, String)> = (0..4)
-        .map(|i| (format!("/srv/b{i}"), format!("b{i}\n")))
-        .collect();
-    let mut v2_files: Vec<(&str, &str)> = vec![("/etc/a", "one\n")];
-    v2_files.extend(files.iter().map(|(p, c)| (p.as_str(), c.as_str())));
-    let v2 = env.profile("v2.toml", &failing(&v2_files));
+    let all = a_and_more(4);
+    let v2 = env.profile("v2.toml", &failing(&pairs(&all)));
     // Killed after 2 of 4 steps: b0 and b1 exist, b2 and b3 do not.
     let r = apply_with_hook(&env, &v2, "SOVEREIGN_TEST_STOP_AFTER_STEP", 2);
     assert_ne!(r.code, Some(0), "{}", r.stderr);

@@ -66,9 +66,10 @@ pub fn begin(root: &Root, host: &dyn Host) -> anyhow::Result<Session> {
         settle(&state, root, host, info.generation, notes)?;
         recovered = Some(info);
     }
-    for g in generations::list(&state)? {
+    // Each begin settles what it finds, so only the newest generation can still say
+    // `running`.
+    if let Some(mut g) = generations::latest(&state)? {
         if g.outcome == Outcome::Running {
-            let mut g = g;
             g.outcome = Outcome::Failed;
             g.finished = Some(generations::now());
             g.notes.push(
@@ -79,7 +80,7 @@ pub fn begin(root: &Root, host: &dyn Host) -> anyhow::Result<Session> {
         }
     }
     // Temporary files of the state's own writes, left by a killed process.
-    for dir in [state.path.clone(), state.path.join("generations")] {
+    for dir in [state.path.clone(), state.generations_dir()] {
         crate::host::fs::remove_stale_temps(&dir, None)?;
     }
     Ok(Session {

@@ -7,7 +7,7 @@ pub mod files;
 pub mod services;
 pub mod storage;
 
-use crate::domain::{AnyDomain, erase};
+use crate::domain::{AnyDomain, Domain, erase};
 
 /// Every domain this build manages, in the order their changes run when no dependency
 /// says otherwise. Adding a domain is one line here.
@@ -75,11 +75,18 @@ pub fn migrate(ledger: &mut crate::state::Ledger) {
         }
     }
     for (path, old) in moved {
-        let applied = old.get("applied_sha256").cloned();
-        let files = ledger.domains.entry("files".into()).or_default();
-        files
-            .entry(format!("file:{path}"))
-            .or_insert_with(|| serde_json::json!({ "kind": "file", "applied_sha256": applied }));
+        let entry = files::Entry::File(files::OwnedFile {
+            applied_sha256: old
+                .get("applied_sha256")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            backup: None,
+            sensitive: false,
+            remove_after: Vec::new(),
+        });
+        let value = serde_json::to_value(entry).expect("a ledger entry serializes");
+        let section = ledger.domains.entry(files::Files::NAME.into()).or_default();
+        section.entry(files::file_key(&path)).or_insert(value);
     }
 }
 

@@ -57,7 +57,12 @@ pub struct Generation {
 
 /// The generation number the next apply records.
 pub fn next_number(state: &StateDir) -> anyhow::Result<u64> {
-    Ok(list(state)?.last().map(|g| g.number + 1).unwrap_or(1))
+    Ok(numbers(state)?.last().map_or(1, |n| n + 1))
+}
+
+/// The newest generation, if any (read alone: a record holds a whole profile and plan).
+pub fn latest(state: &StateDir) -> anyhow::Result<Option<Generation>> {
+    numbers(state)?.last().map(|&n| load(state, n)).transpose()
 }
 
 pub fn save(state: &StateDir, generation: &Generation) -> anyhow::Result<()> {
@@ -84,6 +89,14 @@ pub fn load(state: &StateDir, number: u64) -> anyhow::Result<Generation> {
 
 /// Every generation, oldest first.
 pub fn list(state: &StateDir) -> anyhow::Result<Vec<Generation>> {
+    numbers(state)?
+        .into_iter()
+        .map(|n| load(state, n))
+        .collect()
+}
+
+/// The numbers of the recorded generations, ascending, from the file names alone.
+fn numbers(state: &StateDir) -> anyhow::Result<Vec<u64>> {
     let dir = state.generations_dir();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -102,7 +115,7 @@ pub fn list(state: &StateDir) -> anyhow::Result<Vec<Generation>> {
         }
     }
     numbers.sort_unstable();
-    numbers.into_iter().map(|n| load(state, n)).collect()
+    Ok(numbers)
 }
 
 /// The last succeeded generation numbered below `before`.
