@@ -4,6 +4,7 @@
 
 pub mod deployment;
 pub mod files;
+pub mod network;
 pub mod services;
 pub mod storage;
 
@@ -16,6 +17,8 @@ pub fn registry() -> Vec<Box<dyn AnyDomain>> {
         erase(files::Files),
         #[cfg(target_os = "linux")]
         erase(storage::Storage),
+        #[cfg(target_os = "linux")]
+        erase(network::Network),
         erase(deployment::Deployment),
         erase(services::Services),
     ]
@@ -31,6 +34,7 @@ pub fn check_sections(
 ) {
     files::rules::check(root, cx, out);
     storage::rules::check(root, out);
+    network::rules::check(root, out);
     services::rules::check(root, cx, out);
     deployment::rules::check(root, cx, out);
 }

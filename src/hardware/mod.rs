@@ -9,6 +9,7 @@ pub mod archetype;
 pub mod cpu;
 pub mod gpu;
 pub mod memory;
+pub mod network;
 pub mod render;
 pub mod sysctl;
 
@@ -43,6 +44,13 @@ pub struct Facts {
     /// The Apple Silicon chip ("Apple M2 Ultra"), when the machine is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apple_chip: Option<String>,
+    /// Network interfaces and their MTUs (a VXLAN segment derives its MTU from its
+    /// underlay's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<network::Interface>,
+    /// This node's Tailscale, where `tailscale` is installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tailscale: Option<network::Tailscale>,
     /// The matched archetype id from hardware/, or "unknown".
     pub archetype: String,
     /// The matched archetype's database entry; none for "unknown".
@@ -77,6 +85,7 @@ impl Facts {
     pub fn stable(&self) -> Facts {
         let mut facts = self.clone();
         facts.memory.available_bytes = None;
+        facts.tailscale = None;
         facts.volatile.clear();
         facts
     }
@@ -152,7 +161,12 @@ fn observe_machine(host: &dyn Host) -> anyhow::Result<Facts> {
     } else {
         None
     };
-    from_linux_tree(Path::new("/"), smi)
+    let mut facts = from_linux_tree(Path::new("/"), smi)?;
+    facts.tailscale = network::tailscale(host);
+    if facts.tailscale.is_some() {
+        facts.volatile.push("tailscale".into());
+    }
+    Ok(facts)
 }
 
 fn observe_fixture(dir: &Path) -> anyhow::Result<Facts> {
@@ -201,6 +215,7 @@ fn from_linux_tree(root: &Path, smi: Option<Result<String, String>>) -> anyhow::
         memory,
         gpus,
         kvm: root.join("dev/kvm").exists(),
+        interfaces: network::scan_interfaces(&root.join("sys/class/net")),
         notes,
         ..Facts::default()
     })

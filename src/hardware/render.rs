@@ -53,6 +53,21 @@ pub fn summary(facts: &Facts) -> String {
         lines.push(format!("gpu {i:<6} {}", gpu_line(gpu)));
     }
 
+    if !facts.interfaces.is_empty() {
+        let list: Vec<String> = facts
+            .interfaces
+            .iter()
+            .map(|i| format!("{} (mtu {})", i.name, i.mtu))
+            .collect();
+        lines.push(format!("network    {}", list.join(", ")));
+    }
+    if let Some(ts) = &facts.tailscale {
+        lines.push(match &ts.ipv4 {
+            Some(ip) => format!("tailscale  {}, {ip}", ts.state),
+            None => format!("tailscale  {}", ts.state),
+        });
+    }
+
     match &facts.archetype_detail {
         Some(a) => {
             lines.push(format!("archetype  {} ({})", a.id, a.name));

@@ -5,6 +5,8 @@
 //! Domains describe what to do, the executor asks the host to do it.
 
 pub mod fs;
+#[cfg(target_os = "linux")]
+pub mod netlink;
 pub mod users;
 
 use std::ffi::OsString;
@@ -86,6 +88,13 @@ pub trait Host: Send + Sync {
 
     /// Whether `program` is on PATH.
     fn has_program(&self, program: &str) -> bool;
+
+    /// A netlink connection in this process's network namespace: links, addresses and
+    /// forwarding entries are read and changed through it.
+    #[cfg(target_os = "linux")]
+    fn netlink(&self) -> io::Result<netlink::Netlink> {
+        netlink::Netlink::open()
+    }
 
     /// Whether PID 1 is systemd, as sd_booted(3) tells it: `/run/systemd/system` is a
     /// folder. Where it is not, `systemctl` has nobody to talk to.

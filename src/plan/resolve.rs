@@ -26,6 +26,11 @@ pub struct Resolved {
     pub path: PathBuf,
     /// Template name -> source text, for every template the profile names.
     pub templates: BTreeMap<String, String>,
+    /// Where each value was written (as [`ValidProfile::origins`]), so that a plan-time
+    /// error can name the file and line. Not part of the record: a generation replays its
+    /// profile without its sources.
+    #[serde(skip)]
+    pub origins: BTreeMap<String, crate::profile::Origin>,
 }
 
 impl Resolved {
@@ -80,7 +85,19 @@ impl Resolved {
             profile: valid.profile.clone(),
             path: valid.path.clone(),
             templates,
+            origins: valid.origins.clone(),
         })
+    }
+
+    /// Where the value at `key_path` was written, for a plan-time error:
+    /// `FILE:LINE:COL: KEY`, or `FILE: KEY` where the place is not known (a profile
+    /// replayed from a generation).
+    pub fn place(&self, key_path: &str) -> String {
+        match self.origins.get(key_path) {
+            Some(origin) => format!("{origin}: {key_path}"),
+            None if self.path.as_os_str().is_empty() => key_path.to_string(),
+            None => format!("{}: {key_path}", self.path.display()),
+        }
     }
 
     /// The empty profile: what "before the first generation" means.

@@ -14,6 +14,7 @@ use super::units::Duration;
 // Each section's types live with the domain that manages it; the profile names them here.
 pub use crate::domains::deployment::section::*;
 pub use crate::domains::files::section::*;
+pub use crate::domains::network::section::*;
 pub use crate::domains::services::section::*;
 pub use crate::domains::storage::section::*;
 
@@ -53,6 +54,10 @@ pub struct Profile {
     /// systemctl steps are listed as not applicable and skipped.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, ServiceSpec>,
+
+    /// VXLAN segments and their bridges (the Hunt), made over netlink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
 
     /// The inference daemon and the models it serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,18 @@ const PACKAGES: &[(&str, &str)] = &[
         "libzfslinux-dev",
         "libzetta links libzfs_core, libnvpair and libzfs (Debian contrib)",
     ),
+    (
+        "iproute2",
+        "the network tests make hosts of network namespaces joined by veth pairs",
+    ),
+    (
+        "iputils-ping",
+        "the network tests ping across VXLAN segments",
+    ),
+    (
+        "strace",
+        "`cargo xtask bench network` counts netlink requests and processes",
+    ),
 ];
 
 /// Packages that live in Debian's contrib component, off on a fresh machine.

@@ -1,10 +1,11 @@
-//! `cargo xtask bench [engine|storage|inference|hostile|models]`: benchmarks measured as
+//! `cargo xtask bench [engine|storage|network|inference|hostile|models]`: benchmarks measured as
 //! ratios side by side in one run; figures go to BENCHMARKS.md.
 
 mod engine;
 mod hostile;
 mod inference;
 mod models;
+mod network;
 mod storage;
 
 use std::path::PathBuf;
@@ -55,15 +56,19 @@ pub fn run(args: &[String]) -> Result<()> {
         "hostile" => hostile::run(rest),
         "models" => models::run(rest),
         "storage" => storage::run(rest),
+        "network" => network::run(rest),
         "all" => {
             engine::run(rest)?;
             storage::run(rest)?;
+            network::run(rest)?;
             inference::run(rest)?;
             hostile::run(rest)?;
             models::run(rest)
         }
         other => {
-            bail!("unknown benchmark {other:?}: engine, storage, inference, hostile, models or all")
+            bail!(
+                "unknown benchmark {other:?}: engine, storage, network, inference, hostile, models or all"
+            )
         }
     }
 }
