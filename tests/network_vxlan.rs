@@ -677,4 +677,17 @@ fn over_a_tailscale_stand_in_peers_are_named_by_host_name() {
         a.pings("10.8.0.2"),
         "A reaches B over the tailnet's addresses"
     );
+
+    // detect reports the interfaces with their MTUs and the node's Tailscale.
+    let detect = a.sovereign_with(Some(&a_bin), &["detect", "--json"]);
+    let facts: serde_json::Value = serde_json::from_str(&detect.stdout).expect(&detect.stderr);
+    let interfaces = facts["interfaces"].as_array().expect("interfaces");
+    assert!(
+        interfaces
+            .iter()
+            .any(|i| i["name"] == "hunt" && i["mtu"] == 1230),
+        "{interfaces:?}"
+    );
+    assert_eq!(facts["tailscale"]["state"], "Running");
+    assert_eq!(facts["tailscale"]["ipv4"], "100.64.0.1");
 }

@@ -48,7 +48,12 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     // never beside a fixture tree's facts.
     let from_machine = args.facts_from.is_none();
     let source = args.facts_from.map_or(Source::Machine, Source::Fixture);
-    let facts = hardware::detect_in(&RealHost, &source).map_err(report)?;
+    let mut facts = hardware::detect_in(&RealHost, &source).map_err(report)?;
+    // The network facts: reported by detect, read by the network domain's own observe
+    // when it plans (a plan never pays for hundreds of interfaces it does not use).
+    if from_machine {
+        hardware::network::fill(&mut facts, &RealHost);
+    }
     let verdict = expect
         .as_ref()
         .map(|e| (e, hardware::check_expect(&facts, &e.id)));

@@ -45,10 +45,10 @@ pub struct Facts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apple_chip: Option<String>,
     /// Network interfaces and their MTUs (a VXLAN segment derives its MTU from its
-    /// underlay's).
+    /// underlay's). Filled by `sovereign detect` ([`network::fill`]), not when planning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<network::Interface>,
-    /// This node's Tailscale, where `tailscale` is installed.
+    /// This node's Tailscale, where `tailscale` is installed (`sovereign detect` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tailscale: Option<network::Tailscale>,
     /// The matched archetype id from hardware/, or "unknown".
@@ -161,12 +161,7 @@ fn observe_machine(host: &dyn Host) -> anyhow::Result<Facts> {
     } else {
         None
     };
-    let mut facts = from_linux_tree(Path::new("/"), smi)?;
-    facts.tailscale = network::tailscale(host);
-    if facts.tailscale.is_some() {
-        facts.volatile.push("tailscale".into());
-    }
-    Ok(facts)
+    from_linux_tree(Path::new("/"), smi)
 }
 
 fn observe_fixture(dir: &Path) -> anyhow::Result<Facts> {
@@ -215,7 +210,6 @@ fn from_linux_tree(root: &Path, smi: Option<Result<String, String>>) -> anyhow::
         memory,
         gpus,
         kvm: root.join("dev/kvm").exists(),
-        interfaces: network::scan_interfaces(&root.join("sys/class/net")),
         notes,
         ..Facts::default()
     })

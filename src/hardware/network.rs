@@ -41,6 +41,15 @@ pub fn scan_interfaces(class_net: &Path) -> Vec<Interface> {
     out
 }
 
+/// Add the network facts of this machine to `facts`.
+pub fn fill(facts: &mut super::Facts, host: &dyn crate::host::Host) {
+    facts.interfaces = scan_interfaces(Path::new("/sys/class/net"));
+    facts.tailscale = tailscale(host);
+    if facts.tailscale.is_some() {
+        facts.volatile.push("tailscale".into());
+    }
+}
+
 /// This node's Tailscale, or `None` where `tailscale` is not installed.
 pub fn tailscale(host: &dyn crate::host::Host) -> Option<Tailscale> {
     use crate::domains::network::tailnet::{self, Tailnet};

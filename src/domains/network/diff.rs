@@ -646,3 +646,266 @@ fn is_link_local(ip: IpAddr) -> bool {
         IpAddr::V4(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::netlink::{Addr, Fdb, Vxlan};
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn segment(peers: &[&str]) -> DesiredSegment {
+        DesiredSegment {
+            vni: 42,
+            local: Some(ip("192.0.2.1")),
+            underlay: Underlay::Device("eth0".into()),
+            peers: peers.iter().map(|p| PeerSpec::Ip(ip(p))).collect(),
+            group: None,
+            port: 4789,
+            mtu: None,
+            bridge: Some("br-hunt".into()),
+            addresses: vec![("10.42.0.1".parse().unwrap(), 24)],
+            at: "p.toml:1:1: network.vxlan.hunt".into(),
+            at_key: BTreeMap::from([("mtu", "p.toml:4:7: network.vxlan.hunt.mtu".to_string())]),
+        }
+    }
+
+    fn desired(s: DesiredSegment) -> Desired {
+        Desired {
+            segments: BTreeMap::from([("hunt".to_string(), s)]),
+        }
+    }
+
+    fn link(index: u32, name: &str, kind: Option<&str>, alias: Option<&str>) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            kind: kind.map(str::to_string),
+            alias: alias.map(str::to_string),
+            mtu: 1500,
+            up: true,
+            master: None,
+            vxlan: None,
+        }
+    }
+
+    /// The machine after a converged apply of `segment(peers)`.
+    fn converged(peers: &[&str]) -> Observed {
+        let mut vx = link(
+            3,
+            "hunt",
+            Some("vxlan"),
+            Some("sovereign:network.vxlan.hunt"),
+        );
+        vx.mtu = 1450;
+        vx.master = Some(4);
+        vx.vxlan = Some(Vxlan {
+            vni: 42,
+            local: Some(ip("192.0.2.1")),
+            dev: Some(2),
+            port: 4789,
+            group: None,
+            learning: false,
+        });
+        let mut br = link(
+            4,
+            "br-hunt",
+            Some("bridge"),
+            Some("sovereign:network.vxlan.hunt.bridge"),
+        );
+        br.mtu = 1450;
+        Observed {
+            links: vec![
+                link(1, "lo", None, None),
+                link(2, "eth0", None, None),
+                vx,
+                br,
+            ],
+            addresses: vec![
+                Addr {
+                    index: 2,
+                    ip: "192.0.2.1".parse().unwrap(),
+                    prefix: 24,
+                },
+                Addr {
+                    index: 4,
+                    ip: "10.42.0.1".parse().unwrap(),
+                    prefix: 24,
+                },
+                Addr {
+                    index: 4,
+                    ip: "fe80::1".parse().unwrap(),
+                    prefix: 64,
+                },
+            ],
+            fdb: peers
+                .iter()
+                .map(|p| Fdb {
+                    index: 3,
+                    mac: [0; 6],
+                    dst: Some(IpAddr::V4(ip(p))),
+                })
+                .chain([Fdb {
+                    index: 3,
+                    mac: [2, 0, 0, 0, 0, 1],
+                    dst: None,
+                }])
+                .collect(),
+            tailnet: None,
+        }
+    }
+
+    fn run(d: &Desired, o: &Observed) -> anyhow::Result<Vec<(String, Action)>> {
+        Ok(diff(d, o, &Owned::new(), &DiffOptions::default())?
+            .into_iter()
+            .map(|c| (c.address.to_string(), c.action))
+            .collect())
+    }
+
+    #[test]
+    fn a_fresh_segment_is_each_link_port_address_and_entry() {
+        let mut fresh = converged(&[]);
+        fresh.links.truncate(2);
+        fresh.addresses.truncate(1);
+        fresh.fdb.clear();
+        let d = desired(segment(&["192.0.2.2", "192.0.2.3"]));
+        let changes = diff(&d, &fresh, &Owned::new(), &DiffOptions::default()).unwrap();
+        let got: Vec<(String, Action)> = changes
+            .iter()
+            .map(|c| (c.address.to_string(), c.action))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("network.vxlan:hunt".to_string(), Action::Create),
+                ("network.bridge:br-hunt".to_string(), Action::Create),
+                ("network.port:br-hunt/hunt".to_string(), Action::Create),
+                (
+                    "network.address:br-hunt/10.42.0.1/24".to_string(),
+                    Action::Create
+                ),
+                ("network.fdb:hunt/192.0.2.2".to_string(), Action::Create),
+                ("network.fdb:hunt/192.0.2.3".to_string(), Action::Create),
+            ]
+        );
+        let vx = &changes[0];
+        let mtu = vx.fields.iter().find(|f| f.name == "mtu").unwrap();
+        assert_eq!(
+            mtu.after.as_deref(),
+            Some("1450"),
+            "the underlay's 1500 minus 50"
+        );
+        assert_eq!(
+            changes[2].depends_on,
+            [
+                link_address("vxlan", "hunt"),
+                link_address("bridge", "br-hunt")
+            ]
+        );
+        assert!(
+            matches!(changes[4].op::<NetOp>().unwrap(), NetOp::AddFlood { dst, .. } if *dst == ip("192.0.2.2"))
+        );
+    }
+
+    #[test]
+    fn a_converged_machine_has_no_change_and_a_dropped_peer_only_its_entry() {
+        let d = desired(segment(&["192.0.2.2", "192.0.2.3"]));
+        assert_eq!(
+            run(&d, &converged(&["192.0.2.2", "192.0.2.3"])).unwrap(),
+            []
+        );
+        let fewer = desired(segment(&["192.0.2.2"]));
+        assert_eq!(
+            run(&fewer, &converged(&["192.0.2.2", "192.0.2.3"])).unwrap(),
+            [("network.fdb:hunt/192.0.2.3".to_string(), Action::Delete)]
+        );
+    }
+
+    #[test]
+    fn a_new_vni_replaces_the_device_and_remakes_what_hangs_on_it() {
+        let mut s = segment(&["192.0.2.2"]);
+        s.vni = 43;
+        let changes = diff(
+            &desired(s),
+            &converged(&["192.0.2.2"]),
+            &Owned::new(),
+            &DiffOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(changes[0].action, Action::Replace);
+        assert_eq!(
+            changes[0].fields,
+            [FieldChange::new(
+                "vni",
+                Some("42".into()),
+                Some("43".into())
+            )]
+        );
+        let rest: Vec<String> = changes[1..]
+            .iter()
+            .map(|c| format!("{} {:?}", c.address, c.action))
+            .collect();
+        assert_eq!(
+            rest,
+            [
+                "network.port:br-hunt/hunt Create",
+                "network.fdb:hunt/192.0.2.2 Create"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_marked_links_are_deleted_and_an_unmarked_namesake_is_an_error() {
+        let mut o = converged(&["192.0.2.2"]);
+        o.links.push(link(
+            9,
+            "old",
+            Some("vxlan"),
+            Some("sovereign:network.vxlan.old"),
+        ));
+        o.links
+            .push(link(10, "mine", Some("bridge"), Some("the operator's")));
+        let d = desired(segment(&["192.0.2.2"]));
+        assert_eq!(
+            run(&d, &o).unwrap(),
+            [("network.vxlan:old".to_string(), Action::Delete)]
+        );
+
+        let mut taken = converged(&[]);
+        taken.links[2].alias = None;
+        let err = run(&d, &taken).unwrap_err().to_string();
+        assert!(
+            err.contains("p.toml:1:1: network.vxlan.hunt")
+                && err.contains("sovereign did not create"),
+            "{err}"
+        );
+        // ...unless the ledger says sovereign made it and a crash left it unmarked.
+        let owned = Owned::from([(
+            link_key("hunt"),
+            Entry::Link {
+                kind: "vxlan".into(),
+            },
+        )]);
+        let changes = diff(&d, &taken, &owned, &DiffOptions::default()).unwrap();
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.address == link_address("vxlan", "hunt")
+                    && c.fields.iter().any(|f| f.name == "alias"))
+        );
+    }
+
+    #[test]
+    fn an_mtu_the_underlay_cannot_carry_names_its_place() {
+        let mut s = segment(&[]);
+        s.mtu = Some(1451);
+        let err = run(&desired(s), &converged(&[])).unwrap_err().to_string();
+        assert!(
+            err.starts_with("p.toml:4:7: network.vxlan.hunt.mtu: MTU 1451 does not fit"),
+            "{err}"
+        );
+        assert!(err.contains("at most 1450"), "{err}");
+    }
+}

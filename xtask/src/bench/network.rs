@@ -1,5 +1,5 @@
 //! The network benchmark: profiles of 50 and 200 VXLAN segments (each with a bridge, an
-//! address and a peer) in a network namespace of its own, over a dummy underlay. In one
+//! address and a peer) in a network namespace of its own, over a bridge as the underlay (this kernel loads no dummy module). In one
 //! run: apply from scratch, a no-op plan, and the floor, `ip -o link show` (one bare link
 //! dump plus a process start), each run inside the namespace. strace counts the netlink
 //! requests (`sendto`) and the processes (`execve`) of one apply and one plan.
@@ -138,6 +138,8 @@ struct Row {
     plan: Duration,
     plan_counts: (usize, usize),
     floor: Duration,
+    /// `sovereign plan` of an empty profile on a fresh root: the engine's own cost.
+    engine: Duration,
 }
 
 fn measure(bin: &Path, n: usize, runs: usize) -> Result<Row> {
@@ -155,7 +157,7 @@ fn measure(bin: &Path, n: usize, runs: usize) -> Result<Row> {
         c
     };
     must(&mut in_ns(&[
-        "ip", "link", "add", "under0", "type", "dummy",
+        "ip", "link", "add", "under0", "type", "bridge",
     ]))?;
     must(&mut in_ns(&[
         "ip",
@@ -209,6 +211,20 @@ fn measure(bin: &Path, n: usize, runs: usize) -> Result<Row> {
         ],
     )?;
     let floor = median(runs, || time(&mut in_ns(&["ip", "-o", "link", "show"])))?;
+    let fresh = dir.join("fresh");
+    std::fs::create_dir_all(&fresh)?;
+    let fresh = fresh.to_str().context("root path")?;
+    let engine = median(runs, || {
+        time(&mut in_ns(&[
+            bin,
+            "--root",
+            fresh,
+            "-q",
+            "plan",
+            "--detailed-exitcode",
+            empty_s,
+        ]))
+    })?;
     drop(scratch);
     Ok(Row {
         n,
@@ -217,6 +233,7 @@ fn measure(bin: &Path, n: usize, runs: usize) -> Result<Row> {
         plan,
         plan_counts,
         floor,
+        engine,
     })
 }
 
@@ -234,12 +251,12 @@ pub fn run(args: &[String]) -> Result<()> {
         o.runs
     );
     println!(
-        "| segments | apply from scratch ms | its netlink requests | its processes | no-op plan ms | its netlink requests | its processes | floor: `ip -o link show` ms | plan / floor |"
+        "| segments | apply from scratch ms | its netlink requests | its processes | no-op plan ms | its netlink requests | its processes | floor: `ip -o link show` ms | plan / floor | empty-profile plan ms | (plan - empty plan) / floor |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}x |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}x | {} | {:.2}x |",
             r.n,
             ms(r.create),
             r.create_counts.0,
@@ -248,7 +265,9 @@ pub fn run(args: &[String]) -> Result<()> {
             r.plan_counts.0,
             r.plan_counts.1,
             ms(r.floor),
-            r.plan.as_secs_f64() / r.floor.as_secs_f64()
+            r.plan.as_secs_f64() / r.floor.as_secs_f64(),
+            ms(r.engine),
+            r.plan.saturating_sub(r.engine).as_secs_f64() / r.floor.as_secs_f64()
         );
     }
     Ok(())
