@@ -82,10 +82,10 @@ impl Sources {
             label: issue.label,
             source: Some(NamedSource::new(
                 file.path.display().to_string(),
-                if issue.sensitive {
-                    Arc::new(masked(&file.text, issue.loc.span.clone()))
-                } else {
-                    file.text.clone()
+                match (&issue.masked, issue.sensitive) {
+                    (Some(span), _) => Arc::new(masked(&file.text, span.clone())),
+                    (None, true) => Arc::new(masked(&file.text, issue.loc.span.clone())),
+                    (None, false) => file.text.clone(),
                 },
             )),
             span: (issue.loc.span.start, len).into(),
@@ -123,6 +123,9 @@ pub struct Issue {
     pub label: String,
     /// The value under the caret may be a secret: the quoted source line masks it.
     pub sensitive: bool,
+    /// Another span of the same file to mask where the source is quoted (the value of a
+    /// key the caret points at).
+    pub masked: Option<std::ops::Range<usize>>,
 }
 
 impl Issue {
@@ -134,7 +137,15 @@ impl Issue {
             hint: None,
             label: "here".into(),
             sensitive: false,
+            masked: None,
         }
+    }
+
+    /// Mask `span` (a value that may be a secret, away from the caret) wherever the
+    /// source line is quoted.
+    pub fn mask(mut self, span: std::ops::Range<usize>) -> Self {
+        self.masked = Some(span);
+        self
     }
 
     /// Mask the value under the caret wherever the source line is quoted.

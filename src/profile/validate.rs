@@ -109,18 +109,22 @@ fn check_table(schema: &Value, node: &Node, at: &Loc, path: &mut Vec<Seg>, out: 
                 };
                 let mut full = path.clone();
                 full.push(Seg::Key(key.clone()));
-                out.issues.push(
-                    Issue::new(
-                        &entry.key_loc,
-                        key_path(&full),
-                        format!(
-                            "unknown key \"{key}\" {place}{}",
-                            suggest::suffix(key, names.iter().copied())
-                        ),
-                    )
-                    .label("unknown key")
-                    .hint(format!("keys allowed here: {}", names.join(", "))),
-                );
+                let mut issue = Issue::new(
+                    &entry.key_loc,
+                    key_path(&full),
+                    format!(
+                        "unknown key \"{key}\" {place}{}",
+                        suggest::suffix(key, names.iter().copied())
+                    ),
+                )
+                .label("unknown key")
+                .hint(format!("keys allowed here: {}", names.join(", ")));
+                // `auth_key = "tskey-..."`: a secret typed in where a file was meant. The
+                // quoted line must not repeat it.
+                if secret_like(key) && entry.node.loc.file == entry.key_loc.file {
+                    issue = issue.mask(entry.node.loc.span.clone());
+                }
+                out.issues.push(issue);
                 continue;
             }
         };
@@ -464,4 +468,12 @@ fn with_description_hint(issue: Issue, schema: &Value) -> Issue {
         Some(d) if issue.hint.is_none() => issue.hint(first_sentence(d)),
         _ => issue,
     }
+}
+
+/// Whether an unknown key's name says its value may be a secret.
+fn secret_like(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["key", "token", "secret", "password", "passwd", "credential"]
+        .iter()
+        .any(|w| key.contains(w))
 }

@@ -38,6 +38,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the network tests ping across VXLAN segments",
     ),
     (
+        "python3",
+        "the network tests' stand-in `tailscale` (no tailscaled can run here)",
+    ),
+    (
         "strace",
         "`cargo xtask bench network` counts netlink requests and processes",
     ),

@@ -11,6 +11,7 @@ use crate::plan::{Action, Change};
 use super::Entry;
 use super::desired::Desired;
 use super::diff::{NetOp, is_owned, link_key};
+use super::tailscale;
 
 pub fn apply(
     cx: &ApplyContext<'_>,
@@ -19,6 +20,13 @@ pub fn apply(
     ledger: &mut LedgerTx<'_, Entry>,
 ) -> anyhow::Result<()> {
     let op: &NetOp = change.op()?;
+    // The Tailscale steps speak to apt, HTTPS and the tailscale CLI, not to netlink.
+    match op {
+        NetOp::FetchKeyring { url, path } => return tailscale::fetch_keyring(cx.root, url, path),
+        NetOp::InstallPackage { name } => return tailscale::install_package(cx.host, name),
+        NetOp::Node(node) => return tailscale::apply_node(cx.root, cx.host, node),
+        _ => {}
+    }
     let nl = cx.host.netlink()?;
     let owned = ledger.entries().clone();
     let ours = |name: &str| find_ours(&nl, &owned, name);
@@ -101,6 +109,9 @@ pub fn apply(
         NetOp::DeleteLink { name } => {
             delete_ours(name)?;
             ledger.forget(&link_key(name))?;
+        }
+        NetOp::FetchKeyring { .. } | NetOp::InstallPackage { .. } | NetOp::Node(_) => {
+            bail!("{op:?} is a Tailscale step, carried out above")
         }
     }
     Ok(())

@@ -19,6 +19,8 @@ use super::section::{Segment, TAILSCALE_UNDERLAY};
 pub struct Desired {
     /// Segments keyed by name (the VXLAN device's name).
     pub segments: BTreeMap<String, DesiredSegment>,
+    /// The Tailscale node, when `[network.tailscale]` is declared.
+    pub tailscale: Option<super::tailscale::Desired>,
 }
 
 impl Desired {
@@ -79,6 +81,7 @@ pub fn desired(cx: &PlanContext<'_>) -> anyhow::Result<Desired> {
     let Some(network) = &cx.profile.profile.network else {
         return Ok(out);
     };
+    out.tailscale = super::tailscale::desired(cx)?;
     for (name, segment) in &network.vxlan {
         let at = |key: &str| cx.profile.place(&kp(&["network", "vxlan", name, key]));
         let here = cx.profile.place(&kp(&["network", "vxlan", name]));

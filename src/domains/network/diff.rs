@@ -107,6 +107,16 @@ pub enum NetOp {
     DeleteLink {
         name: String,
     },
+    /// Fetch the Tailscale keyring and check its fingerprint.
+    FetchKeyring {
+        url: String,
+        path: String,
+    },
+    InstallPackage {
+        name: String,
+    },
+    /// Converge the Tailscale node.
+    Node(super::tailscale::NodeOp),
 }
 
 pub fn link_address(kind: &str, name: &str) -> Address {
@@ -187,6 +197,14 @@ pub fn diff(
     }
     for (name, segment) in &desired.segments {
         segment_changes(name, segment, observed, owned, &deleted, &mut changes)?;
+    }
+    if let Some(ts) = &desired.tailscale {
+        let none = super::tailscale::Observed::default();
+        super::tailscale::diff(
+            ts,
+            observed.tailscale.as_ref().unwrap_or(&none),
+            &mut changes,
+        )?;
     }
     Ok(changes)
 }
@@ -675,6 +693,7 @@ mod tests {
     fn desired(s: DesiredSegment) -> Desired {
         Desired {
             segments: BTreeMap::from([("hunt".to_string(), s)]),
+            tailscale: None,
         }
     }
 
@@ -754,6 +773,7 @@ mod tests {
                 }])
                 .collect(),
             tailnet: None,
+            tailscale: None,
         }
     }
 

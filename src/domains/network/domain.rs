@@ -36,6 +36,13 @@ impl Domain for Network {
     const NAME: &'static str = "network";
     const SECTIONS: &'static [&'static str] = &["network"];
 
+    fn requests(&self, cx: &PlanContext<'_>) -> anyhow::Result<crate::domain::Requests> {
+        match super::tailscale::desired(cx)? {
+            Some(ts) => super::tailscale::requests(&ts),
+            None => Ok(crate::domain::Requests::default()),
+        }
+    }
+
     fn desired(&self, cx: &PlanContext<'_>) -> anyhow::Result<Desired> {
         desired::desired(cx)
     }
@@ -52,7 +59,7 @@ impl Domain for Network {
     fn digests(&self, observed: &Observed) -> BTreeMap<Address, String> {
         // One digest per link sovereign made or a segment names, with its addresses and
         // forwarding entries: a saved plan is stale when any of them moved.
-        observed
+        let mut out: BTreeMap<Address, String> = observed
             .links
             .iter()
             .filter(|l| diff::is_ours(l))
@@ -84,7 +91,14 @@ impl Domain for Network {
                     ),
                 )
             })
-            .collect()
+            .collect();
+        if let Some(ts) = &observed.tailscale {
+            out.insert(
+                super::tailscale::node_address(),
+                format!("{:?} {:?} {:?}", ts.node, ts.package_installed, ts.keyring),
+            );
+        }
+        out
     }
 
     fn diff(

@@ -25,8 +25,14 @@ mod domain;
 #[cfg(target_os = "linux")]
 mod health;
 #[cfg(target_os = "linux")]
+mod node;
+#[cfg(target_os = "linux")]
 mod observe;
+#[cfg(target_os = "linux")]
+mod openpgp;
 pub mod tailnet;
+#[cfg(target_os = "linux")]
+pub mod tailscale;
 
 #[cfg(target_os = "linux")]
 pub use domain::{Entry, Network};

@@ -17,6 +17,8 @@ pub struct Observed {
     pub fdb: Vec<Fdb>,
     /// The tailnet, read only when a segment runs over it.
     pub tailnet: Option<Tailnet>,
+    /// The Tailscale node, package and keyring, when `[network.tailscale]` is declared.
+    pub tailscale: Option<super::tailscale::Observed>,
 }
 
 impl Observed {
@@ -35,6 +37,9 @@ pub fn observe(
     owned: &Owned<Entry>,
 ) -> anyhow::Result<Observed> {
     let mut out = Observed::default();
+    if let Some(ts) = &desired.tailscale {
+        out.tailscale = Some(super::tailscale::observe(cx.root, cx.host, ts)?);
+    }
     if desired.segments.is_empty() && owned.is_empty() {
         return Ok(out);
     }

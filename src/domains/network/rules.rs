@@ -58,6 +58,7 @@ fn host_name(name: &str) -> bool {
 }
 
 pub fn check(root: &crate::profile::tree::Node, out: &mut Vec<Issue>) {
+    tailscale(root, out);
     let Some(segments) = table_at(root, &["network", "vxlan"]) else {
         return;
     };
@@ -317,6 +318,92 @@ fn segment(
                 .hint("an address with its prefix length, e.g. \"10.42.0.1/24\""),
             ),
         }
+    }
+}
+
+/// `[network.tailscale]`: an absolute key file, tags and routes in the shapes Tailscale
+/// takes, a login server URL, a distribution of two words.
+fn tailscale(root: &crate::profile::tree::Node, out: &mut Vec<Issue>) {
+    let Some(spec) = table_at(root, &["network", "tailscale"]) else {
+        return;
+    };
+    let at = |key: &str| kp(&["network", "tailscale", key]);
+    if let Some(e) = spec.get("auth_key_file")
+        && let Some(path) = e.node.str()
+        && let Err(why) = crate::profile::rules::absolute_normalized(path)
+    {
+        out.push(
+            Issue::new(&e.node.loc, at("auth_key_file"), format!("auth_key_file {} {why}", quote(path)))
+                .label("not an absolute path")
+                .hint("the absolute path of a file holding the auth key, e.g. \"/etc/sovereign/tailscale.key\""),
+        );
+    }
+    for tag in spec
+        .get("advertise_tags")
+        .and_then(|e| e.node.array())
+        .into_iter()
+        .flatten()
+    {
+        let Some(text) = tag.str() else { continue };
+        let name = text.strip_prefix("tag:").unwrap_or("");
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            out.push(
+                Issue::new(
+                    &tag.loc,
+                    at("advertise_tags"),
+                    format!("tag {} is not an ACL tag", quote(text)),
+                )
+                .label("not a tag")
+                .hint(
+                    "a tag is \"tag:\" and a name of letters, digits and '-', e.g. \"tag:forge\"",
+                ),
+            );
+        }
+    }
+    for route in spec
+        .get("advertise_routes")
+        .and_then(|e| e.node.array())
+        .into_iter()
+        .flatten()
+    {
+        let Some(text) = route.str() else { continue };
+        if let Err(why) = cidr(text) {
+            out.push(
+                Issue::new(&route.loc, at("advertise_routes"), format!("route {} {why}", quote(text)))
+                    .label("not a CIDR route")
+                    .hint("a subnet with its prefix length, e.g. \"10.42.0.0/24\" (offer 0.0.0.0/0 with advertise_exit_node)"),
+            );
+        }
+    }
+    if let Some(e) = spec.get("login_server")
+        && let Some(url) = e.node.str()
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        out.push(
+            Issue::new(
+                &e.node.loc,
+                at("login_server"),
+                format!("login_server {} is not an http(s) URL", quote(url)),
+            )
+            .label("not a URL")
+            .hint("the coordination server's URL, e.g. \"https://headscale.example.org\""),
+        );
+    }
+    if let Some(e) = spec.get("distribution")
+        && let Some(text) = e.node.str()
+        && text.split(' ').filter(|w| !w.is_empty()).count() != 2
+    {
+        out.push(
+            Issue::new(
+                &e.node.loc,
+                at("distribution"),
+                format!("distribution {} is not \"DISTRO RELEASE\"", quote(text)),
+            )
+            .label("not a distribution")
+            .hint(
+                "as Tailscale names its repositories, e.g. \"debian bookworm\" or \"ubuntu noble\"",
+            ),
+        );
     }
 }
 

@@ -34,6 +34,77 @@ pub struct Network {
     /// drops the segment (links hold no data).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vxlan: BTreeMap<String, Segment>,
+
+    /// This machine's Tailscale node: installed from Tailscale's apt repository, its
+    /// daemon run, and its settings converged on every apply (the running node too, not
+    /// only at its first login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tailscale: Option<TailscaleSpec>,
+}
+
+/// The Tailscale apt repository sovereign installs from unless told otherwise.
+pub const TAILSCALE_DISTRIBUTION: &str = "debian bookworm";
+
+/// The Tailscale node. Settings left out are left as the node has them, except
+/// `advertise_tags` and `advertise_routes`, which are exactly what is listed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TailscaleSpec {
+    /// Install the `tailscale` package from Tailscale's apt repository (its source entry
+    /// is a managed file, its signing key fetched over HTTPS and checked against the
+    /// fingerprint sovereign pins) and run `tailscaled`. Default true; false when the
+    /// package comes from elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<bool>,
+
+    /// The repository's distribution and release, as Tailscale names them
+    /// ("debian bookworm", "ubuntu noble"). Default "debian bookworm".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<String>,
+
+    /// An absolute path to a file holding an auth key, used when the node must log in
+    /// (and for `up --reset`). It is handed to `tailscale` as `--auth-key=file:PATH`: the
+    /// key itself never appears on a command line, in a plan or in a log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_key_file: Option<String>,
+
+    /// The node's name in the tailnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+
+    /// ACL tags the node advertises ("tag:forge"). Changing them needs `up --reset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_tags: Option<Vec<String>>,
+
+    /// Subnet routes (CIDR) the node offers to the tailnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_routes: Option<Vec<String>>,
+
+    /// Use the subnet routes other nodes advertise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_routes: Option<bool>,
+
+    /// Use the tailnet's DNS settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_dns: Option<bool>,
+
+    /// Run Tailscale SSH on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<bool>,
+
+    /// Offer this node as an exit node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_exit_node: Option<bool>,
+
+    /// Send internet traffic through this exit node (its Tailscale IP or name); "" for
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_node: Option<String>,
+
+    /// A coordination server other than Tailscale's (Headscale). Changing it needs
+    /// `up --reset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_server: Option<String>,
 }
 
 /// One VXLAN segment: an isolated layer-2 network carried in UDP over the underlay.
