@@ -13,7 +13,7 @@ use futures_util::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -121,13 +121,111 @@ impl Netlink {
         }
     }
 
-    /// Every link (one dump).
+    /// Every link (one dump), read for what sovereign uses of it.
+    ///
+    /// Not through the crate's request: its codec parses every attribute of every link
+    /// into owned values (IPv6 device settings, per-family statistics), most of a plan's
+    /// time on a host with hundreds of links. This sends the same dump request (without
+    /// statistics) on a socket of its own and parses, per link, only the header and the
+    /// name, MTU, alias, bridge and link-info attributes, with the crate's own parsers.
+    #[allow(clippy::disallowed_methods)] // the one place a netlink socket is opened
     pub fn links(&self) -> io::Result<Vec<Link>> {
-        let messages: Vec<LinkMessage> = self
-            .runtime
-            .block_on(self.handle.link().get().execute().try_collect())
-            .map_err(|e| io_err("dump links", e))?;
-        Ok(messages.iter().map(link_of).collect())
+        use netlink_packet_core::{
+            NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage,
+            NlasIterator, ParseableParametrized,
+        };
+        use netlink_packet_route::RouteNetlinkMessage;
+        use netlink_packet_route::link::LinkHeader;
+        use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+        /// RTM_NEWLINK: a link in the dump's answer.
+        const RTM_NEWLINK: u16 = 16;
+        /// The fixed `ifinfomsg` before a link's attributes.
+        const LINK_HEADER_LEN: usize = 16;
+        // Attribute numbers (linux/if_link.h) of what is read.
+        const IFLA_IFNAME: u16 = 3;
+        const IFLA_MTU: u16 = 4;
+        const IFLA_MASTER: u16 = 10;
+        const IFLA_LINKINFO: u16 = 18;
+        const IFLA_IFALIAS: u16 = 20;
+
+        let bad = |what: String| io::Error::other(format!("netlink: dump links: {what}"));
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetLink(message));
+        request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        request.header.sequence_number = 1;
+        request.finalize();
+        let mut bytes = vec![0; request.header.length as usize];
+        request.serialize(&mut bytes);
+        socket.send(&bytes, 0)?;
+
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = socket.recv_from_full()?;
+            let mut at = 0;
+            while at < data.len() {
+                let frame =
+                    NetlinkBuffer::new_checked(&data[at..]).map_err(|e| bad(e.to_string()))?;
+                let len = frame.length() as usize;
+                match frame.message_type() {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let payload = frame.payload();
+                        let code = payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(0);
+                        return Err(bad(io::Error::from_raw_os_error(-code).to_string()));
+                    }
+                    RTM_NEWLINK => {
+                        let payload = frame.payload();
+                        let header = LinkHeader::parse(payload).map_err(|e| bad(e.to_string()))?;
+                        let mut link = Link {
+                            index: header.index,
+                            name: String::new(),
+                            kind: None,
+                            alias: None,
+                            mtu: 0,
+                            up: header.flags.contains(LinkFlags::Up),
+                            master: None,
+                            vxlan: None,
+                        };
+                        let attrs = payload.get(LINK_HEADER_LEN..).unwrap_or_default();
+                        for nla in NlasIterator::new(attrs) {
+                            let nla = nla.map_err(|e| bad(e.to_string()))?;
+                            if nla.kind() == IFLA_LINKINFO {
+                                read_link_info(&mut link, nla.value())
+                                    .map_err(|e| bad(e.to_string()))?;
+                                continue;
+                            }
+                            if !matches!(
+                                nla.kind(),
+                                IFLA_IFNAME | IFLA_MTU | IFLA_MASTER | IFLA_IFALIAS
+                            ) {
+                                continue;
+                            }
+                            let attribute =
+                                LinkAttribute::parse_with_param(&nla, AddressFamily::Unspec)
+                                    .map_err(|e| bad(e.to_string()))?;
+                            read_attribute(&mut link, &attribute);
+                        }
+                        out.push(link);
+                    }
+                    _ => {}
+                }
+                // Frames are 4-byte aligned; a zero length would loop forever.
+                if len == 0 {
+                    return Err(bad("a frame of length 0".into()));
+                }
+                at += (len + 3) & !3;
+            }
+        }
     }
 
     /// Every address of every link (one dump).
@@ -340,24 +438,52 @@ fn link_of(message: &LinkMessage) -> Link {
         vxlan: None,
     };
     for attribute in &message.attributes {
-        match attribute {
-            LinkAttribute::IfName(name) => link.name = name.clone(),
-            LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
-            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
-            LinkAttribute::Controller(master) => link.master = Some(*master),
-            LinkAttribute::LinkInfo(infos) => {
-                for info in infos {
-                    match info {
-                        LinkInfo::Kind(kind) => link.kind = Some(kind_name(kind)),
-                        LinkInfo::Data(InfoData::Vxlan(data)) => link.vxlan = Some(vxlan_of(data)),
-                        _ => {}
-                    }
+        read_attribute(&mut link, attribute);
+    }
+    link
+}
+
+/// The kind of a link and, for a VXLAN device, its attributes, from the nested
+/// IFLA_LINKINFO; a bridge's forty-odd settings are skipped, not parsed.
+fn read_link_info(link: &mut Link, nested: &[u8]) -> Result<(), netlink_packet_core::DecodeError> {
+    use netlink_packet_core::{NlasIterator, Parseable, parse_string};
+    const IFLA_INFO_KIND: u16 = 1;
+    const IFLA_INFO_DATA: u16 = 2;
+    for nla in NlasIterator::new(nested) {
+        let nla = nla?;
+        match nla.kind() {
+            IFLA_INFO_KIND => link.kind = Some(parse_string(nla.value())?),
+            IFLA_INFO_DATA if link.kind.as_deref() == Some("vxlan") => {
+                let mut data = Vec::new();
+                for item in NlasIterator::new(nla.value()) {
+                    data.push(InfoVxlan::parse(&item?)?);
                 }
+                link.vxlan = Some(vxlan_of(&data));
             }
             _ => {}
         }
     }
-    link
+    Ok(())
+}
+
+/// Take what sovereign reads of one link attribute.
+fn read_attribute(link: &mut Link, attribute: &LinkAttribute) {
+    match attribute {
+        LinkAttribute::IfName(name) => link.name = name.clone(),
+        LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
+        LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+        LinkAttribute::Controller(master) => link.master = Some(*master),
+        LinkAttribute::LinkInfo(infos) => {
+            for info in infos {
+                match info {
+                    LinkInfo::Kind(kind) => link.kind = Some(kind_name(kind)),
+                    LinkInfo::Data(InfoData::Vxlan(data)) => link.vxlan = Some(vxlan_of(data)),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn kind_name(kind: &InfoKind) -> String {

@@ -305,7 +305,9 @@ fn resolve(
             None => return Ok(Err("the tailnet was not observed".into())),
         },
         Underlay::Unset => {
-            let local = s.local.expect("validate requires local or underlay");
+            let Some(local) = s.local else {
+                bail!("{}: set `local` or `underlay`", s.at);
+            };
             let holder = observed
                 .addresses
                 .iter()
@@ -573,9 +575,8 @@ fn segment_changes(
     for (dev, link_addr, state, want) in links {
         let have: BTreeSet<(IpAddr, u8)> = match state {
             State::Kept(index) => observed
-                .addresses
-                .iter()
-                .filter(|a| a.index == index && !is_link_local(a.ip))
+                .addresses_of(index)
+                .filter(|a| !is_link_local(a.ip))
                 .map(|a| (a.ip, a.prefix))
                 .collect(),
             State::Fresh => BTreeSet::new(),
@@ -606,9 +607,8 @@ fn segment_changes(
     // Forwarding entries: one all-zero entry per peer (head-end replication).
     let have: BTreeSet<Ipv4Addr> = match vx_state {
         State::Kept(index) => observed
-            .fdb
-            .iter()
-            .filter(|f| f.index == index && f.mac == [0; 6])
+            .fdb_of(index)
+            .filter(|f| f.mac == [0; 6])
             .filter_map(|f| match f.dst {
                 Some(IpAddr::V4(ip)) if Some(ip) != s.group => Some(ip),
                 _ => None,
@@ -735,14 +735,14 @@ mod tests {
             Some("sovereign:network.vxlan.hunt.bridge"),
         );
         br.mtu = 1450;
-        Observed {
-            links: vec![
+        Observed::new(
+            vec![
                 link(1, "lo", None, None),
                 link(2, "eth0", None, None),
                 vx,
                 br,
             ],
-            addresses: vec![
+            vec![
                 Addr {
                     index: 2,
                     ip: "192.0.2.1".parse().unwrap(),
@@ -759,7 +759,7 @@ mod tests {
                     prefix: 64,
                 },
             ],
-            fdb: peers
+            peers
                 .iter()
                 .map(|p| Fdb {
                     index: 3,
@@ -772,13 +772,12 @@ mod tests {
                     dst: None,
                 }])
                 .collect(),
-            tailnet: None,
-            tailscale: None,
-        }
+        )
     }
 
     fn run(d: &Desired, o: &Observed) -> anyhow::Result<Vec<(String, Action)>> {
-        Ok(diff(d, o, &Owned::new(), &DiffOptions::default())?
+        let o = o.clone().reindex();
+        Ok(diff(d, &o, &Owned::new(), &DiffOptions::default())?
             .into_iter()
             .map(|c| (c.address.to_string(), c.action))
             .collect())
@@ -790,6 +789,7 @@ mod tests {
         fresh.links.truncate(2);
         fresh.addresses.truncate(1);
         fresh.fdb.clear();
+        let fresh = fresh.reindex();
         let d = desired(segment(&["192.0.2.2", "192.0.2.3"]));
         let changes = diff(&d, &fresh, &Owned::new(), &DiffOptions::default()).unwrap();
         let got: Vec<(String, Action)> = changes
@@ -895,6 +895,7 @@ mod tests {
 
         let mut taken = converged(&[]);
         taken.links[2].alias = None;
+        let taken = taken.reindex();
         let err = run(&d, &taken).unwrap_err().to_string();
         assert!(
             err.contains("p.toml:1:1: network.vxlan.hunt")

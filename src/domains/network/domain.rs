@@ -65,16 +65,13 @@ impl Domain for Network {
             .filter(|l| diff::is_ours(l))
             .map(|l| {
                 let mut addrs: Vec<_> = observed
-                    .addresses
-                    .iter()
-                    .filter(|a| a.index == l.index)
+                    .addresses_of(l.index)
                     .map(|a| format!("{}/{}", a.ip, a.prefix))
                     .collect();
                 addrs.sort();
                 let mut fdb: Vec<_> = observed
-                    .fdb
-                    .iter()
-                    .filter(|f| f.index == l.index && f.mac == [0; 6])
+                    .fdb_of(l.index)
+                    .filter(|f| f.mac == [0; 6])
                     .map(|f| format!("{:?}", f.dst))
                     .collect();
                 fdb.sort();
