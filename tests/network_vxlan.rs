@@ -305,8 +305,15 @@ fn two_hosts_ping_across_a_segment_and_only_across_their_own() {
         "blue (VNI 200) must not reach red (VNI 100)"
     );
 
-    // A link sovereign did not make is left alone, whatever happens to the segments.
+    // A link sovereign did not make is left alone, whatever happens to the segments, and
+    // the plan lists it as such.
     a.ip(&["link", "add", "mine", "type", "bridge"]);
+    let listed = a.sovereign(&["plan", pa.to_str().unwrap()]);
+    assert!(
+        listed.stderr.contains("did not make are left alone") && listed.stderr.contains("mine"),
+        "{}",
+        listed.stderr
+    );
 
     // A drops B as a peer of hunt: only that forwarding entry goes.
     let a_no_peer = a.profile(

@@ -42,6 +42,8 @@ pub struct DomainPlan {
     pub desired_digest: String,
     /// The diff options the plan was made with (verification re-diffs with them).
     pub options: DiffOptions,
+    /// What the domain leaves alone on the machine ([`Domain::unmanaged`]).
+    pub unmanaged: Vec<String>,
     /// `(Desired, Owned<Entry>)` of the domain's types.
     state: Box<dyn Any + Send + Sync>,
 }
@@ -132,6 +134,7 @@ impl<D: Domain> AnyDomain for Erased<D> {
         let observed = self.0.observe(cx, &desired, &owned)?;
         let digests = self.0.digests(&observed);
         let changes = self.0.diff(&desired, &observed, &owned, &options)?;
+        let unmanaged = self.0.unmanaged(&desired, &observed);
         let planned = self.0.planned(&desired);
         let desired_digest = hex::encode(Sha256::digest(serde_json::to_vec(&desired)?));
         Ok(DomainPlan {
@@ -141,6 +144,7 @@ impl<D: Domain> AnyDomain for Erased<D> {
             planned,
             desired_digest,
             options,
+            unmanaged,
             state: Box::new((desired, owned)),
         })
     }

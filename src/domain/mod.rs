@@ -242,6 +242,12 @@ pub trait Domain: Send + Sync + 'static {
     /// only).
     fn digests(&self, observed: &Self::Observed) -> BTreeMap<Address, String>;
 
+    /// What the machine has of this domain's kind that sovereign neither manages nor will
+    /// touch (links it did not make), for the plan to list. None by default.
+    fn unmanaged(&self, _desired: &Self::Desired, _observed: &Self::Observed) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Pure: the changes from `observed` to `desired`, given what sovereign owns. An
     /// error says why no plan can be made (a conflict between the two).
     fn diff(

@@ -36,7 +36,8 @@ pub struct Plan {
     pub summary: Summary,
 }
 
-/// A declared profile section that this version does not manage yet.
+/// A declared profile section that this version does not manage yet, or what a domain
+/// found on the machine and leaves alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unmanaged {
     /// The profile section (`storage`, `inference`).

@@ -129,7 +129,13 @@ pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow:
         desired_hasher.update(dp.desired_digest.as_bytes());
         domains.push((d, dp));
     }
-    let unmanaged = unmanaged_sections(&profile, &domains);
+    let mut unmanaged = unmanaged_sections(&profile, &domains);
+    for (_, dp) in &domains {
+        unmanaged.extend(dp.unmanaged.iter().map(|note| Unmanaged {
+            section: dp.name.to_string(),
+            note: note.clone(),
+        }));
+    }
     let mut plan = Plan::new(changes, unmanaged);
     let running = crate::state::lock::running_apply(&state);
     plan.interrupted = unfinished.map(|u| Interrupted {

@@ -98,6 +98,24 @@ impl Domain for Network {
         out
     }
 
+    fn unmanaged(&self, desired: &Desired, observed: &Observed) -> Vec<String> {
+        let mut others: Vec<&str> = observed
+            .links
+            .iter()
+            .filter(|l| !diff::is_ours(l) && !desired.segments.contains_key(&l.name))
+            .map(|l| l.name.as_str())
+            .collect();
+        if others.is_empty() {
+            return Vec::new();
+        }
+        others.sort_unstable();
+        vec![format!(
+            "network: {} links sovereign did not make are left alone: {}",
+            others.len(),
+            others.join(", ")
+        )]
+    }
+
     fn diff(
         &self,
         desired: &Desired,
