@@ -10,7 +10,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
+use netlink_packet_core::{DecodeError, NetlinkMessage, NlasIterator};
 use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
@@ -123,134 +125,125 @@ impl Netlink {
 
     /// Every link (one dump), read for what sovereign uses of it.
     ///
-    /// Not through the crate's request: its codec parses every attribute of every link
-    /// into owned values (IPv6 device settings, per-family statistics), most of a plan's
-    /// time on a host with hundreds of links. This sends the same dump request (without
-    /// statistics) on a socket of its own and parses, per link, only the header and the
-    /// name, MTU, alias, bridge and link-info attributes, with the crate's own parsers.
-    #[allow(clippy::disallowed_methods)] // the one place a netlink socket is opened
+    /// The three dumps a plan makes do not go through the crate's requests: its codec
+    /// parses every attribute of every message into owned values (IPv6 device settings,
+    /// a bridge's forty-odd settings, per-family statistics), most of a plan's time on a
+    /// host with hundreds of links. [`dump`] sends the same requests on a socket of its
+    /// own and each reader takes only the header fields and attributes sovereign uses,
+    /// with the crate's parsers where it has them.
     pub fn links(&self) -> io::Result<Vec<Link>> {
-        use netlink_packet_core::{
-            NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage,
-            NlasIterator, ParseableParametrized,
-        };
-        use netlink_packet_route::RouteNetlinkMessage;
-        use netlink_packet_route::link::LinkHeader;
-        use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-
-        /// RTM_NEWLINK: a link in the dump's answer.
-        const RTM_NEWLINK: u16 = 16;
-        /// The fixed `ifinfomsg` before a link's attributes.
-        const LINK_HEADER_LEN: usize = 16;
         // Attribute numbers (linux/if_link.h) of what is read.
         const IFLA_IFNAME: u16 = 3;
         const IFLA_MTU: u16 = 4;
         const IFLA_MASTER: u16 = 10;
         const IFLA_LINKINFO: u16 = 18;
         const IFLA_IFALIAS: u16 = 20;
+        use netlink_packet_core::ParseableParametrized;
+        use netlink_packet_route::link::LinkHeader;
 
-        let bad = |what: String| io::Error::other(format!("netlink: dump links: {what}"));
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
         let mut message = LinkMessage::default();
+        // Without the statistics: nothing here reads them.
         message
             .attributes
             .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetLink(message));
-        request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        request.header.sequence_number = 1;
-        request.finalize();
-        let mut bytes = vec![0; request.header.length as usize];
-        request.serialize(&mut bytes);
-        socket.send(&bytes, 0)?;
-
         let mut out = Vec::new();
-        loop {
-            let (data, _) = socket.recv_from_full()?;
-            let mut at = 0;
-            while at < data.len() {
-                let frame =
-                    NetlinkBuffer::new_checked(&data[at..]).map_err(|e| bad(e.to_string()))?;
-                let len = frame.length() as usize;
-                match frame.message_type() {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let payload = frame.payload();
-                        let code = payload
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(0);
-                        return Err(bad(io::Error::from_raw_os_error(-code).to_string()));
-                    }
-                    RTM_NEWLINK => {
-                        let payload = frame.payload();
-                        let header = LinkHeader::parse(payload).map_err(|e| bad(e.to_string()))?;
-                        let mut link = Link {
-                            index: header.index,
-                            name: String::new(),
-                            kind: None,
-                            alias: None,
-                            mtu: 0,
-                            up: header.flags.contains(LinkFlags::Up),
-                            master: None,
-                            vxlan: None,
-                        };
-                        let attrs = payload.get(LINK_HEADER_LEN..).unwrap_or_default();
-                        for nla in NlasIterator::new(attrs) {
-                            let nla = nla.map_err(|e| bad(e.to_string()))?;
-                            if nla.kind() == IFLA_LINKINFO {
-                                read_link_info(&mut link, nla.value())
-                                    .map_err(|e| bad(e.to_string()))?;
-                                continue;
-                            }
-                            if !matches!(
-                                nla.kind(),
-                                IFLA_IFNAME | IFLA_MTU | IFLA_MASTER | IFLA_IFALIAS
-                            ) {
-                                continue;
-                            }
+        dump(
+            RouteNetlinkMessage::GetLink(message),
+            RTM_NEWLINK,
+            16,
+            |header, attrs| {
+                let header = LinkHeader::parse(header)?;
+                let mut link = Link {
+                    index: header.index,
+                    name: String::new(),
+                    kind: None,
+                    alias: None,
+                    mtu: 0,
+                    up: header.flags.contains(LinkFlags::Up),
+                    master: None,
+                    vxlan: None,
+                };
+                for nla in NlasIterator::new(attrs) {
+                    let nla = nla?;
+                    match nla.kind() {
+                        IFLA_LINKINFO => read_link_info(&mut link, nla.value())?,
+                        IFLA_IFNAME | IFLA_MTU | IFLA_MASTER | IFLA_IFALIAS => {
                             let attribute =
-                                LinkAttribute::parse_with_param(&nla, AddressFamily::Unspec)
-                                    .map_err(|e| bad(e.to_string()))?;
+                                LinkAttribute::parse_with_param(&nla, AddressFamily::Unspec)?;
                             read_attribute(&mut link, &attribute);
                         }
-                        out.push(link);
+                        _ => {}
                     }
-                    _ => {}
                 }
-                // Frames are 4-byte aligned; a zero length would loop forever.
-                if len == 0 {
-                    return Err(bad("a frame of length 0".into()));
-                }
-                at += (len + 3) & !3;
-            }
-        }
+                out.push(link);
+                Ok(())
+            },
+        )
+        .map_err(|e| io_err("dump links", e))?;
+        Ok(out)
     }
 
     /// Every address of every link (one dump).
     pub fn addresses(&self) -> io::Result<Vec<Addr>> {
-        let messages: Vec<AddressMessage> = self
-            .runtime
-            .block_on(self.handle.address().get().execute().try_collect())
-            .map_err(|e| io_err("dump addresses", e))?;
-        Ok(messages.iter().filter_map(addr_of).collect())
+        // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer's on a
+        // point-to-point link); IPv6 has only IFA_ADDRESS.
+        const IFA_ADDRESS: u16 = 1;
+        const IFA_LOCAL: u16 = 2;
+        let mut out = Vec::new();
+        let request = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        dump(request, RTM_NEWADDR, 8, |header, attrs| {
+            // ifaddrmsg: family, prefix length, flags, scope, index.
+            let prefix = header[1];
+            let index = u32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
+            let (mut address, mut local) = (None, None);
+            for nla in NlasIterator::new(attrs) {
+                let nla = nla?;
+                match nla.kind() {
+                    IFA_ADDRESS => address = ip_of(nla.value()),
+                    IFA_LOCAL => local = ip_of(nla.value()),
+                    _ => {}
+                }
+            }
+            if let Some(ip) = local.or(address) {
+                out.push(Addr { index, ip, prefix });
+            }
+            Ok(())
+        })
+        .map_err(|e| io_err("dump addresses", e))?;
+        Ok(out)
     }
 
     /// Every bridge forwarding entry, VXLAN devices' included (one dump).
     pub fn fdb(&self) -> io::Result<Vec<Fdb>> {
-        let messages: Vec<NeighbourMessage> = self
-            .runtime
-            .block_on(
-                self.handle
-                    .neighbours()
-                    .get()
-                    .set_address_family(AddressFamily::Bridge)
-                    .execute()
-                    .try_collect(),
-            )
-            .map_err(|e| io_err("dump forwarding entries", e))?;
-        Ok(messages.iter().filter_map(fdb_of).collect())
+        const NDA_DST: u16 = 1;
+        const NDA_LLADDR: u16 = 2;
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Bridge;
+        let mut out = Vec::new();
+        dump(
+            RouteNetlinkMessage::GetNeighbour(message),
+            RTM_NEWNEIGH,
+            12,
+            |header, attrs| {
+                // ndmsg: family, padding, ifindex, state, flags, type.
+                let index = u32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
+                let (mut mac, mut dst) = (None, None);
+                for nla in NlasIterator::new(attrs) {
+                    let nla = nla?;
+                    match nla.kind() {
+                        NDA_LLADDR => mac = <[u8; 6]>::try_from(nla.value()).ok(),
+                        NDA_DST => dst = ip_of(nla.value()),
+                        _ => {}
+                    }
+                }
+                if let Some(mac) = mac {
+                    out.push(Fdb { index, mac, dst });
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| io_err("dump forwarding entries", e))?;
+        Ok(out)
     }
 
     /// Create a VXLAN device, up.
@@ -426,6 +419,81 @@ async fn send_append(
     Ok(())
 }
 
+/// The message types of a dump's answers (linux/rtnetlink.h).
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWNEIGH: u16 = 28;
+
+/// Send `request` as a dump on a socket of its own and hand each answer of type
+/// `answer` to `each`, split into its fixed header (`header_len` bytes) and attributes.
+#[allow(clippy::disallowed_methods)] // the one place a netlink socket is opened
+fn dump(
+    request: RouteNetlinkMessage,
+    answer: u16,
+    header_len: usize,
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<(), DecodeError>,
+) -> io::Result<()> {
+    use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer};
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+    let bad = |what: String| io::Error::other(what);
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut message = NetlinkMessage::from(request);
+    message.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    message.header.sequence_number = 1;
+    message.finalize();
+    let mut bytes = vec![0; message.header.length as usize];
+    message.serialize(&mut bytes);
+    socket.send(&bytes, 0)?;
+    loop {
+        let (data, _) = socket.recv_from_full()?;
+        let mut at = 0;
+        while at < data.len() {
+            let frame = NetlinkBuffer::new_checked(&data[at..]).map_err(|e| bad(e.to_string()))?;
+            let len = frame.length() as usize;
+            match frame.message_type() {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => {
+                    let code = frame
+                        .payload()
+                        .get(..4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(0);
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+                t if t == answer => {
+                    let payload = frame.payload();
+                    if payload.len() < header_len {
+                        return Err(bad(format!(
+                            "an answer of {} bytes, shorter than its header",
+                            payload.len()
+                        )));
+                    }
+                    let (header, attrs) = payload.split_at(header_len);
+                    each(header, attrs).map_err(|e| bad(e.to_string()))?;
+                }
+                _ => {}
+            }
+            // Frames are 4-byte aligned; a zero length would never end.
+            if len == 0 {
+                return Err(bad("a frame of length 0".into()));
+            }
+            at += (len + 3) & !3;
+        }
+    }
+}
+
+/// An IPv4 or IPv6 address from its bytes.
+fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
 fn link_of(message: &LinkMessage) -> Link {
     let mut link = Link {
         index: message.header.index,
@@ -514,58 +582,4 @@ fn vxlan_of(data: &[InfoVxlan]) -> Vxlan {
         }
     }
     v
-}
-
-fn addr_of(message: &AddressMessage) -> Option<Addr> {
-    // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer's on a
-    // point-to-point link); IPv6 has only IFA_ADDRESS.
-    let mut address = None;
-    let mut local = None;
-    for attribute in &message.attributes {
-        match attribute {
-            AddressAttribute::Local(ip) => local = Some(*ip),
-            AddressAttribute::Address(ip) => address = Some(*ip),
-            _ => {}
-        }
-    }
-    Some(Addr {
-        index: message.header.index,
-        ip: local.or(address)?,
-        prefix: message.header.prefix_len,
-    })
-}
-
-fn fdb_of(message: &NeighbourMessage) -> Option<Fdb> {
-    let mut mac = None;
-    let mut dst = None;
-    for attribute in &message.attributes {
-        match attribute {
-            NeighbourAttribute::LinkLayerAddress(bytes) => {
-                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
-            }
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
-                dst = Some(IpAddr::V4(*ip));
-            }
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
-                dst = Some(IpAddr::V6(*ip));
-            }
-            // A bridge-family message carries its destination as raw bytes: the crate
-            // types NDA_DST by the message's family, which is AF_BRIDGE here.
-            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-                dst = match bytes.len() {
-                    4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
-                    16 => <[u8; 16]>::try_from(bytes.as_slice())
-                        .ok()
-                        .map(IpAddr::from),
-                    _ => None,
-                };
-            }
-            _ => {}
-        }
-    }
-    Some(Fdb {
-        index: message.header.ifindex,
-        mac: mac?,
-        dst,
-    })
 }
