@@ -3,11 +3,15 @@
 //! namespace (`ip netns exec`; the apply itself speaks netlink), and pings cross the
 //! VXLAN overlay. `ip` and `bridge` here only build the test's world and read it back.
 //!
-//! The Tailscale underlay runs against a stand-in `tailscale` on PATH (no tailscaled can
-//! be installed on these machines): a script that answers `status --json` in the
-//! documented shape, with this namespace's veth address as its "Tailscale IP".
+//! The Tailscale underlay runs against the stand-in `tailscale` on PATH (no tailscaled can
+//! be installed on these machines; see `tailscale_stand_in`), running, with this
+//! namespace's veth address as its "Tailscale IP".
 
 #![allow(clippy::disallowed_methods)] // builds namespaces and runs the binary, as a user would
+
+mod tailscale_stand_in;
+
+use tailscale_stand_in::StandIn;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -88,26 +92,29 @@ impl Host {
 
     /// Run the sovereign binary in the namespace, with `--root` this host's folder and
     /// `path_prefix` put first on PATH (the Tailscale stand-in).
-    fn sovereign_with(&self, path_prefix: Option<&Path>, args: &[&str]) -> Run {
-        let path = match path_prefix {
-            Some(dir) => format!(
-                "PATH={}:{}",
-                dir.display(),
+    fn sovereign_with(&self, stand_in: Option<&StandIn>, args: &[&str]) -> Run {
+        let env: Vec<String> = match stand_in {
+            Some(s) => s
+                .env()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            None => vec![format!(
+                "PATH={}",
                 std::env::var("PATH").unwrap_or_default()
-            ),
-            None => format!("PATH={}", std::env::var("PATH").unwrap_or_default()),
+            )],
         };
         let root = self.dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
-        let mut argv = vec![
-            "env",
-            &path,
+        let mut argv = vec!["env"];
+        argv.extend(env.iter().map(String::as_str));
+        argv.extend([
             env!("CARGO_BIN_EXE_sovereign"),
             "--root",
             root.to_str().unwrap(),
             "--color",
             "never",
-        ];
+        ]);
         argv.extend_from_slice(args);
         let out = self.exec(&argv);
         Run {
@@ -594,32 +601,30 @@ fn validate_refuses_bad_segments_with_file_and_line() {
     }
 }
 
-/// The stand-in `tailscale` (named as such): `status --json` answers for a node whose
-/// "Tailscale IP" is `self_ip`, with the peers given.
-fn tailscale_stand_in(dir: &Path, self_ip: &str, peers: &[(&str, &str)]) -> PathBuf {
-    let bin = dir.join("stand-in-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let peers: Vec<String> = peers
+/// The stand-in `tailscale` (named as such), for a running node whose "Tailscale IP" is
+/// `self_ip`, with the peers given (name, IPv4).
+fn tailscale_stand_in(dir: &Path, self_ip: &str, peers: &[(&str, &str)]) -> StandIn {
+    let peers: serde_json::Map<String, serde_json::Value> = peers
         .iter()
         .enumerate()
         .map(|(i, (name, ip))| {
-            format!(
-                r#""nodekey:{i}": {{"HostName": "{name}", "DNSName": "{name}.tailnet-stand-in.ts.net.", "TailscaleIPs": ["{ip}", "fd7a:115c:a1e0::{i}"]}}"#
+            (
+                format!("nodekey:{i}"),
+                serde_json::json!({
+                    "HostName": name,
+                    "DNSName": format!("{name}.tailnet-stand-in.ts.net."),
+                    "TailscaleIPs": [ip, format!("fd7a:115c:a1e0::{i}")],
+                }),
             )
         })
         .collect();
-    let status = format!(
-        r#"{{"BackendState": "Running", "Self": {{"HostName": "me", "TailscaleIPs": ["{self_ip}"]}}, "Peer": {{{}}}}}"#,
-        peers.join(", ")
-    );
-    let script = format!(
-        "#!/bin/sh\n# Stand-in for the real tailscale CLI (none can be installed here).\nif [ \"$1\" = status ] && [ \"$2\" = --json ]; then\ncat <<'EOF'\n{status}\nEOF\nexit 0\nfi\necho \"stand-in: unexpected $*\" >&2\nexit 2\n"
-    );
-    let path = bin.join("tailscale");
-    std::fs::write(&path, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bin
+    let mut prefs = tailscale_stand_in::logged_out_prefs();
+    prefs["LoggedOut"] = false.into();
+    prefs["WantRunning"] = true.into();
+    StandIn::new(
+        dir,
+        serde_json::json!({"state": "Running", "prefs": prefs, "self_ips": [self_ip], "peers": peers}),
+    )
 }
 
 #[test]

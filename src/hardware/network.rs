@@ -15,7 +15,8 @@ pub struct Interface {
 /// This node's Tailscale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tailscale {
-    /// `Running`, or why it is not usable (`NeedsLogin`, not running).
+    /// Its backend state: `Running`, `NeedsLogin`, `Stopped`, or `NotRunning` when the
+    /// daemon does not answer.
     pub state: String,
     /// Its Tailscale IPv4 when running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,18 +54,16 @@ pub fn fill(facts: &mut super::Facts, host: &dyn crate::host::Host) {
 /// This node's Tailscale, or `None` where `tailscale` is not installed.
 pub fn tailscale(host: &dyn crate::host::Host) -> Option<Tailscale> {
     use crate::domains::network::tailnet::{self, Tailnet};
-    if !host.has_program("tailscale") {
+    let reading = tailnet::read(host);
+    if !reading.installed {
         return None;
     }
-    Some(match tailnet::observe(host) {
-        Tailnet::Up { self_ipv4, .. } => Tailscale {
-            state: "Running".into(),
-            ipv4: Some(self_ipv4.to_string()),
+    Some(Tailscale {
+        ipv4: match reading.tailnet {
+            Tailnet::Up { self_ipv4, .. } => Some(self_ipv4.to_string()),
+            Tailnet::Down(_) => None,
         },
-        Tailnet::Down(why) => Tailscale {
-            state: why,
-            ipv4: None,
-        },
+        state: reading.state,
     })
 }
 

@@ -79,8 +79,9 @@ pub struct NewVxlan {
 
 /// An open rtnetlink connection.
 pub struct Netlink {
-    runtime: tokio::runtime::Runtime,
-    handle: Handle,
+    /// The rtnetlink connection for changes and single lookups, opened on first use: a
+    /// plan's dumps ([`dump`]) do not need it.
+    connection: std::cell::OnceCell<(tokio::runtime::Runtime, Handle)>,
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> io::Error {
@@ -88,24 +89,36 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> io::Error {
 }
 
 impl Netlink {
-    /// Open a connection in the calling thread's network namespace.
-    #[allow(clippy::disallowed_methods)] // the one place a netlink socket is opened
+    /// Netlink in the calling thread's network namespace; sockets open when first used.
     pub fn open() -> io::Result<Netlink> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()?;
-        let (connection, handle, _) = {
-            let _guard = runtime.enter();
-            rtnetlink::new_connection()?
-        };
-        runtime.spawn(connection);
-        Ok(Netlink { runtime, handle })
+        Ok(Netlink {
+            connection: std::cell::OnceCell::new(),
+        })
+    }
+
+    /// The rtnetlink connection, opened on the first call.
+    #[allow(clippy::disallowed_methods)] // the one place a netlink socket is opened
+    fn connection(&self) -> io::Result<(&tokio::runtime::Runtime, &Handle)> {
+        if self.connection.get().is_none() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()?;
+            let (connection, handle, _) = {
+                let _guard = runtime.enter();
+                rtnetlink::new_connection()?
+            };
+            runtime.spawn(connection);
+            let _ = self.connection.set((runtime, handle));
+        }
+        let (runtime, handle) = self.connection.get().expect("set just above");
+        Ok((runtime, handle))
     }
 
     /// The link called `name`, if there is one (one request, not a dump).
     pub fn link(&self, name: &str) -> io::Result<Option<Link>> {
-        let found: Result<Vec<LinkMessage>, _> = self.runtime.block_on(
-            self.handle
+        let (runtime, handle) = self.connection()?;
+        let found: Result<Vec<LinkMessage>, _> = runtime.block_on(
+            handle
                 .link()
                 .get()
                 .match_name(name.to_string())
@@ -248,6 +261,7 @@ impl Netlink {
 
     /// Create a VXLAN device, up.
     pub fn add_vxlan(&self, new: &NewVxlan) -> io::Result<()> {
+        let (runtime, handle) = self.connection()?;
         let v = &new.vxlan;
         let mut builder = LinkVxlan::new(&new.name, v.vni)
             .port(v.port)
@@ -263,8 +277,8 @@ impl Netlink {
         if let Some(group) = v.group {
             builder = builder.group(group);
         }
-        self.runtime
-            .block_on(self.handle.link().add(builder.build()).execute())
+        runtime
+            .block_on(handle.link().add(builder.build()).execute())
             .map_err(|e| io_err(&format!("create VXLAN device {}", new.name), e))?;
         self.set_alias(&new.name, &new.alias)
     }
@@ -272,61 +286,69 @@ impl Netlink {
     /// Set a link's alias. The kernel reads IFLA_IFALIAS only when changing a link, never
     /// when creating one, so this is a request of its own after the creation.
     pub fn set_alias(&self, name: &str, alias: &str) -> io::Result<()> {
+        let (runtime, handle) = self.connection()?;
         let message = LinkUnspec::new_with_name(name)
             .alias(alias.to_string())
             .build();
-        self.runtime
-            .block_on(self.handle.link().set(message).execute())
+        runtime
+            .block_on(handle.link().set(message).execute())
             .map_err(|e| io_err(&format!("set the alias of {name}"), e))
     }
 
     /// Create a bridge, up.
     pub fn add_bridge(&self, name: &str, alias: &str, mtu: u32) -> io::Result<()> {
+        let (runtime, handle) = self.connection()?;
         let message = LinkBridge::new(name).mtu(mtu).up().build();
-        self.runtime
-            .block_on(self.handle.link().add(message).execute())
+        runtime
+            .block_on(handle.link().add(message).execute())
             .map_err(|e| io_err(&format!("create bridge {name}"), e))?;
         self.set_alias(name, alias)
     }
 
     /// Set a link's MTU and bring it up.
     pub fn set_mtu_up(&self, index: u32, mtu: u32) -> io::Result<()> {
+        let (runtime, handle) = self.connection()?;
         let message = LinkUnspec::new_with_index(index).mtu(mtu).up().build();
-        self.runtime
-            .block_on(self.handle.link().set(message).execute())
+        runtime
+            .block_on(handle.link().set(message).execute())
             .map_err(|e| io_err(&format!("set link {index} up with MTU {mtu}"), e))
     }
 
     /// Make `index` a port of the bridge `master`.
     pub fn set_master(&self, index: u32, master: u32) -> io::Result<()> {
+        let (runtime, handle) = self.connection()?;
         let message = LinkUnspec::new_with_index(index).controller(master).build();
-        self.runtime
-            .block_on(self.handle.link().set(message).execute())
+        runtime
+            .block_on(handle.link().set(message).execute())
             .map_err(|e| io_err(&format!("attach link {index} to bridge {master}"), e))
     }
 
     /// Take `index` out of its bridge.
     pub fn set_nomaster(&self, index: u32) -> io::Result<()> {
+        let (runtime, handle) = self.connection()?;
         let message = LinkUnspec::new_with_index(index).nocontroller().build();
-        self.runtime
-            .block_on(self.handle.link().set(message).execute())
+        runtime
+            .block_on(handle.link().set(message).execute())
             .map_err(|e| io_err(&format!("detach link {index} from its bridge"), e))
     }
 
     /// Delete a link (its addresses and forwarding entries go with it).
     pub fn del_link(&self, index: u32) -> io::Result<()> {
-        self.runtime
-            .block_on(self.handle.link().del(index).execute())
+        let (runtime, handle) = self.connection()?;
+        runtime
+            .block_on(handle.link().del(index).execute())
             .map_err(|e| io_err(&format!("delete link {index}"), e))
     }
 
     pub fn add_address(&self, index: u32, ip: IpAddr, prefix: u8) -> io::Result<()> {
-        self.runtime
-            .block_on(self.handle.address().add(index, ip, prefix).execute())
+        let (runtime, handle) = self.connection()?;
+        runtime
+            .block_on(handle.address().add(index, ip, prefix).execute())
             .map_err(|e| io_err(&format!("add {ip}/{prefix} to link {index}"), e))
     }
 
     pub fn del_address(&self, addr: &Addr) -> io::Result<()> {
+        let (runtime, handle) = self.connection()?;
         let mut message = AddressMessage::default();
         message.header.family = match addr.ip {
             IpAddr::V4(_) => AddressFamily::Inet,
@@ -336,8 +358,8 @@ impl Netlink {
         message.header.prefix_len = addr.prefix;
         message.attributes.push(AddressAttribute::Address(addr.ip));
         message.attributes.push(AddressAttribute::Local(addr.ip));
-        self.runtime
-            .block_on(self.handle.address().del(message).execute())
+        runtime
+            .block_on(handle.address().del(message).execute())
             .map_err(|e| {
                 io_err(
                     &format!(
@@ -353,8 +375,8 @@ impl Netlink {
     /// and multicast frames to `dst` (head-end replication), with `append` semantics so
     /// several peers share the all-zero address.
     pub fn add_flood(&self, index: u32, dst: IpAddr) -> io::Result<()> {
-        let mut request = self
-            .handle
+        let (runtime, handle) = self.connection()?;
+        let mut request = handle
             .neighbours()
             .add_bridge(index, &[0; 6])
             .destination(dst)
@@ -362,13 +384,14 @@ impl Netlink {
         // NLM_F_APPEND instead of NLM_F_EXCL: `bridge fdb append`. The crate has no
         // setter for it, so the request is built by hand (see ARCHITECTURE.md).
         let message = std::mem::take(request.message_mut());
-        self.runtime
-            .block_on(send_append(self.handle.clone(), message))
+        runtime
+            .block_on(send_append(handle.clone(), message))
             .map_err(|e| io_err(&format!("add forwarding entry to {dst} on link {index}"), e))
     }
 
     /// Remove the all-zero forwarding entry to `dst`.
     pub fn del_flood(&self, index: u32, dst: IpAddr) -> io::Result<()> {
+        let (runtime, handle) = self.connection()?;
         let mut message = NeighbourMessage::default();
         message.header.family = AddressFamily::Bridge;
         message.header.ifindex = index;
@@ -380,8 +403,8 @@ impl Netlink {
         message
             .attributes
             .push(NeighbourAttribute::Destination(neighbour_address(dst)));
-        self.runtime
-            .block_on(self.handle.neighbours().del(message).execute())
+        runtime
+            .block_on(handle.neighbours().del(message).execute())
             .map_err(|e| {
                 io_err(
                     &format!("remove forwarding entry to {dst} from link {index}"),

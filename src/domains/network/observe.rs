@@ -99,8 +99,15 @@ pub fn observe(
     owned: &Owned<Entry>,
 ) -> anyhow::Result<Observed> {
     let mut out = Observed::default();
-    if let Some(ts) = &desired.tailscale {
-        out.tailscale = Some(super::tailscale::observe(cx.root, cx.host, ts)?);
+    // One `tailscale status --json` serves both the node and the segments over it.
+    if desired.tailscale.is_some() || desired.needs_tailnet() {
+        let reading = tailnet::read(cx.host);
+        if let Some(ts) = &desired.tailscale {
+            out.tailscale = Some(super::tailscale::observe(cx.root, cx.host, ts, &reading)?);
+        }
+        if desired.needs_tailnet() {
+            out.tailnet = Some(reading.tailnet);
+        }
     }
     if desired.segments.is_empty() && owned.is_empty() {
         return Ok(out);
@@ -109,8 +116,5 @@ pub fn observe(
     out.links = netlink.links()?;
     out.addresses = netlink.addresses()?;
     out.fdb = netlink.fdb()?;
-    if desired.needs_tailnet() {
-        out.tailnet = Some(tailnet::observe(cx.host));
-    }
     Ok(out.reindex())
 }

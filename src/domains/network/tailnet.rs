@@ -1,6 +1,6 @@
-//! What a segment over Tailscale needs of the tailnet: this node's Tailscale IPv4 and the
-//! peers' by host name, read from `tailscale status --json` (one process per plan, only
-//! when a segment runs over Tailscale).
+//! What the network domain reads of this node's Tailscale: its backend state (for
+//! `[network.tailscale]`) and, for a segment over Tailscale, its IPv4 and the peers' by
+//! host name. One `tailscale status --json` per plan, parsed here and nowhere else.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -28,6 +28,21 @@ pub struct Peer {
     pub dns_name: String,
     pub ipv4: Option<Ipv4Addr>,
 }
+
+/// One reading of `tailscale status --json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// Whether the `tailscale` command is installed.
+    pub installed: bool,
+    /// Its `BackendState` (`Running`, `NeedsLogin`...), or `NotRunning` when the daemon
+    /// did not answer.
+    pub state: String,
+    /// The tailnet as a segment sees it.
+    pub tailnet: Tailnet,
+}
+
+/// The state recorded when the daemon gives none.
+const NOT_RUNNING: &str = "NotRunning";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -58,46 +73,64 @@ fn ipv4(ips: &Option<Vec<IpAddr>>) -> Option<Ipv4Addr> {
     })
 }
 
-/// Read the tailnet through `tailscale status --json`.
-pub fn observe(host: &dyn Host) -> Tailnet {
+/// Read this node's Tailscale through `tailscale status --json`.
+pub fn read(host: &dyn Host) -> Reading {
+    let down = |installed: bool, why: String| Reading {
+        installed,
+        state: NOT_RUNNING.into(),
+        tailnet: Tailnet::Down(why),
+    };
     if !host.has_program("tailscale") {
-        return Tailnet::Down("the `tailscale` command is not installed".into());
+        return down(false, "the `tailscale` command is not installed".into());
     }
     let cmd =
         Cmd::new(["tailscale", "status", "--json"]).timeout(std::time::Duration::from_secs(30));
     let out = match host.run(&cmd) {
         Ok(out) => out,
-        Err(e) => return Tailnet::Down(e.to_string()),
+        Err(e) => return down(true, e.to_string()),
     };
     // `status` exits non-zero when the node is logged out but still prints its state.
     match parse(&out.stdout) {
-        Ok(tailnet) => tailnet,
-        Err(_) if !out.success() => Tailnet::Down(format!(
-            "`tailscale status --json` failed: {}",
-            out.stderr_str().trim()
-        )),
-        Err(e) => Tailnet::Down(format!("`tailscale status --json` printed {e}")),
+        Ok(reading) => reading,
+        Err(_) if !out.success() => down(
+            true,
+            format!(
+                "`tailscale status --json` failed: {}",
+                out.stderr_str().trim()
+            ),
+        ),
+        Err(e) => down(true, format!("`tailscale status --json` printed {e}")),
     }
 }
 
 /// Parse `tailscale status --json`.
-pub fn parse(json: &[u8]) -> Result<Tailnet, String> {
+pub fn parse(json: &[u8]) -> Result<Reading, String> {
     let status: Status =
         serde_json::from_slice(json).map_err(|e| format!("what sovereign cannot read: {e}"))?;
+    let state = if status.backend_state.is_empty() {
+        NOT_RUNNING.to_string()
+    } else {
+        status.backend_state.clone()
+    };
+    let reading = |tailnet| Reading {
+        installed: true,
+        state: state.clone(),
+        tailnet,
+    };
     if status.backend_state != "Running" {
-        return Ok(Tailnet::Down(format!(
+        return Ok(reading(Tailnet::Down(format!(
             "this node's Tailscale is {} (not Running)",
             if status.backend_state.is_empty() {
                 "in an unknown state"
             } else {
                 &status.backend_state
             }
-        )));
+        ))));
     }
     let Some(self_ipv4) = status.me.as_ref().and_then(|me| ipv4(&me.tailscale_ips)) else {
-        return Ok(Tailnet::Down(
+        return Ok(reading(Tailnet::Down(
             "this node has no Tailscale IPv4 address".into(),
-        ));
+        )));
     };
     let peers = status
         .peer
@@ -109,7 +142,7 @@ pub fn parse(json: &[u8]) -> Result<Tailnet, String> {
             dns_name: node.dns_name.trim_end_matches('.').to_string(),
         })
         .collect();
-    Ok(Tailnet::Up { self_ipv4, peers })
+    Ok(reading(Tailnet::Up { self_ipv4, peers }))
 }
 
 impl Tailnet {
@@ -158,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_running_node_gives_its_ipv4_and_its_peers() {
-        let tailnet = parse(RUNNING.as_bytes()).unwrap();
+        let tailnet = parse(RUNNING.as_bytes()).unwrap().tailnet;
         let Tailnet::Up { self_ipv4, .. } = &tailnet else {
             panic!("{tailnet:?}")
         };
@@ -180,8 +213,9 @@ mod tests {
             br#"{"BackendState": "NeedsLogin", "Self": {"TailscaleIPs": null}, "Peer": null}"#,
         )
         .unwrap();
+        assert_eq!(tailnet.state, "NeedsLogin");
         assert_eq!(
-            tailnet,
+            tailnet.tailnet,
             Tailnet::Down("this node's Tailscale is NeedsLogin (not Running)".into())
         );
         assert!(parse(b"not json").unwrap_err().contains("cannot read"));

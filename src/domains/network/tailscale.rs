@@ -24,6 +24,7 @@ use super::diff::NetOp;
 use super::node::{self, Have, Prefs, Setting, Step, Want};
 use super::openpgp;
 use super::section::TAILSCALE_DISTRIBUTION;
+use super::tailnet;
 
 /// The fingerprint of Tailscale's package signing key, as Tailscale publishes it; a
 /// downloaded keyring holding any other primary key is refused.
@@ -159,7 +160,14 @@ pub struct Observed {
     pub key_file_exists: Option<bool>,
 }
 
-pub fn observe(root: &Root, host: &dyn Host, d: &Desired) -> anyhow::Result<Observed> {
+/// Observe the package, the keyring and the node; `reading` is this plan's one
+/// `tailscale status --json` ([`tailnet::read`]).
+pub fn observe(
+    root: &Root,
+    host: &dyn Host,
+    d: &Desired,
+    reading: &tailnet::Reading,
+) -> anyhow::Result<Observed> {
     let mut out = Observed::default();
     if d.install {
         let query = Cmd::new(["dpkg-query", "-W", "-f=${Status}", PACKAGE]);
@@ -174,8 +182,11 @@ pub fn observe(root: &Root, host: &dyn Host, d: &Desired) -> anyhow::Result<Obse
             Err(e) => Some(Err(format!("cannot read {}: {e}", path.display()))),
         };
     }
-    if host.has_program("tailscale") {
-        out.node = Some(read_node(host));
+    if reading.installed {
+        out.node = Some(Have {
+            state: reading.state.clone(),
+            prefs: read_prefs(host),
+        });
     }
     if let Some(file) = &d.want.auth_key_file {
         out.key_file_exists = Some(root.resolve(file)?.is_file());
@@ -183,26 +194,13 @@ pub fn observe(root: &Root, host: &dyn Host, d: &Desired) -> anyhow::Result<Obse
     Ok(out)
 }
 
-/// The node's state and preferences; a daemon that does not answer is a state of its own.
-fn read_node(host: &dyn Host) -> Have {
-    let run = |args: &[&str]| {
-        let mut argv = vec!["tailscale"];
-        argv.extend_from_slice(args);
-        host.run(&Cmd::new(argv).timeout(TAILSCALE_TIMEOUT))
-    };
-    let state = match run(&["status", "--json"]) {
-        Ok(out) => serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v["BackendState"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "NotRunning".into()),
-        Err(_) => "NotRunning".into(),
-    };
-    let prefs = run(&["debug", "prefs"])
+/// The node's preferences (`tailscale debug prefs`); the defaults where it does not answer.
+fn read_prefs(host: &dyn Host) -> Prefs {
+    host.run(&Cmd::new(["tailscale", "debug", "prefs"]).timeout(TAILSCALE_TIMEOUT))
         .ok()
         .filter(|o| o.success())
         .and_then(|o| serde_json::from_slice::<Prefs>(&o.stdout).ok())
-        .unwrap_or_default();
-    Have { state, prefs }
+        .unwrap_or_default()
 }
 
 /// What apply does for the node.
