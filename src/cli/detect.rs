@@ -1,21 +1,30 @@
 //! `sovereign detect`: report the machine's CPU, memory, GPUs and hardware archetype, and
-//! check a profile's `host.expect` against them.
+//! check a profile's `host.expect` against them; with `--probe-kvm`, boot a guest to see
+//! whether KVM really works.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::output::Style;
 use super::{CmdResult, Output, exit, report};
+use crate::hardware::virt::{self, ProbeSpec};
 use crate::hardware::{self, ExpectError, Facts, Source};
 use crate::host::RealHost;
+use crate::state::StateDir;
 
 const EXAMPLES: &str = "\
 Examples:
   sovereign detect                              # summary on stderr
   sovereign detect --json | jq .archetype       # facts as JSON on stdout
   sovereign detect --expect profiles/rtx4090.toml
+  sovereign detect --probe-kvm /vmlinuz /initrd.img   # boot a guest under KVM
+  sovereign detect --json | jq .kvm_probe       # the probe, cached for this kernel
 
 Exit status: 0 detected (and, with --expect, the machine matches); 1 an error, or the
-machine is not the archetype the profile's host.expect names.";
+machine is not the archetype the profile's host.expect names. A failed KVM probe still
+exits 0: its verdict is data (kvm_probe.passed), kept in the state folder for this kernel
+and shown by later detects; 1 only when the probe cannot run (qemu-system-x86_64 missing,
+a boot file unreadable) or its result cannot be saved.";
 
 /// Detect the machine: CPU, memory, GPUs and the matching hardware archetype.
 ///
@@ -25,8 +34,8 @@ machine is not the archetype the profile's host.expect names.";
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// Print the facts as JSON on stdout (keys: cpu, memory, gpus, archetype,
-    /// archetype_detail, volatile).
+    /// Print the facts as JSON on stdout (keys: cpu, memory, gpus, kvm, guest, kvm_probe,
+    /// archetype, archetype_detail, volatile).
     #[arg(long)]
     pub json: bool,
     /// Check the machine against the `host.expect` of this profile; exit 1 on a mismatch.
@@ -36,6 +45,30 @@ pub struct Args {
     /// of this one: for tests.
     #[arg(long, value_name = "DIR", hide = true)]
     pub facts_from: Option<PathBuf>,
+    /// Boot KERNEL with INITRD under KVM (qemu-system-x86_64, 256 MiB, serial console)
+    /// and record whether the guest reaches the marker line: /dev/kvm can exist where a
+    /// guest hangs. The result is saved in the state folder (under --root) and shown by
+    /// detect and used by plan while this kernel runs.
+    #[arg(
+        long,
+        num_args = 2,
+        value_names = ["KERNEL", "INITRD"],
+        conflicts_with = "facts_from"
+    )]
+    pub probe_kvm: Option<Vec<PathBuf>>,
+    /// The console text that means the guest booted; the default is what Linux prints
+    /// when it starts the initramfs's /init, so any initramfs will do.
+    #[arg(long, value_name = "TEXT", default_value = virt::DEFAULT_MARKER, requires = "probe_kvm")]
+    pub probe_marker: String,
+    /// How long the guest gets to print the marker before it counts as hung.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = virt::DEFAULT_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1..),
+        requires = "probe_kvm"
+    )]
+    pub probe_timeout: u64,
 }
 
 pub fn run(args: Args, out: &Output) -> CmdResult {
@@ -44,8 +77,22 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         Some(path) => Some(expected_archetype(path)?),
         None => None,
     };
-    // The ZFS dialect is software on the real machine: reported only when detecting it,
-    // never beside a fixture tree's facts.
+    // Likewise the boot files: a mistyped path fails before anything runs.
+    let probe = match args.probe_kvm.as_deref() {
+        Some([kernel, initrd]) => Some(
+            ProbeSpec::new(
+                kernel,
+                initrd,
+                &args.probe_marker,
+                Duration::from_secs(args.probe_timeout),
+            )
+            .map_err(report)?,
+        ),
+        Some(other) => unreachable!("clap takes two values for --probe-kvm, got {other:?}"),
+        None => None,
+    };
+    // The ZFS dialect and the KVM probe are the real machine's: reported only when
+    // detecting it, never beside a fixture tree's facts.
     let from_machine = args.facts_from.is_none();
     let source = args.facts_from.map_or(Source::Machine, Source::Fixture);
     let mut facts = hardware::detect_in(&RealHost, &source).map_err(report)?;
@@ -53,6 +100,24 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     // when it plans (a plan never pays for hundreds of interfaces it does not use).
     if from_machine {
         hardware::network::fill(&mut facts, &RealHost);
+    }
+    let mut save_error = None;
+    if from_machine {
+        let state = StateDir::new(&super::plan::root_of(out)?);
+        match &probe {
+            Some(spec) => {
+                out.say(format!(
+                    "Booting {} under KVM (up to {} s)...",
+                    spec.kernel.display(),
+                    args.probe_timeout
+                ));
+                let result = virt::probe(spec, facts.kvm).map_err(report)?;
+                // Printed even when it cannot be saved: the run is not wasted.
+                save_error = virt::save_probe(&state, &result).err();
+                facts.kvm_probe = Some(result);
+            }
+            None => facts.kvm_probe = virt::load_probe(&state),
+        }
     }
     let verdict = expect
         .as_ref()
@@ -80,6 +145,12 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         if from_machine {
             out.say(crate::domains::storage::dialect_line(&RealHost));
         }
+    }
+    if let Some(e) = save_error {
+        return Err(miette::miette!(
+            help = "run as root, or give --root DIR for a state folder you can write",
+            "{e:#}"
+        ));
     }
 
     match verdict {

@@ -4,6 +4,7 @@
 
 pub mod deployment;
 pub mod files;
+pub mod forge;
 pub mod network;
 pub mod services;
 pub mod storage;
@@ -19,6 +20,7 @@ pub fn registry() -> Vec<Box<dyn AnyDomain>> {
         erase(storage::Storage),
         #[cfg(target_os = "linux")]
         erase(network::Network),
+        erase(forge::Forge),
         erase(deployment::Deployment),
         erase(services::Services),
     ]
@@ -35,6 +37,7 @@ pub fn check_sections(
     files::rules::check(root, cx, out);
     storage::rules::check(root, out);
     network::rules::check(root, out);
+    forge::rules::check(root, out);
     services::rules::check(root, cx, out);
     deployment::rules::check(root, cx, out);
 }

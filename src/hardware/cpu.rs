@@ -125,6 +125,15 @@ pub fn parse_cpuinfo(text: &str) -> Cpu {
     }
 }
 
+/// Whether /proc/cpuinfo's flags include `hypervisor`: the CPU runs under a hypervisor,
+/// so this machine is itself a virtual machine (x86 only; arm64 has no such flag).
+pub fn is_guest(text: &str) -> bool {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(key, _)| key.trim() == "flags")
+        .any(|(_, value)| value.split_whitespace().any(|f| f == "hypervisor"))
+}
+
 /// Physical cores of this machine, the default thread count of the engine (hyperthreads
 /// share execution units, so llama.cpp gains nothing from them): /proc/cpuinfo as
 /// [`parse_cpuinfo`] counts it, at most the CPUs this process may run on, and that count
@@ -220,6 +229,20 @@ mod tests {
         assert_eq!(cpu.model, "unknown");
         assert_eq!(cpu.flags, ["neon", "fp16", "dotprod", "i8mm"]);
         assert_eq!(cpu.virtualization, "none");
+    }
+
+    #[test]
+    fn the_hypervisor_flag_marks_a_guest() {
+        let guest = stanza(0, 0, 0, "fpu vmx avx2 hypervisor lahf_lm");
+        assert!(is_guest(&guest));
+        let bare = stanza(0, 0, 0, "fpu vmx avx2 lahf_lm");
+        assert!(!is_guest(&bare));
+        // Only the flags line counts, and only the whole word.
+        assert!(!is_guest(
+            "processor : 0\nmodel name : hypervisor special\nflags : fpu hypervisor_x\n"
+        ));
+        // arm64 has no such flag: its Features line never marks a guest.
+        assert!(!is_guest("processor : 0\nFeatures : fp asimd\n"));
     }
 
     #[test]

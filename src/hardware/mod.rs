@@ -12,6 +12,7 @@ pub mod memory;
 pub mod network;
 pub mod render;
 pub mod sysctl;
+pub mod virt;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +42,14 @@ pub struct Facts {
     /// it where a hypervisor hides vmx/svm but passes KVM through (nested guests).
     #[serde(default)]
     pub kvm: bool,
+    /// The CPU's `hypervisor` flag: this machine is itself a virtual machine, where KVM
+    /// (nested) often does not work even with `/dev/kvm` present.
+    #[serde(default)]
+    pub guest: bool,
+    /// The last KVM boot probe on this kernel (`sovereign detect --probe-kvm`), read from
+    /// the state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kvm_probe: Option<virt::KvmProbe>,
     /// The Apple Silicon chip ("Apple M2 Ultra"), when the machine is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apple_chip: Option<String>,
@@ -82,6 +91,8 @@ impl Facts {
     }
 
     /// These facts without their volatile readings: what two runs on one machine share.
+    /// The guest flag and the KVM probe stay: they change only with the machine, its
+    /// kernel or a new `detect --probe-kvm`, which is a change worth seeing.
     pub fn stable(&self) -> Facts {
         let mut facts = self.clone();
         facts.memory.available_bytes = None;
@@ -210,6 +221,7 @@ fn from_linux_tree(root: &Path, smi: Option<Result<String, String>>) -> anyhow::
         memory,
         gpus,
         kvm: root.join("dev/kvm").exists(),
+        guest: cpu::is_guest(&cpuinfo),
         notes,
         ..Facts::default()
     })

@@ -1,5 +1,6 @@
 //! The human summary of detected facts, as `sovereign detect` prints it on stderr.
 
+use super::virt::KvmProbe;
 use super::{Facts, Gpu, UNKNOWN, archetype_ids};
 use crate::inference::units::{ByteStyle, human_bytes};
 
@@ -26,14 +27,19 @@ pub fn summary(facts: &Facts) -> String {
     lines.push(format!("           flags: {flags}"));
     lines.push(format!("           virtualization: {}", cpu.virtualization));
     if facts.apple_chip.is_none() {
-        lines.push(format!(
-            "           kvm: {}",
-            if facts.kvm {
-                "/dev/kvm present"
-            } else {
-                "no /dev/kvm"
-            }
-        ));
+        let mut kvm = if facts.kvm {
+            "/dev/kvm present"
+        } else {
+            "no /dev/kvm"
+        }
+        .to_string();
+        if facts.guest {
+            kvm.push_str("; this machine is itself a guest (cpu flag hypervisor)");
+        }
+        lines.push(format!("           kvm: {kvm}"));
+    }
+    if let Some(probe) = &facts.kvm_probe {
+        lines.push(format!("           {}", probe_line(probe)));
     }
 
     let mem = &facts.memory;
@@ -92,6 +98,18 @@ pub fn summary(facts: &Facts) -> String {
     lines.join("\n")
 }
 
+/// "kvm probe: passed in 3.2 s (KERNEL)" or "kvm probe: failed: why".
+pub fn probe_line(probe: &KvmProbe) -> String {
+    if probe.passed {
+        format!(
+            "kvm probe: passed in {:.1} s ({})",
+            probe.seconds, probe.kernel
+        )
+    } else {
+        format!("kvm probe: failed: {}", probe.detail)
+    }
+}
+
 fn gpu_line(gpu: &Gpu) -> String {
     let mut head = Vec::new();
     if let Some(addr) = &gpu.pci_address {
@@ -116,4 +134,53 @@ fn gpu_line(gpu: &Gpu) -> String {
         parts.push(format!("driver {driver}"));
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(passed: bool, detail: &str) -> KvmProbe {
+        KvmProbe {
+            passed,
+            detail: detail.into(),
+            kernel: "/boot/vmlinuz-6.1.0-18-amd64".into(),
+            initrd: "/boot/initrd.img-6.1.0-18-amd64".into(),
+            host_kernel: "6.1.0-18-amd64".into(),
+            seconds: 3.24,
+            at: "2025-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_guest_with_a_probe_says_both_under_kvm() {
+        let facts = Facts {
+            kvm: true,
+            guest: true,
+            kvm_probe: Some(probe(true, "Run /init as init process")),
+            ..Facts::default()
+        };
+        let text = summary(&facts);
+        assert!(
+            text.contains(
+                "\n           kvm: /dev/kvm present; this machine is itself a guest (cpu flag hypervisor)\n           kvm probe: passed in 3.2 s (/boot/vmlinuz-6.1.0-18-amd64)\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failed_probe_says_why() {
+        let facts = Facts {
+            kvm_probe: Some(probe(false, "no marker within 60s: the guest hung")),
+            ..Facts::default()
+        };
+        let text = summary(&facts);
+        assert!(text.contains("kvm: no /dev/kvm\n"), "{text}");
+        assert!(!text.contains("guest (cpu flag"), "{text}");
+        assert!(
+            text.contains("kvm probe: failed: no marker within 60s: the guest hung"),
+            "{text}"
+        );
+    }
 }

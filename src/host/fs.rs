@@ -363,6 +363,21 @@ pub fn remove_dir_if_empty(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// Make `path` a sparse file of `size` bytes, or grow it to `size`; never shrink it (the
+/// end of a disk image is data). Readable and writable by its owner only.
+pub fn sparse_file(path: &Path, size: u64) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    if file.metadata()?.len() < size {
+        file.set_len(size)?;
+    }
+    file.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

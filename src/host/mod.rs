@@ -4,6 +4,7 @@
 //! `disallowed-methods` (clippy.toml) enforces it and `cargo xtask tidy` checks it.
 //! Domains describe what to do, the executor asks the host to do it.
 
+pub mod apt;
 pub mod fs;
 #[cfg(target_os = "linux")]
 pub mod netlink;
@@ -155,9 +156,168 @@ fn is_executable(path: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
+/// What [`run_until_line`] saw of a process it stopped (or that stopped by itself).
+#[derive(Debug)]
+pub struct LineWait {
+    /// The process id it ran under (reaped by the time this is returned).
+    pub pid: u32,
+    /// The first stdout line containing the marker, when one came within the bound.
+    pub matched: Option<String>,
+    /// Every stdout line read, up to and including the marker's, without line endings
+    /// (invalid UTF-8 replaced).
+    pub lines: Vec<String>,
+    /// What the process wrote on stderr (at most [`LINE_WAIT_STDERR_LIMIT`] bytes).
+    pub stderr: String,
+    /// How the process ended when it exited by itself before the marker and the bound;
+    /// `None` when it was killed.
+    pub exited: Option<std::process::ExitStatus>,
+    /// The bound passed before the marker came and the process was killed.
+    pub timed_out: bool,
+    /// From the start until the marker, the exit or the bound.
+    pub elapsed: Duration,
+}
+
+impl LineWait {
+    /// The last non-empty stdout line, if any.
+    pub fn last_line(&self) -> Option<&str> {
+        self.lines
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .find(|l| !l.is_empty())
+    }
+}
+
+/// How much of stderr [`run_until_line`] keeps: a process that loops on an error must not
+/// fill memory before the bound.
+pub const LINE_WAIT_STDERR_LIMIT: usize = 64 * 1024;
+
+/// Run `cmd` until a line of its stdout contains `marker`, it exits, or `bound` passes,
+/// whichever comes first; then kill it (when still running) and reap it. Stdout is read
+/// line by line as it streams, so a process that would run forever (a booted guest) is
+/// stopped as soon as it has said what was awaited. `cmd.timeout` is not used: `bound` is
+/// the limit. `Err` means the process could not be started or waited for.
+///
+/// Only the process itself is killed: a child it started that holds the pipes open is
+/// left to finish on its own, and is not waited for.
+pub fn run_until_line(cmd: &Cmd, marker: &str, bound: Duration) -> io::Result<LineWait> {
+    use std::io::{BufRead, Read};
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let mut child = spawn(cmd)?;
+    let pid = child.id();
+    let start = Instant::now();
+    let deadline = start + bound;
+
+    // Lines travel to this thread through a channel so that waiting for the next one can
+    // time out; the reader blocks in read, which a bound cannot interrupt.
+    let out = child.stdout.take().expect("stdout was piped");
+    let (line_tx, line_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut reader = io::BufReader::new(out);
+        loop {
+            let mut line = Vec::new();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if line_tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    // Stderr is gathered as it comes, so what was written is there even when a
+    // grandchild keeps the pipe open after the process is gone.
+    let err = child.stderr.take().expect("stderr was piped");
+    let stderr_buf = Arc::new(Mutex::new(Vec::new()));
+    let (err_done_tx, err_done_rx) = mpsc::channel::<()>();
+    {
+        let buf = Arc::clone(&stderr_buf);
+        std::thread::spawn(move || {
+            let mut err = err;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut chunk) {
+                let mut buf = buf.lock().unwrap_or_else(|p| p.into_inner());
+                let room = LINE_WAIT_STDERR_LIMIT.saturating_sub(buf.len());
+                buf.extend_from_slice(&chunk[..n.min(room)]);
+            }
+            let _ = err_done_tx.send(());
+        });
+    }
+
+    let mut lines = Vec::new();
+    let mut matched = None;
+    let mut exited = None;
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match line_rx.recv_timeout(left) {
+            Ok(raw) => {
+                let line = String::from_utf8_lossy(&raw)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                let hit = line.contains(marker);
+                lines.push(line);
+                if hit {
+                    matched = lines.last().cloned();
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+            // Stdout closed: the process is ending (or closed it and runs on, which the
+            // bound still covers).
+            Err(RecvTimeoutError::Disconnected) => {
+                loop {
+                    if let Some(status) = child.try_wait()? {
+                        exited = Some(status);
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        timed_out = true;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                break;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    if exited.is_none() {
+        // It may have exited by itself a moment ago; killing a process that is already
+        // gone is not an error worth reporting.
+        let _ = child.kill();
+        child.wait()?;
+    }
+    // Give the stderr reader a moment to see the end of the pipe; a grandchild holding it
+    // open must not hold this up.
+    let _ = err_done_rx.recv_timeout(Duration::from_millis(500));
+    let stderr = {
+        let buf = stderr_buf.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    Ok(LineWait {
+        pid,
+        matched,
+        lines,
+        stderr,
+        exited,
+        timed_out,
+        elapsed,
+    })
+}
+
+/// Start `cmd` with stdout and stderr piped, stdin piped and fed when it has input (null
+/// otherwise).
 #[allow(clippy::disallowed_methods)] // this is the one place allowed to spawn
-fn run_process(cmd: &Cmd) -> io::Result<CmdOutput> {
-    use std::io::{Read, Write};
+fn spawn(cmd: &Cmd) -> io::Result<std::process::Child> {
+    use std::io::Write;
 
     let (program, args) = cmd
         .argv
@@ -187,6 +347,13 @@ fn run_process(cmd: &Cmd) -> io::Result<CmdOutput> {
         let input = input.clone();
         std::thread::spawn(move || stdin.write_all(&input));
     }
+    Ok(child)
+}
+
+fn run_process(cmd: &Cmd) -> io::Result<CmdOutput> {
+    use std::io::Read;
+
+    let mut child = spawn(cmd)?;
     // Drain both pipes on their own threads so a chatty child never blocks on a full pipe.
     let mut out = child.stdout.take().expect("stdout was piped");
     let mut err = child.stderr.take().expect("stderr was piped");
@@ -247,6 +414,62 @@ mod tests {
             .unwrap();
         assert!(out.timed_out);
         assert!(!out.success());
+    }
+
+    #[test]
+    fn run_until_line_stops_the_process_at_the_marker() {
+        let start = std::time::Instant::now();
+        let wait = run_until_line(
+            &Cmd::new(["sh", "-c", "echo a; echo MARK; sleep 30"]),
+            "MARK",
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5), "{wait:?}");
+        assert_eq!(wait.matched.as_deref(), Some("MARK"));
+        assert_eq!(wait.lines, ["a", "MARK"]);
+        assert!(!wait.timed_out && wait.exited.is_none(), "{wait:?}");
+        assert!(!alive(wait.pid), "the process was killed and reaped");
+    }
+
+    #[test]
+    fn run_until_line_kills_the_process_at_the_bound() {
+        let start = std::time::Instant::now();
+        let wait =
+            run_until_line(&Cmd::new(["sleep", "30"]), "MARK", Duration::from_secs(1)).unwrap();
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert!(wait.timed_out && wait.matched.is_none() && wait.exited.is_none());
+        assert!(wait.elapsed >= Duration::from_secs(1));
+        assert!(!alive(wait.pid));
+    }
+
+    #[test]
+    fn run_until_line_reports_a_process_that_exits_first() {
+        let wait = run_until_line(
+            &Cmd::new([
+                "sh",
+                "-c",
+                "printf 'one\\r\\ntwo\\n'; echo broke >&2; exit 3",
+            ]),
+            "MARK",
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(wait.exited.and_then(|s| s.code()), Some(3), "{wait:?}");
+        assert!(!wait.timed_out && wait.matched.is_none());
+        assert_eq!(wait.lines, ["one", "two"], "line endings are dropped");
+        assert_eq!(wait.last_line(), Some("two"));
+        assert_eq!(wait.stderr, "broke\n");
+    }
+
+    /// Whether a process with this id exists (a zombie counts).
+    fn alive(pid: u32) -> bool {
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
     }
 
     #[test]

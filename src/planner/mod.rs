@@ -54,7 +54,9 @@ pub struct Planned {
 
 /// Plan `profile` against the machine.
 pub fn plan(profile: Resolved, options: PlanOptions, host: &dyn Host) -> anyhow::Result<Planned> {
-    let facts = crate::hardware::detect(host)?;
+    let mut facts = crate::hardware::detect(host)?;
+    // The KVM probe `detect --probe-kvm` cached under this root, if it ran on this kernel.
+    facts.kvm_probe = crate::hardware::virt::load_probe(&StateDir::new(&options.root));
     if let Some(expect) = profile
         .profile
         .host

@@ -14,6 +14,7 @@ use super::units::Duration;
 // Each section's types live with the domain that manages it; the profile names them here.
 pub use crate::domains::deployment::section::*;
 pub use crate::domains::files::section::*;
+pub use crate::domains::forge::section::*;
 pub use crate::domains::network::section::*;
 pub use crate::domains::services::section::*;
 pub use crate::domains::storage::section::*;
@@ -62,6 +63,11 @@ pub struct Profile {
     /// The inference daemon and the models it serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inference: Option<Inference>,
+
+    /// The hypervisor (KVM under libvirt, or Xen) and the VMs it runs, on zvols or image
+    /// files and segment bridges (the Forge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<Forge>,
 }
 
 /// The machine this profile describes.

@@ -23,7 +23,7 @@ pub fn apply(
     // The Tailscale steps speak to apt, HTTPS and the tailscale CLI, not to netlink.
     match op {
         NetOp::FetchKeyring { url, path } => return tailscale::fetch_keyring(cx.root, url, path),
-        NetOp::InstallPackage { name } => return tailscale::install_package(cx.host, name),
+        NetOp::InstallPackage { name } => return crate::host::apt::install(cx.host, &[name]),
         NetOp::Node(node) => return tailscale::apply_node(cx.root, cx.host, node),
         _ => {}
     }

@@ -37,7 +37,6 @@ const LIST_TEMPLATE: &str = include_str!("../../../templates/tailscale.list.j2")
 const UNIT_TEMPLATE: &str = include_str!("../../../templates/tailscaled.service.j2");
 /// How long one `tailscale` command may take (`up` waits for the control server).
 const TAILSCALE_TIMEOUT: Duration = Duration::from_secs(120);
-const APT_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// What the profile asks of the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -170,11 +169,7 @@ pub fn observe(
 ) -> anyhow::Result<Observed> {
     let mut out = Observed::default();
     if d.install {
-        let query = Cmd::new(["dpkg-query", "-W", "-f=${Status}", PACKAGE]);
-        out.package_installed = host.has_program("dpkg-query")
-            && host
-                .run(&query)
-                .is_ok_and(|o| o.success() && o.stdout_str().contains("install ok installed"));
+        out.package_installed = crate::host::apt::installed(host, &[PACKAGE]).contains(PACKAGE);
         let path = root.resolve(KEYRING_PATH)?;
         out.keyring = match std::fs::read(&path) {
             Ok(bytes) => Some(openpgp::primary_fingerprint(&bytes)),
@@ -345,30 +340,6 @@ pub fn apply_node(root: &Root, host: &dyn Host, op: &NodeOp) -> anyhow::Result<(
             said = said.replace(&secret, crate::plan::SENSITIVE);
         }
         bail!("`{}` failed: {}", argv.join(" "), said.trim());
-    }
-    Ok(())
-}
-
-/// `apt-get update`, then install the package.
-pub fn install_package(host: &dyn Host, name: &str) -> anyhow::Result<()> {
-    for argv in [
-        vec!["apt-get", "update", "-q"],
-        vec![
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            name,
-        ],
-    ] {
-        let mut cmd = Cmd::new(argv.clone()).timeout(APT_TIMEOUT);
-        cmd.env
-            .push(("DEBIAN_FRONTEND".into(), "noninteractive".into()));
-        let out = host.run(&cmd)?;
-        if !out.success() {
-            bail!("`{}` failed: {}", argv.join(" "), out.stderr_str().trim());
-        }
     }
     Ok(())
 }

@@ -1,0 +1,256 @@
+//! What the machine has of the Forge, read in bulk: one `dpkg-query` for the packages,
+//! one `virsh` process for the lists of domains and networks and one for the inactive XML
+//! of the domains the profile or the ledger names (virsh runs `;`-separated commands in
+//! one connection), `xl list` under Xen, and a stat per image file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::host::{Cmd, Host};
+
+use super::desired::Desired;
+use super::section::Hypervisor;
+use super::shape::{Shape, parse_domain};
+
+/// Printed by `virsh echo` between the outputs of the commands of one virsh process.
+const SEPARATOR: &str = "@@sovereign-forge@@";
+/// How long libvirt may take to answer: a hung daemon must not hang plan.
+pub const VIRSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where GRUB's defaults for the Xen entry are written.
+pub const XEN_GRUB_DEFAULT: &str = "/etc/default/grub.d/sovereign-xen.cfg";
+/// GRUB's generated menu: it holds the Xen entry once `update-grub` ran.
+pub const GRUB_CFG: &str = "/boot/grub/grub.cfg";
+
+/// One domain libvirt has defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defined {
+    /// Its owned fields, or why its XML could not be read.
+    pub shape: Result<Shape, String>,
+    pub running: bool,
+    pub autostart: bool,
+}
+
+/// What libvirt has, when it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Libvirt {
+    /// Every defined domain's name (the profile's or not).
+    pub names: BTreeSet<String>,
+    /// The domains the profile or the ledger names.
+    pub domains: BTreeMap<String, Defined>,
+    /// libvirt networks: name -> active.
+    pub networks: BTreeMap<String, bool>,
+}
+
+/// What Xen has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Xen {
+    /// This machine runs under Xen now (`/sys/hypervisor/type` says "xen").
+    pub running: bool,
+    /// GRUB's menu makes Xen the default (our defaults file is there and `update-grub`
+    /// ran after it was written).
+    pub boot_default: bool,
+    /// Domains `xl list` shows (running ones: xl keeps no definitions).
+    pub domains: BTreeSet<String>,
+}
+
+/// What the machine has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub installed: BTreeSet<String>,
+    /// libvirt, or why it does not answer (not installed, not running).
+    pub libvirt: Result<Libvirt, String>,
+    pub xen: Xen,
+    /// Image files: real path -> size, `None` when absent.
+    pub images: BTreeMap<String, Option<u64>>,
+    /// Pools the images live on: name -> size in bytes.
+    pub pools: BTreeMap<String, u64>,
+    /// Whether PID 1 is systemd (the daemon is started as a unit only there).
+    pub systemd: bool,
+}
+
+/// Observe what `desired` names and what the ledger records (`owned_vms`, `owned_images`).
+pub fn observe(
+    root: &crate::host::fs::Root,
+    host: &dyn Host,
+    desired: Option<&Desired>,
+    owned_vms: &BTreeSet<String>,
+    owned_images: &BTreeSet<String>,
+) -> Observed {
+    let mut out = Observed {
+        installed: BTreeSet::new(),
+        libvirt: Err("no [forge] section".into()),
+        xen: Xen::default(),
+        images: BTreeMap::new(),
+        pools: BTreeMap::new(),
+        systemd: host.systemd_booted(),
+    };
+    let hypervisor = desired.map(|d| d.hypervisor);
+    if let Some(d) = desired {
+        let names: Vec<&str> = d.packages.iter().map(String::as_str).collect();
+        out.installed = crate::host::apt::installed(host, &names);
+    }
+    let mut vms: BTreeSet<String> = owned_vms.clone();
+    if let Some(d) = desired {
+        vms.extend(d.vms.keys().cloned());
+    }
+    match hypervisor {
+        Some(Hypervisor::Xen) => out.xen = xen(root, host),
+        Some(Hypervisor::Kvm) => out.libvirt = libvirt(host, &desired.expect("kvm").uri, &vms),
+        // The section is gone: what the ledger records is still read, over the default
+        // connection, so removing it is planned.
+        None if !owned_vms.is_empty() => {
+            out.libvirt = libvirt(host, super::section::DEFAULT_URI, &vms);
+        }
+        None => {}
+    }
+    let mut images: BTreeSet<&String> = owned_images.iter().collect();
+    if let Some(d) = desired {
+        images.extend(d.images.keys());
+    }
+    for path in images {
+        let size = std::fs::metadata(path).ok().map(|m| m.len());
+        out.images.insert(path.clone(), size);
+    }
+    if let Some(d) = desired {
+        let pools: BTreeSet<&str> = d
+            .images
+            .values()
+            .map(|i| i.dataset.split('/').next().unwrap_or(&i.dataset))
+            .collect();
+        if !pools.is_empty() && host.has_program("zpool") {
+            let mut argv = vec!["zpool", "list", "-Hp", "-o", "name,size"];
+            argv.extend(pools);
+            if let Ok(o) = host.run(&Cmd::new(argv).timeout(VIRSH_TIMEOUT)) {
+                for line in o.stdout_str().lines() {
+                    let mut f = line.split('\t');
+                    if let (Some(name), Some(Ok(size))) = (f.next(), f.next().map(str::parse)) {
+                        out.pools.insert(name.to_string(), size);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Run `;`-separated virsh commands in one process; the outputs, one per command.
+pub fn virsh_batch(host: &dyn Host, uri: &str, commands: &[String]) -> Result<Vec<String>, String> {
+    let script = commands.join(&format!("; echo {SEPARATOR}; "));
+    let cmd = Cmd::new(["virsh", "-q", "-c", uri, script.as_str()]).timeout(VIRSH_TIMEOUT);
+    let out = host
+        .run(&cmd)
+        .map_err(|e| format!("cannot run virsh: {e}"))?;
+    if out.timed_out {
+        return Err(format!(
+            "libvirt did not answer within {} s",
+            VIRSH_TIMEOUT.as_secs()
+        ));
+    }
+    let text = out.stdout_str();
+    let parts: Vec<String> = text.split(SEPARATOR).map(str::to_string).collect();
+    if parts.len() != commands.len() {
+        let why = out.stderr_str();
+        let why = why
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
+        return Err(why.trim().trim_start_matches("error: ").to_string());
+    }
+    Ok(parts)
+}
+
+fn names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn libvirt(host: &dyn Host, uri: &str, vms: &BTreeSet<String>) -> Result<Libvirt, String> {
+    if !host.has_program("virsh") {
+        return Err("virsh is not installed (libvirt-clients)".into());
+    }
+    let lists = [
+        "list --all --name",
+        "list --name --state-running",
+        "list --all --autostart --name",
+        "net-list --all --name",
+        "net-list --name",
+    ]
+    .map(String::from);
+    let parts = virsh_batch(host, uri, &lists)
+        .map_err(|why| format!("libvirt at {uri} does not answer: {why}"))?;
+    let all = names(&parts[0]);
+    let running = names(&parts[1]);
+    let autostart = names(&parts[2]);
+    let active_nets = names(&parts[4]);
+    let mut out = Libvirt {
+        networks: names(&parts[3])
+            .into_iter()
+            .map(|n| {
+                let active = active_nets.contains(&n);
+                (n, active)
+            })
+            .collect(),
+        ..Libvirt::default()
+    };
+    let wanted: Vec<&String> = vms.iter().filter(|v| all.contains(*v)).collect();
+    if !wanted.is_empty() {
+        let dumps: Vec<String> = wanted
+            .iter()
+            .map(|v| format!("dumpxml --inactive {v}"))
+            .collect();
+        let xmls = virsh_batch(host, uri, &dumps)
+            .map_err(|why| format!("libvirt at {uri} did not give the domains' XML: {why}"))?;
+        for (name, xml) in wanted.into_iter().zip(xmls) {
+            let shape = match parse_domain(xml.trim()) {
+                Ok((seen, shape)) if &seen == name => Ok(shape),
+                Ok((seen, _)) => Err(format!("libvirt answered with domain {seen:?}")),
+                Err(why) => Err(why),
+            };
+            out.domains.insert(
+                name.clone(),
+                Defined {
+                    shape,
+                    running: running.contains(name),
+                    autostart: autostart.contains(name),
+                },
+            );
+        }
+    }
+    out.names = all;
+    Ok(out)
+}
+
+fn xen(root: &crate::host::fs::Root, host: &dyn Host) -> Xen {
+    let running = std::fs::read_to_string("/sys/hypervisor/type").is_ok_and(|t| t.trim() == "xen");
+    let boot_default = (|| {
+        let defaults = std::fs::metadata(root.resolve(XEN_GRUB_DEFAULT).ok()?).ok()?;
+        let cfg_path = root.resolve(GRUB_CFG).ok()?;
+        let cfg = std::fs::metadata(&cfg_path).ok()?;
+        let text = std::fs::read_to_string(&cfg_path).ok()?;
+        Some(text.contains("Xen hypervisor") && cfg.modified().ok()? >= defaults.modified().ok()?)
+    })()
+    .unwrap_or(false);
+    let mut domains = BTreeSet::new();
+    if running
+        && let Ok(o) = host.run(&Cmd::new(["xl", "list"]).timeout(VIRSH_TIMEOUT))
+        && o.success()
+    {
+        // Name ID Mem VCPUs State Time(s); the first row is the header, Domain-0 is Xen's.
+        domains = o
+            .stdout_str()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| *n != "Domain-0")
+            .map(str::to_string)
+            .collect();
+    }
+    Xen {
+        running,
+        boot_default,
+        domains,
+    }
+}

@@ -1,0 +1,193 @@
+//! `sovereign plan` with a `[forge]` section, on this machine's facts and without running
+//! anything: what depends on the machine (CPUs to pin to, memory, the boot files, whether
+//! KVM can run) is a plan-time error naming the key's file:line, and a Xen profile plans
+//! its packages, a boot entry change marked as needing a reboot, and its VMs as waiting
+//! for that reboot.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sovereign(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sovereign"))
+        .args(["--color", "never"])
+        .args(args)
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run sovereign")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A profile in `dir` with one VM whose body is `vm`, under `[forge]` `forge`.
+fn profile(dir: &Path, forge: &str, vm: &str) -> String {
+    let path = dir.join("forge.toml");
+    std::fs::write(
+        &path,
+        format!("[forge]\n{forge}\n\n[forge.vms.probe]\n{vm}\n"),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn plan(dir: &Path, profile: &str, extra: &[&str]) -> Output {
+    let root = dir.join("root");
+    let mut args = vec!["plan", profile, "--root", root.to_str().unwrap()];
+    args.extend(extra);
+    sovereign(&args)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[test]
+fn pinning_to_a_cpu_the_host_lacks_is_refused_at_plan_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = 4096;
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"kvm\"\naccel = \"tcg\"",
+        &format!("vcpus = 2\nmemory = \"64M\"\npin = [0, {missing}]"),
+    );
+    let out = plan(dir.path(), &p, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("forge.toml:8:"),
+        "names the line of pin: {said}"
+    );
+    assert!(
+        said.contains(&format!("host CPU {missing} does not exist")),
+        "{said}"
+    );
+    assert!(said.contains("this machine has"), "{said}");
+    // Every CPU the machine has is accepted.
+    let all: Vec<String> = (0..threads()).map(|c| c.to_string()).collect();
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"kvm\"\naccel = \"tcg\"\nuri = \"test:///default\"",
+        &format!("vcpus = 2\nmemory = \"64M\"\npin = [{}]", all.join(", ")),
+    );
+    let out = plan(dir.path(), &p, &[]);
+    assert!(!text(&out).contains("does not exist"), "{}", text(&out));
+}
+
+#[test]
+fn memory_above_the_hosts_and_a_missing_kernel_are_refused_at_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"kvm\"\naccel = \"tcg\"",
+        "vcpus = 1\nmemory = \"64T\"",
+    );
+    let out = plan(dir.path(), &p, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("forge.toml:7:") && said.contains("forge.vms.probe.memory"),
+        "{said}"
+    );
+    assert!(said.contains("more than this machine's"), "{said}");
+
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"kvm\"\naccel = \"tcg\"",
+        "vcpus = 1\nmemory = \"64M\"\nkernel = \"/boot/guest-vmlinuz\"",
+    );
+    let out = plan(dir.path(), &p, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("forge.vms.probe.kernel"), "{said}");
+    assert!(
+        said.contains("guest-vmlinuz does not exist") && said.contains("relocated under --root"),
+        "{said}"
+    );
+}
+
+#[test]
+fn kvm_where_it_cannot_run_is_a_plan_error_and_auto_says_what_it_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"kvm\"\naccel = \"auto\"\nuri = \"test:///default\"",
+        "vcpus = 1\nmemory = \"64M\"",
+    );
+    let out = plan(dir.path(), &p, &[]);
+    let said = text(&out);
+    assert!(out.status.code() != Some(1), "{said}");
+    assert!(
+        said.contains("accel = \"auto\" chose"),
+        "the plan says which: {said}"
+    );
+    let chose_kvm = said.contains("chose KVM");
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"kvm\"\naccel = \"kvm\"\nuri = \"test:///default\"",
+        "vcpus = 1\nmemory = \"64M\"",
+    );
+    let out = plan(dir.path(), &p, &[]);
+    if chose_kvm {
+        assert_ne!(out.status.code(), Some(1), "{}", text(&out));
+    } else {
+        // Where auto falls back to emulation, asking for KVM is an error with the reason.
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let said = text(&out);
+        assert!(said.contains("KVM cannot run here"), "{said}");
+        assert!(said.contains("forge.toml:3:"), "names accel's line: {said}");
+    }
+}
+
+#[test]
+fn a_xen_profile_plans_packages_a_reboot_and_vms_that_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"xen\"",
+        "vcpus = 2\nmemory = \"512M\"\npin = [0]",
+    );
+    let out = plan(dir.path(), &p, &["--json"]);
+    assert_ne!(out.status.code(), Some(1), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes = plan["changes"].as_array().unwrap();
+    let find = |addr: &str| {
+        changes
+            .iter()
+            .find(|c| c["address"] == addr)
+            .unwrap_or_else(|| panic!("no {addr} in {plan:#}"))
+    };
+    let boot = find("forge.boot:xen");
+    assert_eq!(boot["flags"]["reboot"], true, "{boot:#}");
+    let cfg = find("files.file:/etc/sovereign/forge/probe.cfg");
+    assert!(
+        cfg["diff"].as_str().unwrap().contains("vcpus = 2"),
+        "{cfg:#}"
+    );
+    let vm = find("forge.vm:probe");
+    assert!(
+        vm["not_applicable"]
+            .as_str()
+            .unwrap()
+            .contains("reboot into Xen's boot entry"),
+        "{vm:#}"
+    );
+    if !Path::new("/usr/lib/xen-common").exists() {
+        let packages = find("forge.packages:xen");
+        assert!(
+            packages.to_string().contains("xen-system-amd64"),
+            "{packages:#}"
+        );
+    }
+    let human = text(&plan_human(dir.path(), &p));
+    assert!(human.contains("needs reboot"), "{human}");
+}
+
+fn plan_human(dir: &Path, profile: &str) -> Output {
+    plan(dir, profile, &[])
+}
