@@ -191,3 +191,40 @@ fn a_xen_profile_plans_packages_a_reboot_and_vms_that_wait_for_it() {
 fn plan_human(dir: &Path, profile: &str) -> Output {
     plan(dir, profile, &[])
 }
+
+#[test]
+fn where_libvirt_does_not_answer_plan_shows_the_daemon_and_every_vm_to_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"kvm\"\naccel = \"tcg\"\nuri = \"qemu+unix:///system?socket=/nonexistent/libvirt-sock\"",
+        "vcpus = 1\nmemory = \"64M\"\nstate = \"stopped\"",
+    );
+    let out = plan(dir.path(), &p, &["--json"]);
+    assert_ne!(out.status.code(), Some(1), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes = plan["changes"].as_array().unwrap();
+    let find = |addr: &str| {
+        changes
+            .iter()
+            .find(|c| c["address"] == addr)
+            .unwrap_or_else(|| panic!("no {addr} in {plan:#}"))
+    };
+    let daemon = find("forge.daemon:libvirtd");
+    assert_eq!(daemon["action"], "create", "{daemon:#}");
+    assert!(
+        daemon["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer"),
+        "{daemon:#}"
+    );
+    let vm = find("forge.vm:probe");
+    assert_eq!(vm["action"], "create", "{vm:#}");
+    let deps = vm["depends_on"].to_string();
+    assert!(deps.contains("forge.daemon:libvirtd"), "{vm:#}");
+    assert!(
+        deps.contains("files.file:/etc/sovereign/forge/probe.xml"),
+        "{vm:#}"
+    );
+}

@@ -265,6 +265,36 @@ fn storage() -> impl Strategy<Value = (String, bool)> {
     ]
 }
 
+/// A VM under `[forge]`, over a connection no daemon answers (plan must not fail for
+/// that), with what validate must catch mixed in.
+fn forge() -> impl Strategy<Value = String> {
+    maybe(
+        (
+            mostly(&["\"tcg\"", "\"auto\""], &["\"qemu\""]),
+            mostly(&["1", "2"], &["0"]),
+            mostly(&["\"64M\"", "\"1G\""], &["\"16M\"", "\"lots\""]),
+            maybe(mostly(&["[0]"], &["[]", "[-1]"]).prop_map(|p| format!("pin = {p}\n"))),
+            maybe(
+                mostly(&["[\"nat\"]"], &["[\"nowhere\"]"])
+                    .prop_map(|n| format!("networks = {n}\n")),
+            ),
+            maybe(
+                mostly(
+                    &["[{ dataset = \"sovprop/a\", file = \"vm.raw\", size = \"1G\" }]"],
+                    &["[{ zvol = \"sovprop/none\" }]", "[{ dataset = \"sovprop/a\", file = \"../x\", size = \"1G\" }]"],
+                )
+                .prop_map(|d| format!("disks = {d}\n")),
+            ),
+            maybe(mostly(&["\"stopped\""], &["\"paused\""]).prop_map(|s| format!("state = {s}\n"))),
+        )
+            .prop_map(|(accel, vcpus, memory, pin, networks, disks, state)| {
+                format!(
+                    "[forge]\nhypervisor = \"kvm\"\naccel = {accel}\nuri = \"qemu+unix:///system?socket=/nonexistent/sock\"\n\n[forge.vms.vm1]\nvcpus = {vcpus}\nmemory = {memory}\n{pin}{networks}{disks}{state}\n"
+                )
+            }),
+    )
+}
+
 fn case() -> impl Strategy<Value = Case> {
     (
         host(),
@@ -273,12 +303,15 @@ fn case() -> impl Strategy<Value = Case> {
         inference(),
         checks(),
         storage(),
+        forge(),
     )
         .prop_map(
-            |(host, (files, templates), services, inference, checks, (storage, pool))| Case {
-                toml: format!("{host}{files}{services}{inference}{checks}{storage}"),
-                templates,
-                pool,
+            |(host, (files, templates), services, inference, checks, (storage, pool), forge)| {
+                Case {
+                    toml: format!("{host}{files}{services}{inference}{checks}{storage}{forge}"),
+                    templates,
+                    pool,
+                }
             },
         )
 }

@@ -70,6 +70,8 @@ pub fn summary(vp: &ValidProfile) -> String {
     let p = &vp.profile;
     let storage = p.storage.clone().unwrap_or_default();
     let models = p.inference.as_ref().map_or(0, |i| i.models.len());
+    let segments = p.network.as_ref().map_or(0, |n| n.vxlan.len());
+    let vms = p.forge.as_ref().map_or(0, |f| f.vms.len());
     let counts = [
         (p.files.len(), "managed file", "managed files"),
         (p.checks.len(), "check", "checks"),
@@ -82,6 +84,9 @@ pub fn summary(vp: &ValidProfile) -> String {
             "snapshot policies",
         ),
         (models, "model", "models"),
+        (p.services.len(), "service", "services"),
+        (segments, "segment", "segments"),
+        (vms, "VM", "VMs"),
     ];
     let declared: Vec<String> = counts
         .iter()

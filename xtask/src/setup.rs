@@ -1,5 +1,6 @@
 //! `cargo xtask setup`: install the Debian packages sovereign needs, idempotently.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -45,6 +46,26 @@ const PACKAGES: &[(&str, &str)] = &[
         "strace",
         "`cargo xtask bench network` counts netlink requests and processes",
     ),
+    (
+        "libvirt-daemon-system",
+        "the forge tests run VMs under libvirt (libvirtd, virtlogd and their folders)",
+    ),
+    (
+        "libvirt-daemon-driver-qemu",
+        "libvirt's qemu driver: the forge tests' guests are qemu domains",
+    ),
+    (
+        "libvirt-clients",
+        "virsh: the forge domain and its tests define, start and read VMs",
+    ),
+    (
+        "qemu-system-x86",
+        "the forge tests' guests run under qemu (software emulation, no KVM needed)",
+    ),
+    (
+        "busybox-static",
+        "the forge tests' guest initramfs is busybox (/bin/busybox, static)",
+    ),
 ];
 
 /// Packages that live in Debian's contrib component, off on a fresh machine.
@@ -52,6 +73,17 @@ const CONTRIB: &[&str] = &["libzfslinux-dev"];
 
 /// Where the zfs-fuse daemon writes its pid when setup starts it.
 const ZFS_FUSE_PIDFILE: &str = "/run/zfs-fuse.pid";
+
+/// Where the forge tests find Debian's kernel package (tests/forge_guest reads it): their
+/// guests boot this kernel with its virtio modules. Kept out of the repository (70 MB) and
+/// downloaded once.
+const KERNEL_CACHE: &str = "/var/cache/sovereign-tests/kernel";
+
+/// The metapackage whose dependency names the current kernel package.
+const KERNEL_META: &str = "linux-image-amd64";
+
+/// The KVM device node; on an ordinary Debian machine udev gives it to group kvm, 0660.
+const KVM_DEVICE: &str = "/dev/kvm";
 
 pub fn run() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
@@ -61,6 +93,7 @@ pub fn run() -> Result<()> {
         .collect();
     if missing.is_empty() {
         eprintln!("setup: all {} system packages present", PACKAGES.len());
+        prepare_forge_tests()?;
         return start_zfs();
     }
     if !is_root() {
@@ -78,7 +111,153 @@ pub fn run() -> Result<()> {
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend(&missing);
     apt(&args)?;
+    prepare_forge_tests()?;
     start_zfs()
+}
+
+/// What the forge tests need beyond packages: the kernel their guests boot, and a
+/// /dev/kvm that libvirt judges the same way each time it looks.
+fn prepare_forge_tests() -> Result<()> {
+    fetch_test_kernel()?;
+    kvm_as_udev_leaves_it()
+}
+
+/// Download the kernel package the forge tests boot into [`KERNEL_CACHE`], once: nothing is
+/// done while a `linux-image-*.deb` is there. The download lands in a folder of its own and
+/// is moved in afterwards, so an interrupted one never looks like a finished one.
+fn fetch_test_kernel() -> Result<()> {
+    let cache = Path::new(KERNEL_CACHE);
+    if let Some(deb) = cached_kernel(cache) {
+        eprintln!("setup: the forge tests' kernel is {}", deb.display());
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "setup needs root to download the forge tests' kernel into {KERNEL_CACHE}: \
+             run `cargo xtask setup` as root"
+        );
+    }
+    let package = match kernel_package() {
+        Ok(p) => p,
+        Err(_) => {
+            // A fresh machine may not have read its package lists yet.
+            apt(&["update", "-q"])?;
+            kernel_package()?
+        }
+    };
+    let partial = cache.join(".download");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("cannot remove {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    eprintln!("setup: downloading {package} (the forge tests' kernel) into {KERNEL_CACHE}");
+    // As root, apt would hand the download to the unprivileged _apt user, who cannot write
+    // into a root-owned folder; it then warns and goes on unsandboxed. Say so up front.
+    apt_in(
+        &partial,
+        &["-q", "-o", "APT::Sandbox::User=root", "download", &package],
+    )?;
+    let Some(deb) = cached_kernel(&partial) else {
+        bail!(
+            "apt-get download {package} left no linux-image-*.deb in {}",
+            partial.display()
+        );
+    };
+    let name = deb.file_name().expect("a file found by name");
+    let dest = cache.join(name);
+    std::fs::rename(&deb, &dest)
+        .with_context(|| format!("cannot move {} to {}", deb.display(), dest.display()))?;
+    std::fs::remove_dir_all(&partial)
+        .with_context(|| format!("cannot remove {}", partial.display()))?;
+    eprintln!("setup: the forge tests' kernel is {}", dest.display());
+    Ok(())
+}
+
+/// Give a root-only /dev/kvm (a machine without udev) to group kvm, mode 0660, as udev
+/// would. libvirt 9 probes qemu's capabilities with KVM enabled, then asks whether its
+/// qemu user (libvirt-qemu, group kvm) may open /dev/kvm; when the answers differ it
+/// throws its capabilities cache away on every lookup, and every `virsh define` re-probes
+/// qemu (30-50 s each on two cores). The forge tests' guests still run under software
+/// emulation (domain type 'qemu'); this only makes libvirt's answers agree.
+fn kvm_as_udev_leaves_it() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(KVM_DEVICE) else {
+        return Ok(()); // no KVM at all: libvirt's probe and its check agree
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "{KVM_DEVICE} is root-only (mode {:o}; no udev set it up) and changing it needs root: \
+             run `cargo xtask setup` as root",
+            mode & 0o7777
+        );
+    }
+    eprintln!(
+        "setup: {KVM_DEVICE} is root-only (no udev here): giving it to group kvm, mode 0660, \
+         so libvirt keeps its qemu capabilities cache"
+    );
+    let status = Command::new("chgrp")
+        .args(["kvm", KVM_DEVICE])
+        .status()
+        .context("cannot run chgrp")?;
+    if !status.success() {
+        bail!(
+            "chgrp kvm {KVM_DEVICE} failed ({status}); is there a kvm group (libvirt-daemon-system)?"
+        );
+    }
+    std::fs::set_permissions(KVM_DEVICE, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot chmod 0660 {KVM_DEVICE}"))
+}
+
+/// The newest `linux-image-*.deb` in `dir` (by name), if any.
+fn cached_kernel(dir: &Path) -> Option<PathBuf> {
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(is_kernel_deb)
+        })
+        .collect();
+    debs.sort();
+    debs.pop()
+}
+
+fn is_kernel_deb(name: &str) -> bool {
+    name.starts_with("linux-image-") && name.ends_with(".deb")
+}
+
+/// The versioned kernel package [`KERNEL_META`] depends on (`linux-image-6.1.0-NN-amd64`),
+/// as `apt-cache depends` names it.
+fn kernel_package() -> Result<String> {
+    let out = Command::new("apt-cache")
+        .args(["depends", KERNEL_META])
+        .output()
+        .with_context(|| format!("cannot run apt-cache depends {KERNEL_META}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match kernel_dependency(&text) {
+        Some(name) if out.status.success() => Ok(name.to_string()),
+        _ => bail!(
+            "apt-cache depends {KERNEL_META} names no linux-image package ({}); \
+             is Debian's main component in the apt sources? try apt-get update",
+            out.status
+        ),
+    }
+}
+
+/// `  Depends: linux-image-6.1.0-57-amd64` -> `linux-image-6.1.0-57-amd64`.
+fn kernel_dependency(depends: &str) -> Option<&str> {
+    depends.lines().find_map(|line| {
+        let name = line.trim().strip_prefix("Depends:")?.trim();
+        name.starts_with("linux-image-").then_some(name)
+    })
 }
 
 /// Add `contrib` to the machine's existing Debian entries (deb822 `Components:` lines in
@@ -276,8 +455,14 @@ fn is_root() -> bool {
 }
 
 fn apt(args: &[&str]) -> Result<()> {
+    apt_in(Path::new("."), args)
+}
+
+/// `apt-get ARGS` run in `dir` (`apt-get download` saves into the working folder).
+fn apt_in(dir: &Path, args: &[&str]) -> Result<()> {
     let status = Command::new("apt-get")
         .args(args)
+        .current_dir(dir)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .with_context(|| format!("cannot run apt-get {}", args.join(" ")))?;
@@ -302,6 +487,25 @@ mod tests {
         let new = add_contrib_legacy(legacy).unwrap();
         assert!(new.ends_with("bookworm main contrib\n") && new.starts_with("# comment main\n"));
         assert_eq!(add_contrib_legacy(&new), None);
+    }
+
+    #[test]
+    fn the_kernel_package_is_the_metapackages_linux_image_dependency() {
+        let depends = "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n";
+        assert_eq!(
+            kernel_dependency(depends),
+            Some("linux-image-6.1.0-57-amd64")
+        );
+        assert_eq!(
+            kernel_dependency("linux-image-amd64\n  Depends: <x>\n"),
+            None
+        );
+        assert!(is_kernel_deb(
+            "linux-image-6.1.0-57-amd64_6.1.158-1_amd64.deb"
+        ));
+        assert!(!is_kernel_deb(
+            "linux-image-6.1.0-57-amd64_6.1.158-1_amd64.deb.part"
+        ));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use crate::profile::diagnostics::Issue;
 use crate::profile::rules::{absolute_normalized, kp, table_at};
 use crate::profile::tree::{Node, Seg, key_path, quote};
 
-use super::section::NAT;
+use super::section::{MIN_MEMORY_BYTES, NAT};
+use crate::profile::units::Size;
 
 /// Why `name` cannot be a VM's name (libvirt's and xl's, and part of file names).
 pub fn vm_name(name: &str) -> Result<(), String> {
@@ -87,6 +88,23 @@ pub fn check(root: &Node, out: &mut Vec<Issue>) {
             path.extend(keys);
             kp(&path)
         };
+        if let Some(mem) = entry.node.get("memory")
+            && let Some(Ok(size)) = mem.node.str().map(str::parse::<Size>)
+            && size.bytes() < MIN_MEMORY_BYTES
+        {
+            out.push(
+                Issue::new(
+                    &mem.node.loc,
+                    at(&["memory"]),
+                    format!(
+                        "memory {} is below the 32M a Linux guest needs to boot",
+                        quote(mem.node.str().unwrap_or(""))
+                    ),
+                )
+                .label("too little memory")
+                .hint("give the VM at least \"32M\", e.g. memory = \"512M\""),
+            );
+        }
         if let Some(pin) = entry.node.get("pin").and_then(|p| p.node.array())
             && pin.is_empty()
         {
