@@ -9,6 +9,7 @@ pub mod apply;
 pub mod cli;
 pub mod domain;
 pub mod domains;
+pub mod fleet;
 pub mod hardware;
 pub mod host;
 /// The inference daemon, a crate of its own (`crates/inference`) that never imports this

@@ -7,7 +7,9 @@
 mod apply;
 mod client;
 mod completions;
+mod confirm;
 mod detect;
+mod fleet;
 mod generations;
 mod model;
 pub mod output;
@@ -99,6 +101,10 @@ pub enum Command {
     Apply(apply::Args),
     Generations(generations::Args),
     Rollback(rollback::Args),
+    Confirm(confirm::Args),
+    /// The rollback watcher of `apply --confirm-within` (started by apply).
+    #[command(hide = true)]
+    ConfirmWatch(confirm::WatchArgs),
     // Boxed: its many flags would make every other command as large.
     Serve(Box<serve::Args>),
     #[command(subcommand)]
@@ -123,6 +129,8 @@ fn dispatch(command: Command, out: &Output) -> CmdResult {
         Command::Apply(a) => apply::run(a, out),
         Command::Generations(a) => generations::run(a, out),
         Command::Rollback(a) => rollback::run(a, out),
+        Command::Confirm(a) => confirm::run(a, out),
+        Command::ConfirmWatch(a) => confirm::watch(a, out),
         Command::Serve(a) => serve::run(*a, out),
         Command::Model(c) => model::run(c, out),
         Command::Server(c) => server::run(c, out),

@@ -16,7 +16,8 @@ Examples:
   sovereign plan profiles/rtx4090.toml --json | jq '.summary'
   sovereign plan profiles/rtx4090.toml --graph | dot -Tsvg > plan.svg
   sovereign plan profiles/rtx4090.toml -o tonight.plan && sovereign apply tonight.plan
-  sovereign plan profiles/rtx4090.toml --detailed-exitcode   # 0 none, 2 changes, 1 error";
+  sovereign plan profiles/rtx4090.toml --detailed-exitcode   # 0 none, 2 changes, 1 error
+  sovereign plan --fleet fleet.toml --on @forge              # every host tagged forge, over SSH";
 
 /// Show what apply would change; nothing is touched.
 ///
@@ -27,7 +28,17 @@ Examples:
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     /// The profile to plan.
-    pub profile: PathBuf,
+    #[arg(required_unless_present = "fleet")]
+    pub profile: Option<PathBuf>,
+    /// PROFILE is a resolved profile (JSON, "-" for stdin), as a fleet run sends it.
+    #[arg(long, hide = true)]
+    pub resolved: bool,
+    /// Plan every host of this fleet file over SSH, each with its own profile.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["profile", "out", "graph"])]
+    pub fleet: Option<PathBuf>,
+    /// With --fleet: only these hosts (NAME) or tags (@TAG); repeatable.
+    #[arg(long, value_name = "HOST|@TAG", requires = "fleet")]
+    pub on: Vec<String>,
     /// Print the plan as JSON on stdout (format: docs/plan-format.md).
     #[arg(long, conflicts_with = "graph")]
     pub json: bool,
@@ -46,8 +57,26 @@ pub struct Args {
 }
 
 pub fn run(args: Args, out: &Output) -> CmdResult {
+    if let Some(fleet) = &args.fleet {
+        return super::fleet::plan(
+            fleet,
+            &args.on,
+            args.allow_destroy,
+            args.json,
+            args.detailed_exitcode,
+            out,
+        );
+    }
     let root = root_of(out)?;
-    let profile = load_profile(&args.profile)?;
+    let path = args
+        .profile
+        .as_deref()
+        .expect("clap requires a profile without --fleet");
+    let profile = if args.resolved {
+        load_resolved(path)?
+    } else {
+        load_profile(path)?
+    };
     let planned = planner::plan(
         profile,
         PlanOptions {
@@ -82,6 +111,22 @@ pub(super) fn root_of(out: &Output) -> miette::Result<Root> {
         None => Ok(Root::system()),
         Some(dir) => Root::new(dir).map_err(|e| miette::miette!("--root {}: {e}", dir.display())),
     }
+}
+
+/// A resolved profile as JSON (what a fleet run sends a host), from a file or "-" (stdin).
+pub(super) fn load_resolved(path: &Path) -> miette::Result<Resolved> {
+    let bytes = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| miette::miette!("cannot read the resolved profile from stdin: {e}"))?;
+        buf
+    } else {
+        std::fs::read(path).map_err(|e| {
+            miette::miette!("cannot read the resolved profile {}: {e}", path.display())
+        })?
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| miette::miette!("the resolved profile is not valid: {e}"))
 }
 
 /// Load, validate and resolve (templates read) a profile.

@@ -11,7 +11,8 @@ use crate::state::generations::{self, Outcome};
 const EXAMPLES: &str = "\
 Examples:
   sovereign rollback --root .demo/root            # to the last succeeded generation before the current one
-  sovereign rollback 3 --yes";
+  sovereign rollback 3 --yes
+  sovereign rollback --before 3 --yes                # undo generation 3, even the first one";
 
 /// Converge back to generation N by planning and applying the profile it recorded.
 ///
@@ -21,7 +22,13 @@ Examples:
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     /// The generation to return to.
+    #[arg(conflicts_with = "before")]
     pub generation: Option<u64>,
+    /// Return to the last succeeded generation before generation N, or, when there is
+    /// none, to the state before the first generation (what sovereign made is removed;
+    /// data is kept unless --allow-destroy). A fleet run undoes a host's apply this way.
+    #[arg(long, value_name = "N")]
+    pub before: Option<u64>,
     /// Do not ask for confirmation.
     #[arg(long, short)]
     pub yes: bool,
@@ -36,6 +43,29 @@ pub struct Args {
 pub fn run(args: Args, out: &Output) -> CmdResult {
     let root = root_of(out)?;
     let session = apply::begin(&root, &RealHost).map_err(report)?;
+    if let Some(n) = args.before {
+        let found = generations::last_succeeded_before(&session.state, n).map_err(report)?;
+        let (profile, number) = match found {
+            Some(g) => (g.profile, Some(g.number)),
+            None => (crate::plan::resolve::Resolved::empty(), None),
+        };
+        out.say(match number {
+            Some(g) => format!("Rolling back to generation {g}, the last succeeded before {n}."),
+            None => format!(
+                "Rolling back to the state before the first generation (none succeeded before {n})."
+            ),
+        });
+        return converge_to(
+            out,
+            &session,
+            root,
+            profile,
+            number,
+            args.allow_destroy,
+            !args.yes,
+            args.json,
+        );
+    }
     let target = match args.generation {
         Some(n) => generations::load(&session.state, n).map_err(report)?,
         None => {
@@ -64,24 +94,49 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         target.number,
         target.profile.path.display()
     ));
-    let planned = planner::plan(
+    converge_to(
+        out,
+        &session,
+        root,
         target.profile,
+        Some(target.number),
+        args.allow_destroy,
+        !args.yes,
+        args.json,
+    )
+}
+
+/// Plan `profile` (a generation's, or the empty one for the state before the first
+/// generation) and converge to it as a rollback.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn converge_to(
+    out: &Output,
+    session: &apply::Session,
+    root: crate::host::fs::Root,
+    profile: crate::plan::resolve::Resolved,
+    generation: Option<u64>,
+    allow_destroy: bool,
+    ask: bool,
+    json: bool,
+) -> CmdResult {
+    let planned = planner::plan(
+        profile,
         PlanOptions {
             root,
-            allow_destroy: args.allow_destroy,
+            allow_destroy,
         },
         &RealHost,
     )
     .map_err(report)?;
     converge(
         out,
-        &session,
+        session,
         planned,
-        !args.yes,
+        ask,
         &ExecOptions {
             no_rollback: false,
-            rollback_to: Some(target.number),
+            rollback_to: generation,
         },
-        args.json,
+        json,
     )
 }

@@ -1,10 +1,12 @@
-//! `sovereign schema`: print the JSON Schema (draft 2020-12) of the profile format.
+//! `sovereign schema`: print the JSON Schema (draft 2020-12) of the profile format, or
+//! with `--fleet` of the fleet file's.
 
 use super::{CmdResult, Output, exit};
 
 const EXAMPLES: &str = "\
 Examples:
   sovereign schema > schema.json
+  sovereign schema --fleet > fleet-schema.json
 
 Editors pick the schema up through taplo (Even Better TOML in VS Code): put
 `#:schema ./schema.json` on the first line of a profile (the path is relative to
@@ -12,15 +14,25 @@ the profile), or associate it once in .taplo.toml at the project's top:
   [[rule]]
   include = [\"profiles/**/*.toml\", \"modules/**/*.toml\"]
   [rule.schema]
-  path = \"schema.json\"";
+  path = \"schema.json\"
+A fleet file takes `#:schema ./fleet-schema.json` the same way.";
 
-/// Print the JSON Schema (draft 2020-12) of the profile format.
+/// Print the JSON Schema (draft 2020-12) of the profile format, or of the fleet file.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
-pub struct Args {}
+pub struct Args {
+    /// Print the fleet file's schema (what `validate --fleet` checks) instead.
+    #[arg(long)]
+    pub fleet: bool,
+}
 
-pub fn run(_args: Args, out: &Output) -> CmdResult {
-    let text = serde_json::to_string_pretty(crate::profile::schema::profile_schema())
+pub fn run(args: Args, out: &Output) -> CmdResult {
+    let schema = if args.fleet {
+        crate::fleet::file::fleet_schema()
+    } else {
+        crate::profile::schema::profile_schema()
+    };
+    let text = serde_json::to_string_pretty(schema)
         .map_err(|e| miette::miette!("cannot encode the schema: {e}"))?;
     out.stdout(&text)?;
     Ok(exit::OK)

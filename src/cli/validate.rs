@@ -1,27 +1,40 @@
-//! `sovereign validate`: check a profile and its imports without observing or touching anything.
+//! `sovereign validate`: check a profile and its imports, or a fleet file and every
+//! profile it names, without observing or touching anything.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{CmdResult, Output, exit};
+use crate::fleet;
 use crate::profile::{self, LoadError, ProfileError, ValidProfile};
 
 const EXAMPLES: &str = "\
 Examples:
   sovereign validate profiles/demo.toml
   sovereign validate profiles/rtx4090.toml --json | jq '.errors[] | .message'
+  sovereign validate --fleet fleet.toml
 
 Every error of the profile and its imports is reported at once, in file order, as
 file:line:column with the source line, the key path and a hint. Exit status 1 when
-the profile has any error. Nothing on the machine is read or changed.";
+the profile has any error. Nothing on the machine is read or changed.
 
-/// Check a profile and its imports without observing or touching anything.
+With --fleet, the fleet file is checked (its format: `sovereign schema --fleet`) and
+so is every profile its hosts name, each once; a profile's errors point into the
+profile. No host is contacted.";
+
+/// Check a profile and its imports, or a fleet file and its profiles, without observing or
+/// touching anything.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     /// The profile to check.
-    pub profile: PathBuf,
+    #[arg(required_unless_present = "fleet")]
+    pub profile: Option<PathBuf>,
+    /// Check this fleet file and every profile its hosts name instead of one profile.
+    #[arg(long, value_name = "FILE", conflicts_with = "profile")]
+    pub fleet: Option<PathBuf>,
     /// Print the result as JSON on stdout: {"valid", "files", "errors": [{file, line,
     /// column, key_path, message, hint}]}.
     #[arg(long)]
@@ -40,7 +53,17 @@ struct Outcome<'a> {
 }
 
 pub fn run(args: Args, out: &Output) -> CmdResult {
-    match profile::load(&args.profile) {
+    let path = match (&args.fleet, &args.profile) {
+        (Some(fleet), _) => return run_fleet(fleet, args.json, out),
+        (None, Some(profile)) => profile,
+        // clap requires one of the two.
+        (None, None) => {
+            return Err(miette::miette!(
+                "name a profile, or a fleet file with --fleet"
+            ));
+        }
+    };
+    match profile::load(path) {
         Ok(vp) => {
             if args.json {
                 out.json(&Outcome {
@@ -63,6 +86,55 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         }
         Err(err) => Err(miette::Report::new::<LoadError>(err)),
     }
+}
+
+/// `validate --fleet`: the fleet file and every profile it names, reported as a profile is.
+fn run_fleet(path: &Path, json: bool, out: &Output) -> CmdResult {
+    match fleet::load::load_with_profiles(path) {
+        Ok(checked) => {
+            if json {
+                out.json(&Outcome {
+                    valid: true,
+                    files: &checked.files,
+                    errors: &[],
+                })?;
+            }
+            out.say(fleet_summary(&checked.fleet));
+            Ok(exit::OK)
+        }
+        Err(err) if json => {
+            out.json(&Outcome {
+                valid: false,
+                files: &err.files,
+                errors: &err.errors,
+            })?;
+            out.error(&miette::Report::new(err));
+            Ok(exit::ERROR)
+        }
+        Err(err) => Err(miette::Report::new::<LoadError>(err)),
+    }
+}
+
+/// One line: the fleet file, its hosts with how many carry each tag, and its profiles.
+pub fn fleet_summary(fleet: &fleet::Fleet) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
+    for tag in fleet.hosts.values().flat_map(|h| &h.tags) {
+        *tags.entry(tag).or_default() += 1;
+    }
+    let tags = if tags.is_empty() {
+        String::new()
+    } else {
+        let counts: Vec<String> = tags.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        format!(" (tags: {})", counts.join(", "))
+    };
+    format!(
+        "{} is valid: {}{tags}, {}",
+        fleet.path.display(),
+        plural(fleet.hosts.len(), "host", "hosts"),
+        plural(fleet.profiles().len(), "profile", "profiles"),
+    )
 }
 
 /// One line: the profile, how many files, and what it declares.

@@ -188,6 +188,41 @@ impl LineWait {
     }
 }
 
+/// Start `cmd` in a session of its own with no terminal and its standard streams on
+/// /dev/null, and do not wait for it: it outlives this process and the SSH session that
+/// started it (a hang-up of the session does not reach it). Returns its pid.
+#[allow(clippy::disallowed_methods)] // the host layer is the one place allowed to spawn
+pub fn spawn_detached(cmd: &Cmd) -> io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let (program, args) = cmd
+        .argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in &cmd.env {
+        command.env(k, v);
+    }
+    if let Some(dir) = &cmd.cwd {
+        command.current_dir(dir);
+    }
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    Ok(child.id())
+}
+
 /// How much of stderr [`run_until_line`] keeps: a process that loops on an error must not
 /// fill memory before the bound.
 pub const LINE_WAIT_STDERR_LIMIT: usize = 64 * 1024;

@@ -249,17 +249,26 @@ impl Diagnostic for ProfileError {
     }
 }
 
-/// Why a profile could not be loaded: every error of the profile and its imports, in file
-/// order (the named file first, then imports as they were loaded; by position within a file).
+/// Why a profile (or a fleet file, which shares the profile's diagnostics) could not be
+/// loaded: every error of the file and the files it names, in file order (the named file
+/// first, then the others as they were loaded; by position within a file).
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
-#[error("{} is not a valid profile: {}", profile.display(), count(errors.len()))]
+#[error("{} is not a valid {what}: {}", profile.display(), count(errors.len()))]
 pub struct LoadError {
-    /// The profile the user named.
+    /// The file the user named: the profile, or the fleet file.
     pub profile: PathBuf,
+    /// What that file is, for the message: [`LoadError::PROFILE`] or "fleet file".
+    #[serde(skip)]
+    pub what: &'static str,
     /// Every file that was read, in load order.
     pub files: Vec<PathBuf>,
     /// Every error found, in file order.
     pub errors: Vec<ProfileError>,
+}
+
+impl LoadError {
+    /// The `what` of a profile's errors.
+    pub const PROFILE: &'static str = "profile";
 }
 
 fn count(n: usize) -> String {

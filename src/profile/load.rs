@@ -24,6 +24,7 @@ pub fn load(path: &Path) -> Result<ValidProfile, LoadError> {
         Err(err) => {
             return Err(LoadError {
                 profile: root_path.clone(),
+                what: LoadError::PROFILE,
                 files: Vec::new(),
                 errors: vec![ProfileError::file_level(
                     &root_path,
@@ -38,6 +39,54 @@ pub fn load(path: &Path) -> Result<ValidProfile, LoadError> {
     let mut chain = Vec::new();
     let merged = loader.load_text(root_path.clone(), text, &mut chain);
     loader.finish(root_path, merged)
+}
+
+/// One TOML file parsed into a tree, with what the parse found.
+pub(crate) struct Parsed {
+    /// The file's index in the [`Sources`].
+    pub file: usize,
+    /// Its values; where the file has syntax errors, what the parser recovered (a guess).
+    pub tree: Node,
+    /// TOML syntax errors: where there are any, they are the only trustworthy findings
+    /// about this file.
+    pub syntax: Vec<Issue>,
+    /// Values the tree cannot hold (integers beyond 64 bits).
+    pub issues: Vec<Issue>,
+}
+
+/// Add a file to `sources` and parse it into a tree that keeps every value's place: the
+/// one TOML reader of profiles and fleet files, so both report syntax the same way.
+pub(crate) fn parse_file(sources: &mut Sources, shown: PathBuf, text: String) -> Parsed {
+    let file = sources.add(shown, text);
+    let source = sources.files[file].text.clone();
+    let (doc, errors) = DeTable::parse_recoverable(&source);
+    let syntax = errors
+        .iter()
+        .map(|err| {
+            let span = err.span().unwrap_or(0..0);
+            let message = err.message().trim_end().to_string();
+            syntax_issue(&source, file, span, &message)
+        })
+        .collect();
+    let mut overflow = Vec::new();
+    let tree = tree::from_document(&doc, file, &mut overflow);
+    let issues = overflow
+        .into_iter()
+        .map(|loc| {
+            let at = tree::path_to(&tree, &loc)
+                .map(|p| key_path(&p))
+                .unwrap_or_default();
+            Issue::new(&loc, at, "integer does not fit in 64 bits")
+                .label("too large")
+                .hint("integers range from -9223372036854775808 to 9223372036854775807; sizes are strings such as \"64G\"")
+        })
+        .collect();
+    Parsed {
+        file,
+        tree,
+        syntax,
+        issues,
+    }
 }
 
 /// The state of one load: what was read and what was found.
@@ -131,30 +180,17 @@ impl Loader {
     /// file's own values on top.
     fn load_text(&mut self, shown: PathBuf, text: String, chain: &mut Vec<Link>) -> Option<Node> {
         let canonical = std::fs::canonicalize(&shown).unwrap_or_else(|_| shown.clone());
-        let file = self.sources.add(shown.clone(), text);
-        let source = self.sources.files[file].text.clone();
-        let (doc, syntax) = DeTable::parse_recoverable(&source);
-        for err in &syntax {
-            let span = err.span().unwrap_or(0..0);
-            let message = err.message().trim_end().to_string();
-            self.syntax
-                .push(syntax_issue(&source, file, span, &message));
-        }
+        let Parsed {
+            file,
+            tree: own,
+            mut syntax,
+            mut issues,
+        } = parse_file(&mut self.sources, shown.clone(), text);
         if !syntax.is_empty() {
             self.broken.insert(file);
         }
-        let mut overflow = Vec::new();
-        let own = tree::from_document(&doc, file, &mut overflow);
-        for loc in overflow {
-            let at = tree::path_to(&own, &loc)
-                .map(|p| key_path(&p))
-                .unwrap_or_default();
-            self.issues.push(
-                Issue::new(&loc, at, "integer does not fit in 64 bits")
-                    .label("too large")
-                    .hint("integers range from -9223372036854775808 to 9223372036854775807; sizes are strings such as \"64G\""),
-            );
-        }
+        self.syntax.append(&mut syntax);
+        self.issues.append(&mut issues);
 
         let imports = self.import_list(&own);
         chain.push(Link {
@@ -330,6 +366,7 @@ impl Loader {
                     .collect();
                 Err(LoadError {
                     profile: root_path,
+                    what: LoadError::PROFILE,
                     files,
                     errors,
                 })
@@ -390,7 +427,7 @@ fn collect(
 
 /// Lexically clean a path: drop `.` components and fold `dir/..` (so messages show
 /// `modules/nest.toml`, not `profiles/../modules/./nest.toml`).
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {

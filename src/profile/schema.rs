@@ -4,9 +4,9 @@
 
 use std::sync::OnceLock;
 
-use schemars::Schema;
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
+use schemars::{JsonSchema, Schema};
 use serde_json::Value;
 
 use super::Profile;
@@ -14,13 +14,17 @@ use super::Profile;
 /// The profile format as a JSON Schema value.
 pub fn profile_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        let generator = SchemaSettings::draft2020_12()
-            .with_transform(RecursiveTransform(drop_null))
-            .into_generator();
-        let schema = generator.into_root_schema_for::<Profile>();
-        schema.to_value()
-    })
+    SCHEMA.get_or_init(schema_for::<Profile>)
+}
+
+/// The JSON Schema of a file format rooted at `T`, generated the way the profile's is
+/// (draft 2020-12, definitions under `$defs`, no nulls), so [`super::validate::check_tree`]
+/// reads it.
+pub fn schema_for<T: JsonSchema>() -> Value {
+    let generator = SchemaSettings::draft2020_12()
+        .with_transform(RecursiveTransform(drop_null))
+        .into_generator();
+    generator.into_root_schema_for::<T>().to_value()
 }
 
 /// TOML has no null: an optional key is simply absent, so `Option`'s "or null" is noise to
@@ -56,8 +60,13 @@ fn drop_null(schema: &mut Schema) {
 
 /// Resolve a `$ref` of the generated schema ("#/$defs/Name").
 pub fn resolve<'a>(reference: &str) -> Option<&'a Value> {
+    resolve_in(profile_schema(), reference)
+}
+
+/// Resolve a `$ref` ("#/$defs/Name") of the schema `root`.
+pub fn resolve_in<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
     let name = reference.strip_prefix("#/$defs/")?;
-    profile_schema().get("$defs")?.get(name)
+    root.get("$defs")?.get(name)
 }
 
 /// The name a `$ref` points to ("Size" for "#/$defs/Size").

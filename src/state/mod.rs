@@ -16,6 +16,7 @@
 // here directly (durably, see `write_atomic`), the one place besides the host layer.
 #![allow(clippy::disallowed_methods)]
 
+pub mod confirm;
 pub mod generations;
 pub mod journal;
 pub mod lock;

@@ -66,6 +66,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "busybox-static",
         "the forge tests' guest initramfs is busybox (/bin/busybox, static)",
     ),
+    (
+        "openssh-server",
+        "the fleet tests run real sshd in network namespaces",
+    ),
+    (
+        "openssh-client",
+        "the fleet's transport is the system ssh client",
+    ),
 ];
 
 /// Packages that live in Debian's contrib component, off on a fresh machine.

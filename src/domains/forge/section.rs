@@ -71,10 +71,10 @@ pub struct Forge {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Hypervisor {
-    /// QEMU with KVM (or emulation) under libvirt.
+    // Variants carry no doc comment: with one, the schema lists each as its own `const`
+    // and an unknown value is reported against the first alone instead of the list.
     #[default]
     Kvm,
-    /// The Xen hypervisor, domains made with `xl`.
     Xen,
 }
 
@@ -82,12 +82,9 @@ pub enum Hypervisor {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
-    /// Decide from the probe and the CPU (see `accel`).
     #[default]
     Auto,
-    /// Hardware virtualization.
     Kvm,
-    /// Software emulation (libvirt domain type `qemu`).
     Tcg,
 }
 
@@ -95,10 +92,8 @@ pub enum Accel {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
-    /// Started (and started again by apply when found off).
     #[default]
     Running,
-    /// Defined but off.
     Stopped,
 }
 
