@@ -67,6 +67,7 @@ networks = ["{segment}"]
 kernel = "/guest/vmlinuz"
 initrd = "/guest/initrd.cpio"
 cmdline = "console=ttyS0 panic=-1 quiet"
+autostart = true
 "#,
         vni = 4000 + std::process::id() % 1000,
     )
@@ -221,8 +222,33 @@ fn a_vm_on_an_image_and_a_segment_bridge_boots_converges_and_is_kept_until_allow
         again.stdout,
         again.stderr
     );
+    let info = text(&virsh(&["dominfo", &vm]));
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Autostart:") && l.contains("enable")),
+        "{info}"
+    );
 
-    // Dropped from the profile: kept, defined and running, with its image, until
+    // Stopped: shut down (forced after 3 s), still defined, and a plan after it is empty.
+    let stopped = format!("{one}state = \"stopped\"\n");
+    let p3 = world.profile_file("forge.toml", &stopped);
+    let p3 = p3.to_str().unwrap();
+    must(
+        &world.bin(&["apply", p3, "--yes"]),
+        "apply of state = stopped",
+    );
+    let state = text(&virsh(&["domstate", &vm]));
+    assert_eq!(state.trim(), "shut off", "{state}");
+    let again = world.bin(&["plan", p3, "--detailed-exitcode"]);
+    assert_eq!(
+        again.code,
+        Some(0),
+        "stopped stays stopped:\n{}{}",
+        again.stdout,
+        again.stderr
+    );
+
+    // Dropped from the profile: kept, defined, with its image, until
     // --allow-destroy; then undefined, and the image removed with it.
     let without = one[..one.find("[forge.vms.").unwrap()].to_string();
     let p2 = world.profile_file("forge.toml", &without);
