@@ -228,3 +228,31 @@ fn where_libvirt_does_not_answer_plan_shows_the_daemon_and_every_vm_to_create() 
         "{vm:#}"
     );
 }
+
+#[test]
+fn huge_pages_the_host_has_not_reserved_are_a_plan_error() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let free: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if free > 0 {
+        return; // this host has huge pages reserved: the refusal cannot be shown here
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"kvm\"\naccel = \"tcg\"\nuri = \"qemu+unix:///system?socket=/nonexistent/libvirt-sock\"",
+        "vcpus = 1\nmemory = \"64M\"\nhugepages = true",
+    );
+    let out = plan(dir.path(), &p, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("forge.toml:6:") && said.contains("forge.vms.probe"),
+        "names the VM: {said}"
+    );
+    assert!(said.contains("free huge pages"), "{said}");
+    assert!(said.contains("vm.nr_hugepages"), "says what to do: {said}");
+}

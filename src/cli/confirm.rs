@@ -27,7 +27,8 @@ Exit status: 0 confirmed (or nothing to confirm: the apply did not change the ma
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// The token `apply --confirm-within` printed.
+    /// The token `apply --confirm-within` printed; "-" reads it from stdin (so it is not
+    /// in the process list).
     pub token: String,
     /// Print where the apply stands (armed, applied, confirmed, disarmed, rolled_back)
     /// instead of confirming it.
@@ -45,9 +46,16 @@ pub struct WatchArgs {
 /// How often the watcher looks.
 const POLL: Duration = Duration::from_millis(200);
 
-pub fn run(args: Args, out: &Output) -> CmdResult {
+pub fn run(mut args: Args, out: &Output) -> CmdResult {
     let root = root_of(out)?;
     let state = StateDir::new(&root);
+    if args.token == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| miette::miette!("cannot read the token from stdin: {e}"))?;
+        args.token = line.trim().to_string();
+    }
     if !confirm::valid_token(&args.token) {
         return Err(miette::miette!(
             help = "use the token `apply --confirm-within` printed (32 hex digits)",

@@ -237,8 +237,8 @@ impl Remote<'_> {
         let out = self.transport.run(
             self.layer,
             self.host,
-            &self.sovereign(&["confirm", token]),
-            None,
+            &self.sovereign(&["confirm", "-"]),
+            Some(format!("{token}\n").into_bytes()),
             QUICK_TIMEOUT,
             false,
         )?;
@@ -258,8 +258,8 @@ impl Remote<'_> {
         let out = self.transport.run(
             self.layer,
             self.host,
-            &self.sovereign(&["confirm", "--status", token]),
-            None,
+            &self.sovereign(&["confirm", "--status", "-"]),
+            Some(format!("{token}\n").into_bytes()),
             QUICK_TIMEOUT,
             false,
         )?;

@@ -140,6 +140,7 @@ pub fn diff(
             Hypervisor::Xen => xen_host(d, observed, &mut changes, &before_vms, &mut vms_blocked),
         }
         images(d, observed, &mut changes)?;
+        hugepages(d, observed)?;
         for (name, want) in &d.vms {
             if let Some(c) = vm(
                 d,
@@ -243,6 +244,44 @@ fn xen_host(
     *blocked = Some(
         "Xen is not running yet: the VMs are created after a reboot into Xen's boot entry".into(),
     );
+}
+
+/// VMs backed by huge pages that this apply starts must find them free: otherwise qemu
+/// fails at start, after everything else was changed.
+fn hugepages(d: &Desired, o: &Observed) -> anyhow::Result<()> {
+    let running_now = |name: &str| {
+        o.libvirt
+            .as_ref()
+            .ok()
+            .and_then(|l| l.domains.get(name))
+            .is_some_and(|s| s.running)
+    };
+    let starting: Vec<(&String, &VmWant)> = d
+        .vms
+        .iter()
+        .filter(|(name, v)| v.shape.hugepages && v.running && !running_now(name))
+        .collect();
+    let need: u64 = starting
+        .iter()
+        .map(|(_, v)| v.shape.memory_kib * 1024)
+        .sum();
+    if need == 0 {
+        return Ok(());
+    }
+    let free = o.hugepages_free.unwrap_or(0);
+    if need > free {
+        bail!(
+            "{}: hugepages = true needs {} of free huge pages and the host has {} (HugePages_Free in /proc/meminfo); reserve more (sysctl vm.nr_hugepages) or set hugepages = false",
+            starting
+                .iter()
+                .map(|(_, v)| v.at.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            bytes(need),
+            bytes(free)
+        );
+    }
+    Ok(())
 }
 
 fn images(d: &Desired, o: &Observed, changes: &mut Vec<Change>) -> anyhow::Result<()> {

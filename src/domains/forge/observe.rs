@@ -66,6 +66,19 @@ pub struct Observed {
     pub pools: BTreeMap<String, u64>,
     /// Whether PID 1 is systemd (the daemon is started as a unit only there).
     pub systemd: bool,
+    /// Free huge pages in bytes (`/proc/meminfo`), read when a VM asks for them.
+    pub hugepages_free: Option<u64>,
+}
+
+/// Free huge pages in bytes: `HugePages_Free` times `Hugepagesize` from /proc/meminfo.
+pub fn parse_hugepages_free(meminfo: &str) -> Option<u64> {
+    let field = |name: &str| {
+        meminfo.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.trim_start_matches(':').trim();
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+    };
+    Some(field("HugePages_Free")? * field("Hugepagesize")? * 1024)
 }
 
 /// Observe what `desired` names and what the ledger records (`owned_vms`, `owned_images`).
@@ -83,7 +96,13 @@ pub fn observe(
         images: BTreeMap::new(),
         pools: BTreeMap::new(),
         systemd: host.systemd_booted(),
+        hugepages_free: None,
     };
+    if desired.is_some_and(|d| d.vms.values().any(|v| v.shape.hugepages)) {
+        out.hugepages_free = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| parse_hugepages_free(&t));
+    }
     let hypervisor = desired.map(|d| d.hypervisor);
     if let Some(d) = desired {
         let names: Vec<&str> = d.packages.iter().map(String::as_str).collect();
@@ -252,5 +271,17 @@ fn xen(root: &crate::host::fs::Root, host: &dyn Host) -> Xen {
         running,
         boot_default,
         domains,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_huge_pages_are_counted_in_bytes() {
+        let meminfo = "MemTotal: 1000 kB\nHugePages_Total:     512\nHugePages_Free:      256\nHugepagesize:       2048 kB\n";
+        assert_eq!(parse_hugepages_free(meminfo), Some(256 * 2048 * 1024));
+        assert_eq!(parse_hugepages_free("MemTotal: 1 kB\n"), None);
     }
 }
