@@ -139,7 +139,7 @@ pub fn diff(
             }
             Hypervisor::Xen => xen_host(d, observed, &mut changes, &before_vms, &mut vms_blocked),
         }
-        images(d, observed, &mut changes)?;
+        images(d, observed, owned, &mut changes)?;
         hugepages(d, observed)?;
         for (name, want) in &d.vms {
             if let Some(c) = vm(
@@ -284,7 +284,12 @@ fn hugepages(d: &Desired, o: &Observed) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn images(d: &Desired, o: &Observed, changes: &mut Vec<Change>) -> anyhow::Result<()> {
+fn images(
+    d: &Desired,
+    o: &Observed,
+    owned: &Owned<Entry>,
+    changes: &mut Vec<Change>,
+) -> anyhow::Result<()> {
     // The images of one pool together must fit in it (they are sparse, but a full pool
     // stops every writer on it).
     let mut per_pool: BTreeMap<&str, (u64, Vec<&str>)> = BTreeMap::new();
@@ -309,8 +314,13 @@ fn images(d: &Desired, o: &Observed, changes: &mut Vec<Change>) -> anyhow::Resul
     }
     for (path, want) in &d.images {
         let have = o.images.get(path).copied().flatten();
+        let ours = owned.contains_key(&image_key(path));
         let action = match have {
             None => Action::Create,
+            // A file already there that sovereign did not make: taken over with its data
+            // (grown when smaller, never shrunk), so that removing it later needs
+            // --allow-destroy like any image of ours.
+            Some(_) if !ours => Action::Adopt,
             Some(h) if h < want.size => Action::Update,
             Some(h) if h > want.size => {
                 let mut c = Change::new(image_address(path), Action::Keep);
@@ -334,10 +344,10 @@ fn images(d: &Desired, o: &Observed, changes: &mut Vec<Change>) -> anyhow::Resul
             FieldChange::new("size", have.map(bytes), Some(bytes(want.size))),
             FieldChange::new("dataset", None, Some(want.dataset.clone())),
         ];
-        c.reason = Some(if have.is_none() {
-            "a sparse raw image: it takes space only as the VM writes".into()
-        } else {
-            "grown in place; the guest sees the new size after it rescans its disk".into()
+        c.reason = Some(match action {
+            Action::Create => "a sparse raw image: it takes space only as the VM writes".into(),
+            Action::Adopt => "an existing file at this path is taken over with its data (grown when smaller, never shrunk)".into(),
+            _ => "grown in place; the guest sees the new size after it rescans its disk".into(),
         });
         c.depends_on = vec![Address::new("storage", "dataset", &want.dataset)];
         changes.push(c);
@@ -625,5 +635,255 @@ fn removed(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::domains::forge::desired::ImageWant;
+    use crate::domains::forge::observe::{Libvirt, Xen};
+
+    fn desired(images: &[(&str, u64)]) -> Desired {
+        Desired {
+            hypervisor: Hypervisor::Kvm,
+            packages: Vec::new(),
+            uri: "test:///default".into(),
+            shutdown_timeout_secs: 5,
+            accel: None,
+            vms: BTreeMap::new(),
+            images: images
+                .iter()
+                .map(|(p, size)| {
+                    (
+                        p.to_string(),
+                        ImageWant {
+                            size: *size,
+                            dataset: "tank/images".into(),
+                            vm: "a".into(),
+                            at: "p.toml:1:1: forge.vms.a.disks[0]".into(),
+                        },
+                    )
+                })
+                .collect(),
+            uses_nat: false,
+        }
+    }
+
+    fn observed(images: &[(&str, Option<u64>)], pool: Option<u64>) -> Observed {
+        Observed {
+            installed: BTreeSet::new(),
+            libvirt: Ok(Libvirt::default()),
+            xen: Xen::default(),
+            images: images.iter().map(|(p, s)| (p.to_string(), *s)).collect(),
+            pools: pool.map(|s| ("tank".to_string(), s)).into_iter().collect(),
+            systemd: false,
+            hugepages_free: None,
+        }
+    }
+
+    fn actions(changes: &[Change]) -> Vec<(String, Action)> {
+        changes
+            .iter()
+            .map(|c| (c.address.to_string(), c.action))
+            .collect()
+    }
+
+    #[test]
+    fn images_are_made_grown_taken_over_never_shrunk_and_removed_only_when_allowed() {
+        let g = 1 << 30;
+        let mut owned: Owned<Entry> = BTreeMap::new();
+        owned.insert(
+            image_key("/t/grow.raw"),
+            Entry::Image {
+                size: g,
+                vm: "a".into(),
+            },
+        );
+        owned.insert(
+            image_key("/t/shrink.raw"),
+            Entry::Image {
+                size: 4 * g,
+                vm: "a".into(),
+            },
+        );
+        owned.insert(
+            image_key("/t/gone.raw"),
+            Entry::Image {
+                size: g,
+                vm: "b".into(),
+            },
+        );
+        let d = desired(&[
+            ("/t/new.raw", g),
+            ("/t/grow.raw", 2 * g),
+            ("/t/shrink.raw", g),
+            ("/t/theirs.raw", g),
+        ]);
+        let o = observed(
+            &[
+                ("/t/new.raw", None),
+                ("/t/grow.raw", Some(g)),
+                ("/t/shrink.raw", Some(4 * g)),
+                ("/t/theirs.raw", Some(g / 2)),
+                ("/t/gone.raw", Some(g)),
+            ],
+            Some(100 * g),
+        );
+        let changes = diff(Some(&d), &o, &owned, &DiffOptions::default()).unwrap();
+        let got = actions(&changes);
+        assert!(
+            got.contains(&("forge.image:/t/new.raw".into(), Action::Create)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("forge.image:/t/grow.raw".into(), Action::Update)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("forge.image:/t/shrink.raw".into(), Action::Keep)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("forge.image:/t/theirs.raw".into(), Action::Adopt)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("forge.image:/t/gone.raw".into(), Action::Keep)),
+            "{got:?}"
+        );
+
+        let allowed = DiffOptions {
+            allow_destroy: true,
+        };
+        let changes = diff(Some(&d), &o, &owned, &allowed).unwrap();
+        let gone = changes
+            .iter()
+            .find(|c| c.address.to_string() == "forge.image:/t/gone.raw")
+            .unwrap();
+        assert_eq!(gone.action, Action::Delete);
+        assert!(gone.flags.destructive);
+        // Still never shrunk, even when destroying is allowed.
+        assert!(actions(&changes).contains(&("forge.image:/t/shrink.raw".into(), Action::Keep)));
+    }
+
+    #[test]
+    fn images_that_do_not_fit_their_pool_are_a_plan_error() {
+        let g = 1 << 30;
+        let d = desired(&[("/t/a.raw", 3 * g), ("/t/b.raw", 2 * g)]);
+        let o = observed(&[("/t/a.raw", None), ("/t/b.raw", None)], Some(4 * g));
+        let err = diff(Some(&d), &o, &BTreeMap::new(), &DiffOptions::default()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("forge.vms.a.disks[0]"), "{text}");
+        assert!(text.contains("more than the pool's"), "{text}");
+    }
+
+    fn vm_want(vcpus: u32, running: bool, autostart: bool) -> VmWant {
+        VmWant {
+            shape: Shape {
+                domain_type: "qemu".into(),
+                uuid: crate::domains::forge::identity::uuid("a"),
+                vcpus,
+                memory_kib: 65536,
+                ..Shape::default()
+            },
+            config_path: "/etc/sovereign/forge/a.xml".into(),
+            config: "<domain/>".into(),
+            autostart,
+            running,
+            needs: Vec::new(),
+            at: "p.toml:3:1: forge.vms.a".into(),
+        }
+    }
+
+    fn defined(want: &VmWant, vcpus: u32, running: bool, uuid: Option<&str>) -> Observed {
+        let mut shape = want.shape.clone();
+        shape.vcpus = vcpus;
+        if let Some(u) = uuid {
+            shape.uuid = u.into();
+        }
+        let mut l = Libvirt::default();
+        l.names.insert("a".into());
+        l.domains.insert(
+            "a".into(),
+            crate::domains::forge::observe::Defined {
+                shape: Ok(shape),
+                running,
+                autostart: false,
+            },
+        );
+        let mut o = observed(&[], None);
+        o.libvirt = Ok(l);
+        o
+    }
+
+    fn vm_op(changes: &[Change]) -> (Action, VmOp) {
+        let c = changes
+            .iter()
+            .find(|c| c.address.to_string() == "forge.vm:a")
+            .expect("a change of the VM");
+        (
+            c.action,
+            c.op::<ForgeOp>()
+                .map(|op| match op {
+                    ForgeOp::Vm(v) => v.clone(),
+                    other => panic!("{other:?}"),
+                })
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_vm_is_redefined_off_started_stopped_and_never_taken_from_someone_else() {
+        let mut d = desired(&[]);
+        let mut owned: Owned<Entry> = BTreeMap::new();
+        owned.insert(
+            vm_key("a"),
+            Entry::Vm {
+                uuid: String::new(),
+                config_sha256: String::new(),
+            },
+        );
+        let none = DiffOptions::default();
+
+        // Fewer vCPUs on a running VM: off first, redefined, started again.
+        d.vms.insert("a".into(), vm_want(1, true, false));
+        let o = defined(&d.vms["a"], 2, true, None);
+        let (action, op) = vm_op(&diff(Some(&d), &o, &owned, &none).unwrap());
+        assert_eq!(action, Action::Update);
+        assert!(op.stop_first && op.define && op.start && !op.stop, "{op:?}");
+
+        // Matching and running: nothing to do.
+        let o = defined(&d.vms["a"], 1, true, None);
+        assert!(diff(Some(&d), &o, &owned, &none).unwrap().is_empty());
+
+        // Off but wanted running: only started.
+        let o = defined(&d.vms["a"], 1, false, None);
+        let (_, op) = vm_op(&diff(Some(&d), &o, &owned, &none).unwrap());
+        assert!(op.start && !op.define && !op.stop_first, "{op:?}");
+
+        // Wanted stopped and autostarted: stopped, autostart set, not redefined.
+        d.vms.insert("a".into(), vm_want(1, false, true));
+        let o = defined(&d.vms["a"], 1, true, None);
+        let (_, op) = vm_op(&diff(Some(&d), &o, &owned, &none).unwrap());
+        assert!(op.stop && !op.start && !op.define, "{op:?}");
+        assert_eq!(op.autostart, Some(true));
+
+        // A domain of that name sovereign did not define: a plan error naming the VM.
+        let o = defined(
+            &d.vms["a"],
+            1,
+            true,
+            Some("00000000-0000-4000-8000-000000000000"),
+        );
+        let err = diff(Some(&d), &o, &BTreeMap::new(), &none).unwrap_err();
+        assert!(format!("{err:#}").contains("p.toml:3:1"), "{err:#}");
+        // One with our UUID (a lost state folder): taken over.
+        let o = defined(&d.vms["a"], 1, false, None);
+        let (action, op) = vm_op(&diff(Some(&d), &o, &BTreeMap::new(), &none).unwrap());
+        assert_eq!(action, Action::Adopt);
+        assert!(op.define);
     }
 }
