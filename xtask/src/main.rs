@@ -23,7 +23,7 @@ Tasks:
   demo      setup, build, and run the main job on profiles/demo.toml
             (`demo clean` destroys the demo pool and removes .demo/)
   ci        setup, cargo fmt --check, clippy -D warnings, every test
-  bench     benchmarks: engine, storage, inference, hostile, models (figures for BENCHMARKS.md)
+  bench     benchmarks: engine, storage, network, fleet, inference, hostile, models (figures for BENCHMARKS.md)
   gen-model write a generated llama-architecture GGUF (--preset tiny|bench --out FILE [--seed N])
   fuzz      run each fuzzer (GGUF, grammar, schema) in release for N seconds [--seconds N]
   tidy      check the code's house rules (also run as a test by `ci`)

@@ -1,7 +1,8 @@
-//! `cargo xtask bench [engine|storage|network|inference|hostile|models]`: benchmarks measured as
-//! ratios side by side in one run; figures go to BENCHMARKS.md.
+//! `cargo xtask bench [engine|storage|network|fleet|inference|hostile|models]`: benchmarks
+//! measured as ratios side by side in one run; figures go to BENCHMARKS.md.
 
 mod engine;
+mod fleet;
 mod hostile;
 mod inference;
 mod models;
@@ -57,17 +58,19 @@ pub fn run(args: &[String]) -> Result<()> {
         "models" => models::run(rest),
         "storage" => storage::run(rest),
         "network" => network::run(rest),
+        "fleet" => fleet::run(rest),
         "all" => {
             engine::run(rest)?;
             storage::run(rest)?;
             network::run(rest)?;
+            fleet::run(rest)?;
             inference::run(rest)?;
             hostile::run(rest)?;
             models::run(rest)
         }
         other => {
             bail!(
-                "unknown benchmark {other:?}: engine, storage, network, inference, hostile, models or all"
+                "unknown benchmark {other:?}: engine, storage, network, fleet, inference, hostile, models or all"
             )
         }
     }
