@@ -26,22 +26,76 @@ pub const TAIL_LINES: usize = 20;
 pub struct Binary {
     path: std::path::PathBuf,
     sha256: String,
-    bytes: OnceLock<Vec<u8>>,
+    /// Its bytes, read only when a host needs them.
+    bytes: OnceLock<Result<Vec<u8>, String>>,
+}
+
+/// The running binary's digest, cached beside the user's other caches: hashing a 100 MB
+/// binary on every run was most of a fleet run's fixed cost (BENCHMARKS.md).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct DigestCache {
+    /// The file it is the digest of: device, inode, size, modification time.
+    key: (u64, u64, u64, i64, i64),
+    sha256: String,
+}
+
+/// The running image, whatever happened to its path since it started.
+const SELF_EXE: &str = "/proc/self/exe";
+
+fn cache_file() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(base.join("sovereign").join("self-digest.json"))
 }
 
 impl Binary {
-    /// The running binary and its digest.
+    /// The running binary and its digest (from the cache while the file is the same).
     pub fn current() -> anyhow::Result<Binary> {
+        use std::os::unix::fs::MetadataExt;
         let path = std::env::current_exe().context("cannot tell where the sovereign binary is")?;
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("cannot read {} to ship it", path.display()))?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let cell = OnceLock::new();
-        let _ = cell.set(bytes);
+        let meta =
+            std::fs::metadata(SELF_EXE).with_context(|| format!("cannot read {SELF_EXE}"))?;
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
+        let cache = cache_file();
+        let cached = cache
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| serde_json::from_slice::<DigestCache>(&b).ok())
+            .filter(|c| c.key == key);
+        let bytes = OnceLock::new();
+        let sha256 = match cached {
+            Some(c) => c.sha256,
+            None => {
+                let read = std::fs::read(SELF_EXE)
+                    .with_context(|| format!("cannot read {} to ship it", path.display()))?;
+                let sha256 = hex::encode(Sha256::digest(&read));
+                let _ = bytes.set(Ok(read));
+                if let Some(f) = &cache {
+                    // A cache that cannot be written only costs the next run the hashing.
+                    let record = DigestCache {
+                        key,
+                        sha256: sha256.clone(),
+                    };
+                    let _ = f
+                        .parent()
+                        .map(crate::host::fs::ensure_dir)
+                        .transpose()
+                        .and_then(|_| crate::state::write_json(f, &record));
+                }
+                sha256
+            }
+        };
         Ok(Binary {
             path,
             sha256,
-            bytes: cell,
+            bytes,
         })
     }
 
@@ -49,8 +103,23 @@ impl Binary {
         &self.sha256
     }
 
-    fn bytes(&self) -> &[u8] {
-        self.bytes.get().map_or(&[], Vec::as_slice)
+    /// Its bytes, checked against the digest hosts know it by.
+    fn bytes(&self) -> Result<&[u8], String> {
+        self.bytes
+            .get_or_init(|| {
+                let read = std::fs::read(SELF_EXE)
+                    .map_err(|e| format!("cannot read {SELF_EXE} to ship it: {e}"))?;
+                if hex::encode(Sha256::digest(&read)) != self.sha256 {
+                    return Err(format!(
+                        "{} changed since its digest was taken; run the command again",
+                        self.path.display()
+                    ));
+                }
+                Ok(read)
+            })
+            .as_ref()
+            .map(Vec::as_slice)
+            .map_err(Clone::clone)
     }
 
     /// Where it lives on a host: named by its digest, so a host that has this one is never
@@ -138,11 +207,15 @@ impl Remote<'_> {
             "mkdir -p \"$HOME\"/.cache/sovereign/bin && cat > {path}.part.$$ && chmod 755 {path}.part.$$ && mv -n {path}.part.$$ {path}; rm -f {path}.part.$$; find \"$HOME\"/.cache/sovereign/bin -name 'sovereign-*' ! -name {name} -mmin +1440 -delete 2>/dev/null; test -x {path}",
             name = self.binary.file_name()
         );
+        let bytes = self.binary.bytes().map_err(|why| Failure::Failed {
+            code: None,
+            tail: vec![why],
+        })?;
         let out = self.transport.run(
             self.layer,
             self.host,
             &upload,
-            Some(self.binary.bytes().to_vec()),
+            Some(bytes.to_vec()),
             APPLY_TIMEOUT,
             true,
         )?;
