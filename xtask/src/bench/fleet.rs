@@ -747,7 +747,7 @@ fn report(o: &Options, rows: &[Row], s: &Steps) {
         ms(chain)
     );
     println!(
-        "| the controller alone: a fleet of 1 host that refuses the connection (start, read and hash its {} MB binary, load the profile, one ssh that fails) | {} |",
+        "| the controller alone: a fleet of 1 host that refuses the connection (start, its {} MB binary's digest (cached), load the profile, one ssh that fails) | {} |",
         s.size / 1_000_000,
         ms(s.controller)
     );
