@@ -109,6 +109,12 @@ pub fn run(mut args: Args, out: &Output) -> CmdResult {
 pub fn watch(args: WatchArgs, out: &Output) -> CmdResult {
     let root = root_of(out)?;
     let state = StateDir::new(&root);
+    if !confirm::valid_token(&args.token) {
+        return Err(miette::miette!(
+            "{:?} is not a confirmation token",
+            args.token
+        ));
+    }
     let Some(armed) = confirm::armed(&state, &args.token) else {
         return Err(miette::miette!("nothing is armed under {}", args.token));
     };

@@ -498,3 +498,55 @@ pub fn recap_line(r: &HostResult, width: usize) -> String {
         one(Status::RolledBack),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn host(name: &str, tags: &[&str]) -> FleetHost {
+        FleetHost {
+            name: name.into(),
+            address: name.into(),
+            user: None,
+            port: None,
+            identity_file: None,
+            profile: "/p.toml".into(),
+            root: None,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn on_selects_hosts_and_tags_in_file_order_once_each() {
+        let fleet = Fleet {
+            path: "fleet.toml".into(),
+            parallel: 10,
+            confirm_timeout: Duration::from_secs(30),
+            strict_host_keys: Default::default(),
+            known_hosts: None,
+            hosts: BTreeMap::from([
+                ("a".into(), host("a", &["gpu"])),
+                ("b".into(), host("b", &["forge"])),
+                ("c".into(), host("c", &["gpu", "forge"])),
+            ]),
+        };
+        let names = |on: &[&str]| -> Vec<String> {
+            let on: Vec<String> = on.iter().map(|s| s.to_string()).collect();
+            select(&fleet, &on)
+                .unwrap()
+                .iter()
+                .map(|h| h.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&[]), ["a", "b", "c"]);
+        assert_eq!(names(&["@gpu"]), ["a", "c"]);
+        assert_eq!(names(&["c", "@forge", "a"]), ["a", "b", "c"]);
+        let err = select(&fleet, &["@nope".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("@forge, @gpu"), "{err}");
+        assert!(select(&fleet, &["zz".to_string()]).is_err());
+    }
+}

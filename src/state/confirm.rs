@@ -132,3 +132,34 @@ pub fn claim(state: &StateDir, token: &str) -> anyhow::Result<bool> {
 /// How long the watcher waits for the apply itself to end before it gives up on it (an
 /// apply killed in the middle never ends; its journal is recovered by the next one).
 pub const APPLY_BOUND: Duration = Duration::from_secs(6 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fs::Root;
+
+    #[test]
+    fn an_armed_apply_moves_through_its_stages_and_only_one_side_settles_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(&Root::new(dir.path()).unwrap());
+        let token = new_token().unwrap();
+        assert!(valid_token(&token));
+        assert!(!valid_token("../../etc/passwd"));
+        assert_eq!(stage(&state, &token), None, "nothing armed yet");
+        let armed_as = Armed {
+            rollback_to: Some(3),
+            seconds: 30,
+        };
+        arm(&state, &token, &armed_as).unwrap();
+        assert_eq!(armed(&state, &token), Some(armed_as));
+        assert_eq!(stage(&state, &token), Some(Stage::Armed));
+        mark(&state, &token, Stage::Applied).unwrap();
+        assert_eq!(stage(&state, &token), Some(Stage::Applied));
+        assert!(reached(&state, &token, Stage::Applied).is_some());
+        // The confirmation and the watcher race: the first claim wins, the second loses.
+        assert!(claim(&state, &token).unwrap());
+        assert!(!claim(&state, &token).unwrap());
+        mark(&state, &token, Stage::Confirmed).unwrap();
+        assert_eq!(stage(&state, &token), Some(Stage::Confirmed));
+    }
+}
