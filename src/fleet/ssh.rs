@@ -17,6 +17,10 @@ pub const CONNECT_TIMEOUT_SECS: u32 = 10;
 /// this only bounds a master whose run was killed.
 const CONTROL_PERSIST_SECS: u32 = 60;
 
+/// The most a host's command may print (each of stdout and stderr) that the controller
+/// keeps: a plan of thousands of changes fits many times over.
+pub const OUTPUT_LIMIT: usize = 64 * 1024 * 1024;
+
 /// The masters of one run.
 pub struct Transport {
     dir: tempfile::TempDir,
@@ -118,7 +122,9 @@ impl Transport {
         argv.extend(self.args(host, shared));
         argv.push("--".into());
         argv.push(command.to_string());
-        let mut cmd = Cmd::new(argv).timeout(timeout);
+        // What a host says is read, not trusted: a runaway or hostile one must not fill
+        // the controller's memory.
+        let mut cmd = Cmd::new(argv).timeout(timeout).output_limit(OUTPUT_LIMIT);
         if let Some(input) = stdin {
             cmd = cmd.stdin(input);
         }

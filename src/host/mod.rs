@@ -25,6 +25,10 @@ pub struct Cmd {
     pub cwd: Option<PathBuf>,
     /// Kill the process if it runs longer than this.
     pub timeout: Option<Duration>,
+    /// Keep at most this many bytes of each of stdout and stderr (the rest is read and
+    /// dropped, so the process never blocks): for output from another machine, which
+    /// must not fill this one's memory.
+    pub output_limit: Option<usize>,
 }
 
 impl Cmd {
@@ -41,6 +45,11 @@ impl Cmd {
 
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
+        self
+    }
+
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = Some(bytes);
         self
     }
 
@@ -385,21 +394,30 @@ fn spawn(cmd: &Cmd) -> io::Result<std::process::Child> {
     Ok(child)
 }
 
-fn run_process(cmd: &Cmd) -> io::Result<CmdOutput> {
-    use std::io::Read;
+/// Read `r` to its end, keeping the first `limit` bytes.
+fn read_bounded(r: &mut impl std::io::Read, limit: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => return Ok(buf),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let room = limit.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+    }
+}
 
+fn run_process(cmd: &Cmd) -> io::Result<CmdOutput> {
     let mut child = spawn(cmd)?;
     // Drain both pipes on their own threads so a chatty child never blocks on a full pipe.
     let mut out = child.stdout.take().expect("stdout was piped");
     let mut err = child.stderr.take().expect("stderr was piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        out.read_to_end(&mut buf).map(|_| buf)
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        err.read_to_end(&mut buf).map(|_| buf)
-    });
+    let limit = cmd.output_limit.unwrap_or(usize::MAX);
+    let out_reader = std::thread::spawn(move || read_bounded(&mut out, limit));
+    let err_reader = std::thread::spawn(move || read_bounded(&mut err, limit));
     let mut timed_out = false;
     let status = match cmd.timeout {
         None => child.wait()?,
@@ -440,6 +458,19 @@ mod tests {
         assert_eq!(out.code, Some(3));
         assert_eq!(out.stdout_str(), "out\n");
         assert_eq!(out.stderr_str(), "err\n");
+    }
+
+    #[test]
+    fn output_beyond_the_limit_is_dropped_and_the_command_still_finishes() {
+        let out = RealHost
+            .run(
+                &Cmd::new(["sh", "-c", "head -c 1000000 /dev/zero; echo done >&2"])
+                    .output_limit(1000),
+            )
+            .unwrap();
+        assert!(out.success());
+        assert_eq!(out.stdout.len(), 1000);
+        assert_eq!(out.stderr_str(), "done\n");
     }
 
     #[test]
