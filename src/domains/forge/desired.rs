@@ -97,6 +97,15 @@ pub fn packages(hypervisor: Hypervisor, uses_nat: bool) -> Vec<String> {
     out.into_iter().map(String::from).collect()
 }
 
+/// The storage domain's address of a dataset (a pool's root dataset is the pool's).
+pub fn dataset_address(dataset: &str) -> Address {
+    if dataset.contains('/') {
+        Address::new("storage", "dataset", dataset)
+    } else {
+        Address::new("storage", "pool", dataset)
+    }
+}
+
 /// The path of a VM's serial console log (libvirt writes it; operators and tests read it).
 pub fn console_log(vm: &str) -> String {
     format!("/var/log/libvirt/qemu/{vm}-console.log")
@@ -321,7 +330,7 @@ fn vm_want(
             Disk::Image { dataset, file, .. } => {
                 let mp = mountpoint(&cx.profile.profile, cx.root, dataset)
                     .map_err(|why| anyhow::anyhow!("{}: {why}", place_at("disks", i)))?;
-                needs.push(Address::new("storage", "dataset", dataset));
+                needs.push(dataset_address(dataset));
                 mp.join(file).to_string_lossy().into_owned()
             }
         });

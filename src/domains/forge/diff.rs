@@ -349,7 +349,7 @@ fn images(
             Action::Adopt => "an existing file at this path is taken over with its data (grown when smaller, never shrunk)".into(),
             _ => "grown in place; the guest sees the new size after it rescans its disk".into(),
         });
-        c.depends_on = vec![Address::new("storage", "dataset", &want.dataset)];
+        c.depends_on = vec![super::desired::dataset_address(&want.dataset)];
         changes.push(c);
     }
     Ok(())
@@ -398,7 +398,7 @@ fn vm(
                 Some(seen) => {
                     let is_ours = owned.contains_key(&vm_key(name));
                     let shape = seen.shape.as_ref().ok();
-                    if !is_ours && shape.is_some_and(|s| s.uuid != want.shape.uuid) {
+                    if !is_ours && shape.is_none_or(|s| s.uuid != want.shape.uuid) {
                         bail!(
                             "{}: libvirt already has a VM named {name:?} that sovereign did not define (its UUID is {}, not {}); rename the VM in the profile, or undefine the other one (`virsh undefine {name}`)",
                             want.at,
@@ -562,12 +562,29 @@ fn removed(
                 if wanted_vms.contains(&name.to_string()) {
                     continue;
                 }
+                let xen = desired.is_some_and(|d| d.hypervisor == Hypervisor::Xen);
                 let (defined, running) = match &o.libvirt {
-                    Ok(l) => (
+                    Ok(l) if !xen => (
                         l.names.contains(name),
                         l.domains.get(name).is_some_and(|d| d.running),
                     ),
-                    Err(_) => (o.xen.domains.contains(name), o.xen.domains.contains(name)),
+                    _ if xen && o.xen.running => {
+                        (o.xen.domains.contains(name), o.xen.domains.contains(name))
+                    }
+                    // Nobody answers for the VMs: whether it is still there is unknown, so
+                    // its record is kept and nothing is done.
+                    other => {
+                        let why = match other {
+                            Err(why) => why.clone(),
+                            Ok(_) => "Xen is not running".into(),
+                        };
+                        let mut c = Change::new(vm_address(name), Action::Keep);
+                        c.reason = Some(format!(
+                            "removed from the profile, but {why}: it is left as it is until it can be seen"
+                        ));
+                        changes.push(c);
+                        continue;
+                    }
                 };
                 let destroy = options.allow_destroy || !defined;
                 let mut c = Change::new(
@@ -885,5 +902,41 @@ mod tests {
         let (action, op) = vm_op(&diff(Some(&d), &o, &BTreeMap::new(), &none).unwrap());
         assert_eq!(action, Action::Adopt);
         assert!(op.define);
+    }
+
+    #[test]
+    fn a_dropped_vm_is_left_alone_while_libvirt_does_not_answer() {
+        let mut owned: Owned<Entry> = BTreeMap::new();
+        owned.insert(
+            vm_key("gone"),
+            Entry::Vm {
+                uuid: String::new(),
+                config_sha256: String::new(),
+            },
+        );
+        let mut o = observed(&[], None);
+        o.libvirt = Err("libvirt at qemu:///system does not answer: refused".into());
+        let allowed = DiffOptions {
+            allow_destroy: true,
+        };
+        let changes = diff(Some(&desired(&[])), &o, &owned, &allowed).unwrap();
+        let vm = changes
+            .iter()
+            .find(|c| c.address == vm_address("gone"))
+            .unwrap();
+        assert_eq!(
+            vm.action,
+            Action::Keep,
+            "never forgotten unseen: {changes:?}"
+        );
+        // Seen and gone: forgotten.
+        o.libvirt = Ok(Libvirt::default());
+        let changes = diff(Some(&desired(&[])), &o, &owned, &allowed).unwrap();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].action, Action::Delete);
+        assert!(matches!(
+            changes[0].op::<ForgeOp>().unwrap(),
+            ForgeOp::Undefine { defined: false, .. }
+        ));
     }
 }
