@@ -90,7 +90,11 @@ pub fn run(mut args: Args, out: &Output) -> CmdResult {
         Stage::RolledBack => Err(miette::miette!(
             "too late: the deadline passed and the machine rolled back"
         )),
-        Stage::Armed | Stage::Applied => {
+        Stage::Armed => Err(miette::miette!(
+            help = "confirm once it has ended (`sovereign confirm --status TOKEN` says applied)",
+            "the apply is still running: there is nothing to confirm yet"
+        )),
+        Stage::Applied => {
             if confirm::claim(&state, &args.token).map_err(report)? {
                 confirm::mark(&state, &args.token, Stage::Confirmed).map_err(report)?;
                 out.say("Confirmed: the apply is kept.");

@@ -404,6 +404,25 @@ fn apply(
             return r;
         }
     }
+    if applied.report.is_none() {
+        // The connection was cut before the report: the apply may still be running there
+        // (it ignores the hang-up). Wait for it to end before confirming anything.
+        let started = Instant::now();
+        while started.elapsed() < super::remote::APPLY_TIMEOUT {
+            match remote.status(&token) {
+                Ok(state) if state == "armed" => std::thread::sleep(Duration::from_secs(2)),
+                Ok(state) if state == "disarmed" => {
+                    let mut r = HostResult::new(name, Status::Failed);
+                    r.detail = Some(
+                        "the connection was cut and the apply did not succeed (see `sovereign generations` there)".into(),
+                    );
+                    r.tail = applied.tail.clone();
+                    return r;
+                }
+                _ => break,
+            }
+        }
+    }
     say(&format!("{name}: confirming over a new connection"));
     match remote.confirm(&token) {
         Ok(()) => {
