@@ -256,3 +256,28 @@ fn huge_pages_the_host_has_not_reserved_are_a_plan_error() {
     assert!(said.contains("free huge pages"), "{said}");
     assert!(said.contains("vm.nr_hugepages"), "says what to do: {said}");
 }
+
+#[test]
+fn where_libvirt_does_not_answer_and_pid_1_is_not_systemd_apply_does_the_rest() {
+    if Path::new("/run/systemd/system").is_dir() {
+        return; // with systemd, apply starts libvirtd instead: not this machine's case
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile(
+        dir.path(),
+        "hypervisor = \"kvm\"\naccel = \"tcg\"\ninstall = false\nuri = \"qemu+unix:///system?socket=/nonexistent/libvirt-sock\"",
+        "vcpus = 1\nmemory = \"64M\"",
+    );
+    let root = dir.path().join("root");
+    let out = sovereign(&["apply", &p, "--root", root.to_str().unwrap(), "--yes"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("skipped (not applicable: libvirt does not answer"),
+        "{said}"
+    );
+    assert!(
+        root.join("etc/sovereign/forge/probe.xml").is_file(),
+        "the domain XML is written: {said}"
+    );
+}

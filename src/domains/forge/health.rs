@@ -56,6 +56,10 @@ pub fn health(cx: &ApplyContext<'_>, d: &Desired) -> Vec<HealthResult> {
             .map(|v| {
                 if d.hypervisor == Hypervisor::Kvm && !cx.host.has_program("virsh") {
                     HealthResult::skipped(name(v), "libvirt is not installed")
+                } else if d.hypervisor == Hypervisor::Kvm && !cx.host.systemd_booted() {
+                    // Where PID 1 is not systemd sovereign does not start libvirtd, and
+                    // the VM's steps were not applicable: nothing ran that could fail.
+                    HealthResult::skipped(name(v), &format!("libvirt does not answer ({why})"))
                 } else {
                     HealthResult {
                         name: name(v),

@@ -167,7 +167,11 @@ pub fn virsh_batch(host: &dyn Host, uri: &str, commands: &[String]) -> Result<Ve
     }
     let text = out.stdout_str();
     let parts: Vec<String> = text.split(SEPARATOR).map(str::to_string).collect();
-    if parts.len() != commands.len() {
+    let said = out.stderr_str();
+    // virsh goes on after a command fails (a missing domain gives an empty answer, which
+    // is an answer), but not without a connection: then nothing it printed is one.
+    let unconnected = said.contains("failed to connect");
+    if parts.len() != commands.len() || unconnected {
         let why = out.stderr_str();
         let why = why
             .lines()
