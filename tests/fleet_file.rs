@@ -4,82 +4,22 @@
 //! `sovereign validate --fleet` and `sovereign schema --fleet` as a user runs them.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::{Component, Path, PathBuf};
+mod corpus_support;
+
+use std::path::{Path, PathBuf};
+
+use corpus_support::{clean, describe};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use sovereign::fleet::load::load_with_profiles;
 use sovereign::fleet::{Fleet, Host, StrictHostKeys, load};
-use sovereign::profile::LoadError;
 
 const BAD: &str = "tests/fleets/bad";
 
-/// One `# expect:` line: the file (relative to tests/fleets/bad, for an error in a
-/// profile the fleet names), line, column and a piece of the message.
-#[derive(Debug)]
-struct Expect {
-    file: PathBuf,
-    line: u32,
-    column: u32,
-    message: String,
-}
-
-/// `a/b/../c` as `a/c`: the loader shows paths cleaned, and so must the expectations.
-fn clean(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
-}
-
-fn expectations(path: &Path) -> Vec<Expect> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("# expect: ") else {
-            continue;
-        };
-        let (place, message) = rest.split_once(' ').expect("PLACE MESSAGE");
-        let parts: Vec<&str> = place.rsplitn(3, ':').collect();
-        let (file, line, column) = match parts.as_slice() {
-            [col, line, file] => (clean(&Path::new(BAD).join(file)), line, col),
-            [col, line] => (path.to_path_buf(), line, col),
-            _ => panic!("bad expectation {rest:?} in {}", path.display()),
-        };
-        out.push(Expect {
-            file,
-            line: line.parse().unwrap(),
-            column: column.parse().unwrap(),
-            message: message.to_string(),
-        });
-    }
-    out
-}
-
 fn corpus() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(BAD)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn describe(err: &LoadError) -> String {
-    err.errors
-        .iter()
-        .map(|e| format!("  {}: {} [{}]", e.place(), e.message, e.key_path))
-        .collect::<Vec<_>>()
-        .join("\n")
+    corpus_support::corpus(BAD)
 }
 
 #[test]
@@ -110,54 +50,7 @@ fn the_corpus_covers_every_contract_of_the_format() {
 
 #[test]
 fn every_bad_fleet_reports_exactly_its_expected_errors() {
-    let mut failures = Vec::new();
-    for path in corpus() {
-        let expected = expectations(&path);
-        assert!(
-            !expected.is_empty(),
-            "{} has no `# expect:` line",
-            path.display()
-        );
-        let err = match load_with_profiles(&path) {
-            Ok(_) => {
-                failures.push(format!("{}: loaded without errors", path.display()));
-                continue;
-            }
-            Err(err) => err,
-        };
-        let matches = err.errors.len() == expected.len()
-            && err.errors.iter().zip(&expected).all(|(got, want)| {
-                got.file == want.file
-                    && got.line == Some(want.line)
-                    && got.column == Some(want.column)
-                    && got.message.contains(&want.message)
-            });
-        if !matches {
-            failures.push(format!(
-                "{}:\n expected:\n{}\n got:\n{}",
-                path.display(),
-                expected
-                    .iter()
-                    .map(|e| format!(
-                        "  {}:{}:{}: {}",
-                        e.file.display(),
-                        e.line,
-                        e.column,
-                        e.message
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                describe(&err)
-            ));
-        }
-        for e in err.errors.iter().filter(|e| e.hint.is_none()) {
-            failures.push(format!(
-                "{}: error without a hint: {}",
-                path.display(),
-                e.message
-            ));
-        }
-    }
+    let failures = corpus_support::check(BAD, load_with_profiles);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

@@ -43,6 +43,16 @@ fn plan(dir: &Path, profile: &str, extra: &[&str]) -> Output {
     sovereign(&args)
 }
 
+/// The change at `addr` in a plan's JSON; panics showing the plan when there is none.
+fn change_at<'a>(plan: &'a serde_json::Value, addr: &str) -> &'a serde_json::Value {
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == addr)
+        .unwrap_or_else(|| panic!("no {addr} in {plan:#}"))
+}
+
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -155,13 +165,7 @@ fn a_xen_profile_plans_packages_a_reboot_and_vms_that_wait_for_it() {
     let out = plan(dir.path(), &p, &["--json"]);
     assert_ne!(out.status.code(), Some(1), "{}", text(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let changes = plan["changes"].as_array().unwrap();
-    let find = |addr: &str| {
-        changes
-            .iter()
-            .find(|c| c["address"] == addr)
-            .unwrap_or_else(|| panic!("no {addr} in {plan:#}"))
-    };
+    let find = |addr: &str| change_at(&plan, addr);
     let boot = find("forge.boot:xen");
     assert_eq!(boot["flags"]["reboot"], true, "{boot:#}");
     let cfg = find("files.file:/etc/sovereign/forge/probe.cfg");
@@ -203,13 +207,7 @@ fn where_libvirt_does_not_answer_plan_shows_the_daemon_and_every_vm_to_create() 
     let out = plan(dir.path(), &p, &["--json"]);
     assert_ne!(out.status.code(), Some(1), "{}", text(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let changes = plan["changes"].as_array().unwrap();
-    let find = |addr: &str| {
-        changes
-            .iter()
-            .find(|c| c["address"] == addr)
-            .unwrap_or_else(|| panic!("no {addr} in {plan:#}"))
-    };
+    let find = |addr: &str| change_at(&plan, addr);
     let daemon = find("forge.daemon:libvirtd");
     assert_eq!(daemon["action"], "create", "{daemon:#}");
     assert!(

@@ -2,62 +2,16 @@
 //! produce in `# expect: [FILE:]LINE:COLUMN MESSAGE` comments, in file order; the loader
 //! must report exactly those, at exactly those places.
 
-use std::path::{Path, PathBuf};
+mod corpus_support;
 
-use sovereign::profile::{LoadError, load};
+use std::path::Path;
+
+use sovereign::profile::load;
 
 const BAD: &str = "tests/profiles/bad";
 
-/// One `# expect:` line: the file (relative to tests/profiles/bad), line, column and a
-/// piece of the message.
-#[derive(Debug)]
-struct Expect {
-    file: PathBuf,
-    line: u32,
-    column: u32,
-    message: String,
-}
-
-fn expectations(path: &Path) -> Vec<Expect> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("# expect: ") else {
-            continue;
-        };
-        let (place, message) = rest.split_once(' ').expect("PLACE MESSAGE");
-        let parts: Vec<&str> = place.rsplitn(3, ':').collect();
-        let (file, line, column) = match parts.as_slice() {
-            [col, line, file] => (Path::new(BAD).join(file), line, col),
-            [col, line] => (path.to_path_buf(), line, col),
-            _ => panic!("bad expectation {rest:?} in {}", path.display()),
-        };
-        out.push(Expect {
-            file,
-            line: line.parse().unwrap(),
-            column: column.parse().unwrap(),
-            message: message.to_string(),
-        });
-    }
-    out
-}
-
-fn corpus() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(BAD)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn describe(err: &LoadError) -> String {
-    err.errors
-        .iter()
-        .map(|e| format!("  {}: {} [{}]", e.place(), e.message, e.key_path))
-        .collect::<Vec<_>>()
-        .join("\n")
+fn corpus() -> Vec<std::path::PathBuf> {
+    corpus_support::corpus(BAD)
 }
 
 #[test]
@@ -67,54 +21,7 @@ fn corpus_has_at_least_thirty_bad_profiles() {
 
 #[test]
 fn every_bad_profile_reports_exactly_its_expected_errors() {
-    let mut failures = Vec::new();
-    for path in corpus() {
-        let expected = expectations(&path);
-        assert!(
-            !expected.is_empty(),
-            "{} has no `# expect:` line",
-            path.display()
-        );
-        let err = match load(&path) {
-            Ok(_) => {
-                failures.push(format!("{}: loaded without errors", path.display()));
-                continue;
-            }
-            Err(err) => err,
-        };
-        let matches = err.errors.len() == expected.len()
-            && err.errors.iter().zip(&expected).all(|(got, want)| {
-                got.file == want.file
-                    && got.line == Some(want.line)
-                    && got.column == Some(want.column)
-                    && got.message.contains(&want.message)
-            });
-        if !matches {
-            failures.push(format!(
-                "{}:\n expected:\n{}\n got:\n{}",
-                path.display(),
-                expected
-                    .iter()
-                    .map(|e| format!(
-                        "  {}:{}:{}: {}",
-                        e.file.display(),
-                        e.line,
-                        e.column,
-                        e.message
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                describe(&err)
-            ));
-        }
-        for e in err.errors.iter().filter(|e| e.hint.is_none()) {
-            failures.push(format!(
-                "{}: error without a hint: {}",
-                path.display(),
-                e.message
-            ));
-        }
-    }
+    let failures = corpus_support::check(BAD, load);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

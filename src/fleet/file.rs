@@ -269,25 +269,7 @@ mod tests {
     /// Every key of the format has a description, as the profile's test demands of its own.
     #[test]
     fn every_key_has_a_description() {
-        let schema = fleet_schema();
-        let mut missing = Vec::new();
-        let mut visit = |name: &str, obj: &Value| {
-            if let Some(Value::Object(props)) = obj.get("properties") {
-                for (key, prop) in props {
-                    let described = prop
-                        .get("description")
-                        .and_then(Value::as_str)
-                        .is_some_and(|d| !d.trim().is_empty());
-                    if !described {
-                        missing.push(format!("{name}.{key}"));
-                    }
-                }
-            }
-        };
-        visit("(root)", schema);
-        for (name, def) in schema["$defs"].as_object().expect("definitions") {
-            visit(name, def);
-        }
+        let missing = crate::profile::schema::undescribed_keys(fleet_schema());
         assert!(
             missing.is_empty(),
             "keys without a description: {missing:?}"

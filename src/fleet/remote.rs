@@ -190,6 +190,32 @@ impl Remote<'_> {
         line
     }
 
+    /// Run the host's sovereign with `args` and `stdin`; its output when it succeeded.
+    fn call(
+        &self,
+        args: &[&str],
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+        shared: bool,
+    ) -> Result<CmdOutput, Failure> {
+        let out = self.transport.run(
+            self.layer,
+            self.host,
+            &self.sovereign(args),
+            stdin,
+            timeout,
+            shared,
+        )?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(Failure::Failed {
+                code: out.code,
+                tail: tail(&out, TAIL_LINES),
+            })
+        }
+    }
+
     /// Make sure the host has this binary; `true` when it was sent.
     pub fn ensure_binary(&self) -> Result<bool, Failure> {
         let path = self.binary.remote_path();
@@ -234,20 +260,7 @@ impl Remote<'_> {
         if allow_destroy {
             args.push("--allow-destroy");
         }
-        let out = self.transport.run(
-            self.layer,
-            self.host,
-            &self.sovereign(&args),
-            Some(resolved.to_vec()),
-            PLAN_TIMEOUT,
-            true,
-        )?;
-        if !out.success() {
-            return Err(Failure::Failed {
-                code: out.code,
-                tail: tail(&out, TAIL_LINES),
-            });
-        }
+        let out = self.call(&args, Some(resolved.to_vec()), PLAN_TIMEOUT, true)?;
         serde_json::from_slice(&out.stdout).map_err(|e| Failure::Failed {
             code: out.code,
             tail: vec![format!("the host's plan is not JSON: {e}")],
@@ -307,35 +320,16 @@ impl Remote<'_> {
     /// Confirm the apply over a connection of its own (never the master opened before
     /// the change: the change must leave the host reachable anew).
     pub fn confirm(&self, token: &str) -> Result<(), Failure> {
-        let out = self.transport.run(
-            self.layer,
-            self.host,
-            &self.sovereign(&["confirm", "-"]),
-            Some(format!("{token}\n").into_bytes()),
-            QUICK_TIMEOUT,
-            false,
-        )?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(Failure::Failed {
-                code: out.code,
-                tail: tail(&out, TAIL_LINES),
-            })
-        }
+        let token = Some(format!("{token}\n").into_bytes());
+        self.call(&["confirm", "-"], token, QUICK_TIMEOUT, false)
+            .map(drop)
     }
 
     /// What became of an armed apply: "confirmed", "rolled_back", "armed" (still waiting)
     /// or "unknown".
     pub fn status(&self, token: &str) -> Result<String, Failure> {
-        let out = self.transport.run(
-            self.layer,
-            self.host,
-            &self.sovereign(&["confirm", "--status", "-"]),
-            Some(format!("{token}\n").into_bytes()),
-            QUICK_TIMEOUT,
-            false,
-        )?;
+        let token = Some(format!("{token}\n").into_bytes());
+        let out = self.call(&["confirm", "--status", "-"], token, QUICK_TIMEOUT, false)?;
         Ok(out.stdout_str().trim().to_string())
     }
 
@@ -343,22 +337,13 @@ impl Remote<'_> {
     /// last succeeded one before it, or to the state before the first.
     pub fn rollback(&self, generation: u64) -> Result<(), Failure> {
         let before = generation.to_string();
-        let out = self.transport.run(
-            self.layer,
-            self.host,
-            &self.sovereign(&["rollback", "--before", &before, "--yes"]),
+        self.call(
+            &["rollback", "--before", &before, "--yes"],
             None,
             APPLY_TIMEOUT,
             true,
-        )?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(Failure::Failed {
-                code: out.code,
-                tail: tail(&out, TAIL_LINES),
-            })
-        }
+        )
+        .map(drop)
     }
 }
 
