@@ -14,7 +14,7 @@ use crate::plan::Change;
 use super::desired::Desired;
 use super::diff::{ForgeOp, VmOp, image_key, vm_key};
 use super::domain::Entry;
-use super::observe::VIRSH_TIMEOUT;
+use super::observe::{VIRSH_TIMEOUT, XEN_GRUB_SCRIPT, XEN_GRUB_SCRIPT_FIRST};
 use super::section::{DEFAULT_URI, Hypervisor};
 
 /// How often a shutting-down VM is asked whether it is off.
@@ -53,10 +53,10 @@ pub fn apply(
                     "dpkg-divert",
                     "--local",
                     "--divert",
-                    "/etc/grub.d/08_linux_xen",
+                    XEN_GRUB_SCRIPT_FIRST,
                     "--rename",
                     "--add",
-                    "/etc/grub.d/20_linux_xen",
+                    XEN_GRUB_SCRIPT,
                 ],
             )?;
             run(cx.host, &["update-grub"])?;

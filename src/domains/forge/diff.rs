@@ -235,6 +235,10 @@ fn xen_host(
             Some("Xen hypervisor".into()),
         )];
         c.flags.reboot = true;
+        if o.xen.staged {
+            c.not_applicable =
+                Some("under --root the running machine's boot entry is not changed".into());
+        }
         c.reason = Some(
             "GRUB's Xen entries go first (dpkg-divert 20_linux_xen to 08_linux_xen), then update-grub; Xen runs after the next reboot".into(),
         );

@@ -24,7 +24,7 @@ pub fn health(cx: &ApplyContext<'_>, d: &Desired) -> Vec<HealthResult> {
             virsh_batch(cx.host, &d.uri, &commands)
         }
         Hypervisor::Xen => {
-            if !std::fs::read_to_string("/sys/hypervisor/type").is_ok_and(|t| t.trim() == "xen") {
+            if !super::observe::xen_running() {
                 return want
                     .iter()
                     .map(|v| HealthResult::skipped(name(v), "Xen is not running until the reboot"))

@@ -16,9 +16,11 @@ use super::shape::{Shape, parse_domain};
 const SEPARATOR: &str = "@@sovereign-forge@@";
 /// How long libvirt may take to answer: a hung daemon must not hang plan.
 pub const VIRSH_TIMEOUT: Duration = Duration::from_secs(60);
-/// Where GRUB's defaults for the Xen entry are written.
-pub const XEN_GRUB_DEFAULT: &str = "/etc/default/grub.d/sovereign-xen.cfg";
-/// GRUB's generated menu: it holds the Xen entry once `update-grub` ran.
+/// Debian's GRUB script of the Xen entries, and the name it is diverted to so that it runs
+/// before Linux's and its first entry becomes the default (Debian's documented way).
+pub const XEN_GRUB_SCRIPT: &str = "/etc/grub.d/20_linux_xen";
+pub const XEN_GRUB_SCRIPT_FIRST: &str = "/etc/grub.d/08_linux_xen";
+/// GRUB's generated menu: its first entry is the default.
 pub const GRUB_CFG: &str = "/boot/grub/grub.cfg";
 
 /// One domain libvirt has defined.
@@ -46,9 +48,10 @@ pub struct Libvirt {
 pub struct Xen {
     /// This machine runs under Xen now (`/sys/hypervisor/type` says "xen").
     pub running: bool,
-    /// GRUB's menu makes Xen the default (our defaults file is there and `update-grub`
-    /// ran after it was written).
+    /// GRUB's menu makes Xen the default: its first entry is Xen's.
     pub boot_default: bool,
+    /// Under `--root`: the running machine's boot entry is not the profile's to change.
+    pub staged: bool,
     /// Domains `xl list` shows (running ones: xl keeps no definitions).
     pub domains: BTreeSet<String>,
 }
@@ -246,16 +249,28 @@ fn libvirt(host: &dyn Host, uri: &str, vms: &BTreeSet<String>) -> Result<Libvirt
     Ok(out)
 }
 
+/// Whether this machine runs under Xen now.
+pub fn xen_running() -> bool {
+    std::fs::read_to_string("/sys/hypervisor/type").is_ok_and(|t| t.trim() == "xen")
+}
+
+/// Whether the first entry of a GRUB menu (the default) boots Xen.
+pub fn xen_first_in_menu(grub_cfg: &str) -> bool {
+    grub_cfg
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with("menuentry ") || l.starts_with("submenu "))
+        .is_some_and(|l| l.contains("Xen"))
+}
+
 fn xen(root: &crate::host::fs::Root, host: &dyn Host) -> Xen {
-    let running = std::fs::read_to_string("/sys/hypervisor/type").is_ok_and(|t| t.trim() == "xen");
-    let boot_default = (|| {
-        let defaults = std::fs::metadata(root.resolve(XEN_GRUB_DEFAULT).ok()?).ok()?;
-        let cfg_path = root.resolve(GRUB_CFG).ok()?;
-        let cfg = std::fs::metadata(&cfg_path).ok()?;
-        let text = std::fs::read_to_string(&cfg_path).ok()?;
-        Some(text.contains("Xen hypervisor") && cfg.modified().ok()? >= defaults.modified().ok()?)
-    })()
-    .unwrap_or(false);
+    let running = xen_running();
+    let boot_default = root
+        .resolve(GRUB_CFG)
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|cfg| xen_first_in_menu(&cfg));
+    let staged = root.path() != std::path::Path::new("/");
     let mut domains = BTreeSet::new();
     if running
         && let Ok(o) = host.run(&Cmd::new(["xl", "list"]).timeout(VIRSH_TIMEOUT))
@@ -274,6 +289,7 @@ fn xen(root: &crate::host::fs::Root, host: &dyn Host) -> Xen {
     Xen {
         running,
         boot_default,
+        staged,
         domains,
     }
 }
@@ -281,6 +297,15 @@ fn xen(root: &crate::host::fs::Root, host: &dyn Host) -> Xen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xen_is_the_default_only_when_its_entry_comes_first() {
+        let linux_first = "set default=\"0\"\nmenuentry 'Debian GNU/Linux' --class debian {\n}\nsubmenu 'Debian GNU/Linux, with Xen hypervisor' {\n}\n";
+        assert!(!xen_first_in_menu(linux_first));
+        let xen_first = "set default=\"0\"\nsubmenu 'Debian GNU/Linux, with Xen hypervisor' {\n\tmenuentry 'Debian GNU/Linux, with Xen 4.17-amd64' {\n}\n}\nmenuentry 'Debian GNU/Linux' {\n}\n";
+        assert!(xen_first_in_menu(xen_first));
+        assert!(!xen_first_in_menu(""));
+    }
 
     #[test]
     fn free_huge_pages_are_counted_in_bytes() {
