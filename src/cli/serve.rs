@@ -6,9 +6,18 @@ use std::path::PathBuf;
 use super::{CmdResult, Output};
 use crate::inference::daemon::{self, DaemonOptions};
 use crate::inference::limits::{
-    BOUNDS, Bound, BoundKind, CONTEXT, GPU_LAYERS, LISTEN, MAX_LOADED, SLOTS, ServerLimits,
-    THREADS, clap_range, ttl_problem,
+    BOUNDS, Bound, BoundKind, CONTEXT, GPU_LAYERS, LISTEN, MAX_LOADED, PROMPT_CACHE, SLOTS,
+    ServerLimits, THREADS, clap_range, ttl_problem,
 };
+
+/// `--no-prompt-cache`'s help, from the daemon's one definition of the switch.
+fn prompt_cache_help() -> String {
+    format!(
+        "Decode every prompt whole. By default the daemon does not: {}. {}.",
+        PROMPT_CACHE.about.to_lowercase(),
+        PROMPT_CACHE.off
+    )
+}
 use crate::inference::model_options::{GpuLayers, ModelsFile};
 use crate::profile::units::{Duration as TextDuration, Size};
 
@@ -31,6 +40,11 @@ verify`, then pull it again), and a model whose estimated memory (weights, KV ca
 compute buffers) exceeds what is free is refused with the numbers (`sovereign model load
 --force` loads it anyway). SIGTERM stops accepting, lets in-flight
 requests finish within --shutdown-timeout, ends the rest with an error, and exits 0.
+
+Each slot keeps its KV cache after a request, and a request whose prompt starts like a
+cached one (a conversation's earlier turns, a shared system prompt) decodes only the rest;
+--no-prompt-cache turns that off where users must not learn from response times what
+others sent.
 
 Clients are bounded: a request head must arrive within --header-timeout however slowly
 it trickles, a body within --body-timeout (408 beyond), an idle keep-alive connection is
@@ -90,6 +104,8 @@ pub struct Args {
     /// Read the model into memory instead of mapping it.
     #[arg(long)]
     pub no_mmap: bool,
+    #[arg(long = PROMPT_CACHE.off_flag, help = prompt_cache_help())]
+    pub no_prompt_cache: bool,
     #[command(flatten)]
     pub bounds: ClientBounds,
     /// Benchmark baseline: instead of serving, run a plain llama.cpp loop on the first
@@ -241,6 +257,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         gpu_layers: args.gpu_layers.as_option(),
         mlock: args.mlock,
         mmap: !args.no_mmap,
+        prompt_cache: !args.no_prompt_cache,
         max_loaded: args.max_loaded.map(usize::from),
         ttl: args.ttl.map(TextDuration::as_std),
         model_defaults,

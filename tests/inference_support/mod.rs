@@ -130,6 +130,20 @@ pub fn model_file(file: &str, spec: gguf::ModelSpec) -> PathBuf {
     path
 }
 
+/// The tiny model's shape with random weights and sharp attention: greedy decoding
+/// depends on every earlier token (a different middle of a long prompt changes the answer),
+/// and never stops by itself.
+pub fn tiny_random() -> PathBuf {
+    model_file(
+        "tiny-random.gguf",
+        gguf::ModelSpec {
+            greedy_path: false,
+            attention_gain: 3.0,
+            ..gguf::ModelSpec::tiny(7)
+        },
+    )
+}
+
 /// The tiny test model with the default seed.
 pub fn tiny() -> PathBuf {
     model_file("tiny.gguf", gguf::ModelSpec::tiny(42))
@@ -145,6 +159,8 @@ pub struct ServerOptions {
     pub body_limit: usize,
     /// Deadlines, the connection cap and the compile budget.
     pub limits: ServerLimits,
+    /// Prefix reuse of the KV cache (`serve --no-prompt-cache` turns it off).
+    pub prompt_cache: bool,
 }
 
 impl Default for ServerOptions {
@@ -157,6 +173,7 @@ impl Default for ServerOptions {
             key: Some("test-key".into()),
             body_limit: server::DEFAULT_BODY_LIMIT,
             limits: ServerLimits::default(),
+            prompt_cache: true,
         }
     }
 }
@@ -195,6 +212,7 @@ pub fn start(opts: ServerOptions) -> TestServer {
             mlock: false,
             mmap: true,
             batch: 512,
+            prompt_cache: opts.prompt_cache,
         };
         models.insert(
             name.clone(),

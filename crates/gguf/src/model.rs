@@ -38,6 +38,12 @@ pub struct ModelSpec {
     /// Pad the vocabulary with generated word pieces up to this many tokens (the mask
     /// benchmark's large vocabulary); `None` keeps the small designed one.
     pub vocab_size: Option<u32>,
+    /// How much earlier tokens weigh in a random model (it multiplies the query, key and
+    /// attention-output weights). At 1 attention is nearly uniform and the current token's
+    /// embedding dominates, so the answer hardly depends on the middle of a long prompt;
+    /// larger makes every earlier token count (the prefix-reuse tests need an answer that
+    /// a wrong KV cell would change).
+    pub attention_gain: f32,
 }
 
 /// The ChatML template every generated model carries unless told otherwise.
@@ -58,6 +64,7 @@ impl ModelSpec {
             seed,
             greedy_path: true,
             vocab_size: None,
+            attention_gain: 1.0,
         }
     }
 
@@ -76,6 +83,7 @@ impl ModelSpec {
             // The benchmark times a fixed number of generated tokens, so it must not stop.
             greedy_path: false,
             vocab_size: None,
+            attention_gain: 1.0,
         }
     }
 
@@ -94,6 +102,7 @@ impl ModelSpec {
             seed,
             greedy_path: false,
             vocab_size: Some(128 * 1024),
+            attention_gain: 1.0,
         }
     }
 
@@ -401,13 +410,14 @@ fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
         (Fill::Random(1.0), Fill::Output(scale(e) * 4.0))
     };
     // Zero block outputs leave the residual stream equal to the current token's embedding.
-    let block_out = |n_in: u64| {
+    let block_out = |n_in: u64, gain: f32| {
         if spec.greedy_path {
             Fill::Zero
         } else {
-            Fill::Random(scale(n_in))
+            Fill::Random(scale(n_in) * gain)
         }
     };
+    let gain = spec.attention_gain;
     let mut t = vec![
         TensorPlan {
             name: "token_embd.weight".into(),
@@ -438,14 +448,24 @@ fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
             })
         };
         add("attn_norm", vec![e], DType::F32, Fill::Ones);
-        add("attn_q", vec![e, e], DType::F16, Fill::Random(scale(e)));
-        add("attn_k", vec![e, kv], DType::F16, Fill::Random(scale(e)));
+        add(
+            "attn_q",
+            vec![e, e],
+            DType::F16,
+            Fill::Random(scale(e) * gain),
+        );
+        add(
+            "attn_k",
+            vec![e, kv],
+            DType::F16,
+            Fill::Random(scale(e) * gain),
+        );
         add("attn_v", vec![e, kv], DType::F16, Fill::Random(scale(e)));
-        add("attn_output", vec![e, e], DType::F16, block_out(e));
+        add("attn_output", vec![e, e], DType::F16, block_out(e, gain));
         add("ffn_norm", vec![e], DType::F32, Fill::Ones);
         add("ffn_gate", vec![e, ff], DType::F16, Fill::Random(scale(e)));
         add("ffn_up", vec![e, ff], DType::F16, Fill::Random(scale(e)));
-        add("ffn_down", vec![ff, e], DType::F16, block_out(ff));
+        add("ffn_down", vec![ff, e], DType::F16, block_out(ff, 1.0));
     }
     t
 }

@@ -26,6 +26,8 @@ pub struct DaemonOptions {
     pub gpu_layers: Option<u32>,
     pub mlock: bool,
     pub mmap: bool,
+    /// Prefix reuse of the KV cache ([`super::limits::PROMPT_CACHE`]).
+    pub prompt_cache: bool,
     /// Most cached models loaded at once (`--max-loaded`).
     pub max_loaded: Option<usize>,
     /// Idle TTL of cached models loaded without one (`--ttl`).
@@ -139,6 +141,7 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
                 mlock: opts.mlock,
                 mmap: opts.mmap,
                 batch: super::limits::batch_for(opts.slots),
+                prompt_cache: opts.prompt_cache,
             })
         };
         let mut models = BTreeMap::new();

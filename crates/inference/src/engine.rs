@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, watch};
 use super::grammar::{self, Session, StepError};
 use super::job::{EngineHandle, Event, FinishReason, Job, ModelInfo, ModelState, Tokenize};
 use super::metrics::Metrics;
-use super::scheduler::{AfterToken, Refused, Scheduler};
+use super::scheduler::{AfterToken, End, Refused, Scheduler};
 use super::template::ChatTemplate;
 use super::text::{StopFilter, StopScan, Utf8Stream};
 use super::validate::Sampling;
@@ -55,6 +55,9 @@ pub struct EngineConfig {
     pub mmap: bool,
     /// Tokens per decode step (llama.cpp's n_batch).
     pub batch: usize,
+    /// Keep each slot's KV cells after its request and reuse the longest shared prefix
+    /// (`serve --no-prompt-cache` turns it off).
+    pub prompt_cache: bool,
 }
 
 /// Stack of an engine thread (address space; only the pages touched are memory).
@@ -268,13 +271,13 @@ fn run_engine(
         if sched.is_idle() {
             metrics_gauges(metrics, &sched, &mut shown);
             match jobs.recv() {
-                Ok(j) => submit(&mut sched, j),
+                Ok(j) => submit(&mut sched, j, cfg.prompt_cache),
                 Err(_) => break,
             }
         }
         loop {
             match jobs.try_recv() {
-                Ok(j) => submit(&mut sched, j),
+                Ok(j) => submit(&mut sched, j, cfg.prompt_cache),
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     gone = true;
@@ -283,18 +286,29 @@ fn run_engine(
             }
         }
         for (slot, _job) in sched.reap(|j| j.job.abandoned()) {
-            if slot != usize::MAX {
+            if slot != usize::MAX && sched.holds(slot) == 0 {
                 clear_slot(&mut lctx, slot);
             }
         }
         let (filled, _dropped) = sched.admit(|j| j.job.abandoned());
-        for slot in filled {
-            if let Some(j) = sched.job_mut(slot) {
+        for a in filled {
+            // The cells past the shared prefix belong to another conversation.
+            trim_slot(&mut lctx, &mut sched, a.slot, a.keep);
+            if let Some(j) = sched.job_mut(a.slot) {
                 j.sampler = Some(sampler_for(&j.job.req.sampling, n_vocab));
                 j.grammar = j.job.req.grammar.as_ref().map(|g| g.session(fail_after));
             }
         }
         metrics_gauges(metrics, &sched, &mut shown);
+        for c in sched.settle() {
+            // A whole-sequence copy: llama.cpp copies only whole streams between the
+            // sequences of a context whose slots each have their own (a partial range
+            // would abort the process); the tail is dropped after.
+            if let Err(e) = lctx.copy_kv_cache_seq(c.src as i32, c.dst as i32, None, None) {
+                tracing::warn!("cannot copy slot {} to {}: {e}", c.src, c.dst);
+            }
+            trim_slot(&mut lctx, &mut sched, c.dst, c.keep);
+        }
         let chunks = sched.next_step();
         if chunks.is_empty() {
             if gone && sched.is_idle() {
@@ -319,7 +333,7 @@ fn run_engine(
         if let Err(e) = lctx.decode(&mut batch) {
             tracing::error!(model = name, "decode failed: {e}");
             for c in &chunks {
-                if let Some(j) = sched.release(c.slot) {
+                if let Some(j) = sched.release(c.slot, End::Clear) {
                     let _closed = j
                         .job
                         .events
@@ -336,6 +350,9 @@ fn run_engine(
                 metrics
                     .prompt_tokens
                     .fetch_add(c.tokens.len() as u64, Ordering::Relaxed);
+                metrics
+                    .prompt_tokens_cached
+                    .fetch_add(c.reused as u64, Ordering::Relaxed);
             }
             if !c.logits {
                 continue;
@@ -359,7 +376,7 @@ fn run_engine(
                     Err(e) => {
                         // Fail closed: the request ends here, the unchecked token is never sent.
                         tracing::warn!(model = name, "{e}");
-                        if let Some(j) = sched.release(c.slot) {
+                        if let Some(j) = sched.release(c.slot, End::Clear) {
                             metrics_gauges(metrics, &sched, &mut shown);
                             let _closed = j.job.events.try_send(Event::Failed(e.to_string()));
                         }
@@ -408,17 +425,21 @@ fn run_engine(
                 }
             };
             if let Some(reason) = finish {
-                let (prompt_tokens, completion_tokens) = sched.counts(c.slot).unwrap_or((0, 0));
-                if let Some(j) = sched.release(c.slot) {
+                let (prompt_tokens, completion_tokens, cached_tokens) =
+                    sched.counts(c.slot).unwrap_or((0, 0, 0));
+                if let Some(j) = sched.release(c.slot, End::Keep) {
                     // The gauges first: a client that saw Done reads a freed slot.
                     metrics_gauges(metrics, &sched, &mut shown);
                     let _closed = j.job.events.try_send(Event::Done {
                         reason,
                         prompt_tokens,
                         completion_tokens,
+                        cached_tokens,
                     });
                 }
-                clear_slot(&mut lctx, c.slot);
+                if sched.holds(c.slot) == 0 {
+                    clear_slot(&mut lctx, c.slot);
+                }
             }
         }
     }
@@ -486,9 +507,11 @@ fn constrained_sample(
     Ok(pick)
 }
 
-fn submit(sched: &mut Scheduler<SlotJob>, job: Job) {
+fn submit(sched: &mut Scheduler<SlotJob>, job: Job, prompt_cache: bool) {
     let prompt = job.req.prompt_tokens.clone();
     let max = job.req.max_tokens;
+    // A request that opts out neither reuses cells nor leaves its own for others.
+    let key = (prompt_cache && job.req.cache_prompt).then(|| job.req.reuse_key());
     let stop = StopFilter::new(job.req.stop.clone());
     let sj = SlotJob {
         job,
@@ -498,7 +521,7 @@ fn submit(sched: &mut Scheduler<SlotJob>, job: Job) {
         last_token: None,
         grammar: None,
     };
-    if let Err((why, sj)) = sched.submit(prompt, max, sj) {
+    if let Err((why, sj)) = sched.submit(prompt, max, key, sj) {
         let msg = match why {
             Refused::QueueFull => "the queue is full".to_string(),
             Refused::TooLong {
@@ -541,6 +564,29 @@ fn flush(j: &mut SlotJob, stopped: Option<String>) {
         }
     };
     send_text(j, text);
+}
+
+/// Drop `slot`'s cells from position `keep` on (all of them for 0). Where the model's
+/// memory cannot drop part of a sequence (recurrent models) or no longer holds all of it,
+/// the slot is cleared and its sequence starts from its first token.
+fn trim_slot<J>(lctx: &mut LlamaContext<'_>, sched: &mut Scheduler<J>, slot: usize, keep: usize) {
+    if keep == 0 {
+        clear_slot(lctx, slot);
+        return;
+    }
+    let trimmed = matches!(
+        lctx.clear_kv_cache_seq(Some(slot as u32), Some(keep as u32), None),
+        Ok(true)
+    );
+    // A sliding-window model drops old cells: a prefix is reusable only whole.
+    let whole = trimmed
+        && lctx.kv_cache_seq_pos_min(slot as i32) == 0
+        && lctx.kv_cache_seq_pos_max(slot as i32) == keep as i32 - 1;
+    if !whole {
+        tracing::debug!("slot {slot} cannot keep a prefix; it decodes the whole prompt");
+        clear_slot(lctx, slot);
+        sched.restart(slot);
+    }
 }
 
 fn clear_slot(lctx: &mut LlamaContext<'_>, slot: usize) {

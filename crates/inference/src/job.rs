@@ -38,6 +38,8 @@ pub enum Event {
         reason: FinishReason,
         prompt_tokens: usize,
         completion_tokens: usize,
+        /// Prompt tokens whose KV cells were reused rather than decoded.
+        cached_tokens: usize,
     },
     /// The engine failed this job (decode error, shutdown).
     Failed(String),

@@ -197,6 +197,45 @@ fn describe_bound(b: &Bound, schema: &mut schemars::Schema) {
     }
 }
 
+/// A daemon feature that is on unless turned off: its profile key, the `serve` flag that
+/// turns it off, and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Switch {
+    /// The profile key under `[inference]` (a boolean, default true).
+    pub key: &'static str,
+    /// The `serve` flag that turns it off, without the dashes.
+    pub off_flag: &'static str,
+    /// What it does, for `--help` and the schema.
+    pub about: &'static str,
+    /// What turning it off is for, for `--help` and the schema.
+    pub off: &'static str,
+}
+
+/// Prefix reuse: each slot keeps its KV cells after a request, and the next request that
+/// shares a prefix with them decodes only the rest.
+pub const PROMPT_CACHE: Switch = Switch {
+    key: "prompt_cache",
+    off_flag: "no-prompt-cache",
+    about: "Keep each slot's KV cache after a request and decode only what a new prompt does \
+            not share with it (a conversation's earlier turns, a common system prompt)",
+    off: "Turn it off where several people share the daemon and one must not learn, from \
+          response times or `usage.prompt_tokens_details.cached_tokens`, what another \
+          sent; a request can also opt out with \"cache_prompt\": false",
+};
+
+/// `[inference] prompt_cache`: what it does and its default, from [`PROMPT_CACHE`].
+pub fn prompt_cache_schema(schema: &mut schemars::Schema) {
+    let s = PROMPT_CACHE;
+    schema.insert(
+        "description".into(),
+        format!(
+            "{}. Default true; false starts the daemon with --{}. {}.",
+            s.about, s.off_flag, s.off
+        )
+        .into(),
+    );
+}
+
 /// Sequences one engine decodes together (continuous batching).
 pub const SLOTS: Bound = Bound {
     key: "slots",

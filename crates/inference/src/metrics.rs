@@ -70,8 +70,10 @@ const MASK_BOUNDS: &[f64] = &[
 pub struct Metrics {
     /// Finished requests by HTTP status code.
     requests: Mutex<std::collections::BTreeMap<u16, u64>>,
-    /// Prompt tokens processed.
+    /// Prompt tokens decoded.
     pub prompt_tokens: AtomicU64,
+    /// Prompt tokens reused from the KV cache instead of decoded.
+    pub prompt_tokens_cached: AtomicU64,
     /// Tokens generated.
     pub generated_tokens: AtomicU64,
     /// From admission to the first generated token.
@@ -93,6 +95,7 @@ impl Default for Metrics {
         Metrics {
             requests: Mutex::default(),
             prompt_tokens: AtomicU64::new(0),
+            prompt_tokens_cached: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             ttft: Histogram::new(TTFT_BOUNDS),
             token_latency: Histogram::new(TOKEN_BOUNDS),
@@ -136,8 +139,14 @@ impl Metrics {
         counter(
             &mut out,
             "sovereign_prompt_tokens_total",
-            "Prompt tokens processed.",
+            "Prompt tokens decoded.",
             &self.prompt_tokens,
+        );
+        counter(
+            &mut out,
+            "sovereign_prompt_tokens_cached_total",
+            "Prompt tokens reused from the KV cache instead of decoded.",
+            &self.prompt_tokens_cached,
         );
         counter(
             &mut out,

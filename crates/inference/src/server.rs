@@ -406,8 +406,10 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+/// OpenAI's usage object; `cached` prompt tokens were reused from the KV cache.
+fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+           "prompt_tokens_details": {"cached_tokens": cached}})
 }
 
 async fn collect_response(
@@ -424,6 +426,7 @@ async fn collect_response(
                 reason,
                 prompt_tokens,
                 completion_tokens,
+                cached_tokens,
             }) => {
                 let choice = match endpoint {
                     Endpoint::Chat => {
@@ -437,7 +440,7 @@ async fn collect_response(
                     Endpoint::Chat => "chat.completion",
                     Endpoint::Completion => "text_completion",
                 };
-                let body = json!({"id": id, "object": object, "created": now_secs(), "model": model, "choices": [choice], "usage": usage(prompt_tokens, completion_tokens)});
+                let body = json!({"id": id, "object": object, "created": now_secs(), "model": model, "choices": [choice], "usage": usage(prompt_tokens, completion_tokens, cached_tokens)});
                 return Ok(axum::Json(body).into_response());
             }
             Some(Event::Failed(why)) => return Err(ApiError::Engine(why)),
@@ -537,6 +540,7 @@ fn stream_response(
                 reason,
                 prompt_tokens,
                 completion_tokens,
+                cached_tokens,
             }) => {
                 let ev = st.chunk(json!({}), Some(reason));
                 if st.include_usage {
@@ -545,7 +549,7 @@ fn stream_response(
                     } else {
                         "text_completion"
                     };
-                    let u = json!({"id": st.id, "object": object, "created": st.created, "model": st.model, "choices": [], "usage": usage(prompt_tokens, completion_tokens)});
+                    let u = json!({"id": st.id, "object": object, "created": st.created, "model": st.model, "choices": [], "usage": usage(prompt_tokens, completion_tokens, cached_tokens)});
                     st.tail.push_back(SseEvent::default().data(u.to_string()));
                 }
                 st.tail.push_back(SseEvent::default().data("[DONE]"));

@@ -69,6 +69,9 @@ pub struct ParsedRequest {
     pub include_usage: bool,
     /// What the output must follow (`response_format` or `grammar`), checked, not compiled.
     pub constraint: Option<GrammarSpec>,
+    /// `cache_prompt` (llama-server's name): `false` neither reuses cached KV cells nor
+    /// leaves this prompt's cells for later requests.
+    pub cache_prompt: bool,
 }
 
 /// A request ready for the engine: tokens, budget and sampling.
@@ -91,6 +94,18 @@ pub struct ValidRequest {
     pub include_usage: bool,
     /// The compiled constraint, set by the handler after [`ParsedRequest::into_valid`].
     pub grammar: Option<Arc<Compiled>>,
+    /// Take part in prefix reuse (see [`ParsedRequest::cache_prompt`]).
+    pub cache_prompt: bool,
+}
+
+impl ValidRequest {
+    /// What this request's KV cells depend on besides the model and its tokens: cells are
+    /// reused only between requests with equal keys. Every request of a model decodes
+    /// with the same weights today, so they share one key; an adapter set and its scales
+    /// will each get their own.
+    pub fn reuse_key(&self) -> u64 {
+        0
+    }
 }
 
 impl ParsedRequest {
@@ -127,6 +142,7 @@ impl ParsedRequest {
             stream: self.stream,
             include_usage: self.include_usage,
             grammar: None,
+            cache_prompt: self.cache_prompt,
         })
     }
 }
@@ -197,6 +213,7 @@ const CHAT_KEYS: &[&str] = &[
     "functions",
     "function_call",
     "parallel_tool_calls",
+    "cache_prompt",
 ];
 const COMPLETION_KEYS: &[&str] = &[
     "model",
@@ -221,6 +238,7 @@ const COMPLETION_KEYS: &[&str] = &[
     "suffix",
     "response_format",
     "grammar",
+    "cache_prompt",
 ];
 
 /// Parse a request body (already JSON) for `endpoint`.
@@ -350,6 +368,7 @@ pub fn parse(endpoint: Endpoint, body: &Value) -> Result<ParsedRequest, ApiError
         stream,
         include_usage,
         constraint,
+        cache_prompt: boolean(obj, "cache_prompt")?.unwrap_or(true),
     })
 }
 

@@ -66,7 +66,7 @@ struct UnitContext<'a> {
     stop_timeout: u64,
 }
 
-/// The `serve` flags for the client bounds `section` sets, in the daemon's order.
+/// The `serve` flags for the client bounds and switches `section` sets, in the daemon's order.
 fn client_flags(section: &Inference) -> String {
     use crate::inference::limits::{
         BODY_TIMEOUT, COMPILE_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS,
@@ -90,6 +90,12 @@ fn client_flags(section: &Inference) -> String {
     );
     flag(SHUTDOWN_TIMEOUT.flag, secs(section.shutdown_timeout));
     flag(COMPILE_TIMEOUT.flag, secs(section.grammar_compile_timeout));
+    if section.prompt_cache == Some(false) {
+        out.push_str(&format!(
+            " --{}",
+            crate::inference::limits::PROMPT_CACHE.off_flag
+        ));
+    }
     out
 }
 
@@ -215,6 +221,23 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn prompt_cache_false_turns_prefix_reuse_off_in_the_daemons_flags() {
+        let off = Inference {
+            prompt_cache: Some(false),
+            ..Default::default()
+        };
+        let text = unit(&off, UNIT_TEMPLATE_TEXT, "/s", "/m.toml").unwrap();
+        let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert!(exec.contains(" --no-prompt-cache "), "{exec}");
+        let on = Inference {
+            prompt_cache: Some(true),
+            ..Default::default()
+        };
+        let text = unit(&on, UNIT_TEMPLATE_TEXT, "/s", "/m.toml").unwrap();
+        assert!(!text.contains("prompt-cache"), "{text}");
     }
 
     #[test]

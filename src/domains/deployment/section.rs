@@ -109,6 +109,12 @@ pub struct Inference {
     #[schemars(transform = crate::inference::limits::bound_schema::<5>)]
     pub grammar_compile_timeout: Option<Duration>,
 
+    /// Prefix reuse of the KV cache. The schema's description and default come from the
+    /// daemon's own definition (`inference::limits::PROMPT_CACHE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::inference::limits::prompt_cache_schema)]
+    pub prompt_cache: Option<bool>,
+
     /// Models to pull, verify and serve, keyed by the name clients use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, ModelSpec>,

@@ -24,14 +24,15 @@ pub(super) const KEY: &str = "bench-key";
 const SLOTS: &str = "4";
 const CTX: &str = "1024";
 
-/// `args`: nothing for everything, or `constrained` for the constrained-decoding tables
-/// alone (the same measurements, without the F16 and Q4_0 throughput runs).
+/// `args`: nothing for everything, `constrained` for the constrained-decoding tables
+/// alone, or `reuse` for the prefix-reuse tables alone (the same measurements, without the
+/// others).
 pub fn run(args: &[String]) -> Result<()> {
-    let only_constrained = match args.first().map(String::as_str) {
-        None => false,
-        Some("constrained") => true,
-        Some(other) => bail!("unknown argument {other:?}: nothing, or constrained"),
-    };
+    let only = args.first().map(String::as_str);
+    if let Some(other) = only.filter(|o| !["constrained", "reuse"].contains(o)) {
+        bail!("unknown argument {other:?}: nothing, constrained or reuse");
+    }
+    let only_constrained = only == Some("constrained");
     let root = project_root();
     let bin = super::sovereign_binary(false, true)?;
     let dir = root.join("target/bench-models");
@@ -48,6 +49,10 @@ pub fn run(args: &[String]) -> Result<()> {
             .arg(&f16)
             .arg(&q4);
         run_step(q)?;
+    }
+    if only == Some("reuse") {
+        println!("\n{}", super::reuse::table(&super::reuse::run(&bin, &q4)?));
+        return Ok(());
     }
     let bandwidth = memory_bandwidth();
     eprintln!(
@@ -67,8 +72,16 @@ pub fn run(args: &[String]) -> Result<()> {
         gen_model::write(&sovereign_gguf::model::ModelSpec::vocab128k(42), &big)?;
     }
     let masks = mask_times(&big)?;
+    let reuse = if only_constrained {
+        None
+    } else {
+        Some(super::reuse::run(&bin, &q4)?)
+    };
     if !only_constrained {
         println!("\n{}", table(&rows, bandwidth));
+    }
+    if let Some(r) = reuse {
+        println!("\n{}", super::reuse::table(&r));
     }
     println!("\n{}", constrained_table(&constrained, &masks));
     Ok(())
@@ -369,6 +382,11 @@ fn raw_loop(bin: &Path, model: &Path, prompt: usize, sequences: usize) -> Result
 
 /// A daemon serving `model` as "m" with four slots on a free loopback port, once healthy.
 pub(super) fn start_daemon(bin: &Path, model: &Path) -> Result<(u16, Daemon)> {
+    start_daemon_with(bin, model, CTX.parse()?)
+}
+
+/// [`start_daemon`] with `ctx` tokens per slot.
+pub(super) fn start_daemon_with(bin: &Path, model: &Path, ctx: usize) -> Result<(u16, Daemon)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -382,7 +400,7 @@ pub(super) fn start_daemon(bin: &Path, model: &Path) -> Result<(u16, Daemon)> {
                 "--slots",
                 SLOTS,
                 "--context",
-                CTX,
+                &ctx.to_string(),
                 "--threads",
                 THREADS,
                 "--model",
@@ -425,7 +443,8 @@ fn wait_healthy(port: u16, child: &mut Child) -> Result<()> {
 }
 
 /// One streamed completion of GEN tokens after a PROMPT-token prompt; token counts come
-/// from the usage chunk.
+/// from the usage chunk. The prompt is the same every time, so it opts out of prefix reuse:
+/// these are cold requests.
 fn stream(port: u16) -> Result<Stream> {
     stream_with(port, &serde_json::json!({}))
 }
@@ -436,7 +455,7 @@ fn stream_with(port: u16, extra: &serde_json::Value) -> Result<Stream> {
         "the quiet river and the green stone hold the light of the local machine ".repeat(PROMPT);
     let mut body = serde_json::json!({
         "model": "m", "prompt": prompt_prefix(&prompt), "max_tokens": GEN, "temperature": 0,
-        "stream": true, "stream_options": {"include_usage": true}
+        "stream": true, "stream_options": {"include_usage": true}, "cache_prompt": false
     });
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());

@@ -7,6 +7,7 @@ mod hostile;
 mod inference;
 mod models;
 mod network;
+mod reuse;
 mod storage;
 
 use std::path::PathBuf;
