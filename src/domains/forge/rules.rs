@@ -204,6 +204,20 @@ pub fn check(root: &Node, out: &mut Vec<Issue>) {
                                 &format!("[storage.datasets.\"{dname}\"]"),
                             )),
                     );
+                } else if let Some(mp) = unmounted(root, dname) {
+                    out.push(
+                        Issue::new(
+                            &d.node.loc,
+                            format!("{disk_at}.dataset"),
+                            format!(
+                                "dataset {} has mountpoint {}: an image file needs a mounted dataset",
+                                quote(dname),
+                                quote(&mp)
+                            ),
+                        )
+                        .label("not mounted")
+                        .hint("give the dataset (or the one it inherits its mountpoint from) an absolute mountpoint, or use a zvol disk"),
+                    );
                 }
                 let file = disk.get("file").and_then(|f| f.node.str());
                 if let Some(f) = disk.get("file")
@@ -299,6 +313,26 @@ pub fn check(root: &Node, out: &mut Vec<Issue>) {
 }
 
 /// `forge.vms.NAME.KEY[i]`.
+/// The mountpoint `dataset` inherits when it is not a path ("none", "legacy"): its own,
+/// else its nearest declared ancestor's, as ZFS inherits it (plan's `desired::mountpoint`
+/// refuses the same).
+fn unmounted(root: &Node, dataset: &str) -> Option<String> {
+    let storage = root.get("storage")?;
+    let mut name = dataset;
+    loop {
+        let props = if name.contains('/') {
+            storage.node.get_path(&["datasets", name, "properties"])
+        } else {
+            storage.node.get_path(&["pools", name, "filesystem"])
+        };
+        if let Some(mp) = props.and_then(|p| p.node.get("mountpoint")) {
+            let mp = mp.node.str()?;
+            return (!mp.starts_with('/')).then(|| mp.to_string());
+        }
+        name = name.rsplit_once('/')?.0;
+    }
+}
+
 fn indexed(vm: &str, key: &str, i: usize) -> String {
     key_path(&[
         Seg::Key("forge".into()),
