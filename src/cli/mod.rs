@@ -5,6 +5,7 @@
 //! stderr and machine output (`--json`) to stdout, both through [`output::Output`].
 
 mod apply;
+mod card;
 mod client;
 mod completions;
 mod confirm;
@@ -111,6 +112,8 @@ pub enum Command {
     Model(model::Command),
     #[command(subcommand)]
     Server(server::Command),
+    #[command(subcommand)]
+    Card(card::Command),
     Completions(completions::Args),
     #[cfg(target_os = "linux")]
     Snapshot(snapshot::Args),
@@ -134,6 +137,7 @@ fn dispatch(command: Command, out: &Output) -> CmdResult {
         Command::Serve(a) => serve::run(*a, out),
         Command::Model(c) => model::run(c, out),
         Command::Server(c) => server::run(c, out),
+        Command::Card(c) => card::run(c, out),
         Command::Completions(a) => completions::run(a, out),
         #[cfg(target_os = "linux")]
         Command::Snapshot(a) => snapshot::run(a, out),

@@ -30,6 +30,7 @@ Examples:
       --model qwen=/models/qwen2.5-7b-q4_k_m.gguf --slots 4 --context 8192
   SOVEREIGN_API_KEY=... sovereign serve --model a=/m/a.gguf --model b=/m/b.gguf
   sovereign serve --max-loaded 2 --ttl 30m --models /etc/sovereign/models.toml
+  sovereign serve --card sql=cards/sql.json    # the Card sql as a model, on its cached base
 
 The API key comes from a file (mode 600), SOVEREIGN_API_KEY, or systemd's credential
 $CREDENTIALS_DIRECTORY/api-key, never from argv.
@@ -66,6 +67,11 @@ pub struct Args {
     /// model cache.
     #[arg(long = "model", value_name = "NAME=PATH", value_parser = parse_model)]
     pub models: Vec<(String, PathBuf)>,
+    /// A Card to serve as a model, as NAME=FILE (repeatable): its base must be in the model
+    /// cache (under --root) at the digest the Card pins. Requests naming NAME run on that
+    /// base with the Card's system prompt, sampling and response constraint.
+    #[arg(long = "card", value_name = "NAME=FILE", value_parser = parse_model)]
+    pub cards: Vec<(String, PathBuf)>,
     /// A cached model to load at start instead of on its first request (repeatable; only
     /// without --model).
     #[arg(long, value_name = "NAME", conflicts_with = "models")]
@@ -239,6 +245,10 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
     if let Some((dup, _)) = args.models.iter().find(|(n, _)| !names.insert(n.clone())) {
         return Err(miette::miette!("--model {dup} is given twice"));
     }
+    let mut names = std::collections::HashSet::new();
+    if let Some((dup, _)) = args.cards.iter().find(|(n, _)| !names.insert(n.clone())) {
+        return Err(miette::miette!("--card {dup} is given twice"));
+    }
     daemon::check_listen(&args.listen, api_key.is_some()).map_err(|e| miette::miette!("{e}"))?;
     let opts = DaemonOptions {
         listen: args.listen,
@@ -249,6 +259,8 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
             .then(|| out.root.clone().unwrap_or_else(|| PathBuf::from("/"))),
         preload: args.preload,
         models: args.models,
+        cards: args.cards,
+        store: out.root.clone().unwrap_or_else(|| PathBuf::from("/")),
         slots: usize::from(args.slots),
         ctx: args.context as usize,
         threads: args

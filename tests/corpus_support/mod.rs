@@ -2,6 +2,9 @@
 //! (tests/fleets/bad): every file states the errors it must produce in `# expect:
 //! [FILE:]LINE:COLUMN MESSAGE` comments, in file order, and the loader must report
 //! exactly those, at exactly those places, each with a hint.
+//!
+//! JSON has no comments, so a JSON file of a corpus (tests/cards/bad) states them in a
+//! sidecar instead: `NAME.expect` beside `NAME.json`, one `LINE:COLUMN MESSAGE` a line.
 
 #![allow(dead_code)] // each corpus test uses a different part
 
@@ -59,15 +62,74 @@ pub fn expectations(dir: &str, path: &Path) -> Vec<Expect> {
     out
 }
 
+/// The expectations of a file that cannot hold comments: its sidecar `NAME.expect`, one
+/// `LINE:COLUMN MESSAGE` a line (blank lines and `#` lines are skipped).
+pub fn sidecar_expectations(path: &Path) -> Vec<Expect> {
+    let sidecar = path.with_extension("expect");
+    let text =
+        std::fs::read_to_string(&sidecar).unwrap_or_else(|e| panic!("{}: {e}", sidecar.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (place, message) = l.split_once(' ').expect("LINE:COLUMN MESSAGE");
+            let (line, column) = place.split_once(':').expect("LINE:COLUMN");
+            Expect {
+                file: path.to_path_buf(),
+                line: line.parse().unwrap(),
+                column: column.parse().unwrap(),
+                message: message.to_string(),
+            }
+        })
+        .collect()
+}
+
 /// The corpus folder's TOML files, sorted.
 pub fn corpus(dir: &str) -> Vec<PathBuf> {
+    files(dir, "toml")
+}
+
+/// The corpus folder's files with the extension `ext`, sorted.
+pub fn files(dir: &str, ext: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     files.sort();
     files
+}
+
+/// What a loader reported against what `path` expects: `None` when they agree exactly
+/// (as many errors, in the same order, at the same places, each message containing the
+/// expected text), else both lists for the failure message. `got` is (line, column,
+/// message) per error.
+pub fn differs(path: &Path, expected: &[Expect], got: &[(u32, u32, String)]) -> Option<String> {
+    let same = got.len() == expected.len()
+        && got
+            .iter()
+            .zip(expected)
+            .all(|((line, column, message), want)| {
+                *line == want.line && *column == want.column && message.contains(&want.message)
+            });
+    if same {
+        return None;
+    }
+    let show = |rows: Vec<String>| rows.join("\n");
+    Some(format!(
+        "{}:\n expected:\n{}\n got:\n{}",
+        path.display(),
+        show(
+            expected
+                .iter()
+                .map(|e| format!("  {}:{} {}", e.line, e.column, e.message))
+                .collect()
+        ),
+        show(
+            got.iter()
+                .map(|(l, c, m)| format!("  {l}:{c} {m}"))
+                .collect()
+        ),
+    ))
 }
 
 /// Every error of a load, one line each, for failure messages.

@@ -15,6 +15,10 @@ pub struct DaemonOptions {
     pub api_key: Option<String>,
     /// Served models: name and GGUF path.
     pub models: Vec<(String, PathBuf)>,
+    /// Served Cards: name and Card file (`--card`).
+    pub cards: Vec<(String, PathBuf)>,
+    /// The root whose model cache holds every Card's base (`/` or `--root`).
+    pub store: PathBuf,
     /// With no `models`: serve the model cache under this root, each model loaded on use.
     pub cache_root: Option<PathBuf>,
     /// Cached models to load at start rather than on their first request.
@@ -118,6 +122,8 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
             )
         })?;
     }
+    let names: Vec<String> = opts.models.iter().map(|(n, _)| n.clone()).collect();
+    let (cards, card_bases) = super::card_request::load_cards(&opts.cards, &opts.store, &names)?;
     fit_descriptors(opts.limits.max_connections as u64);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -145,7 +151,7 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
             })
         };
         let mut models = BTreeMap::new();
-        for (name, path) in &opts.models {
+        for (name, path) in opts.models.iter().chain(&card_bases) {
             let handle = super::engine::spawn(name, config(path.clone()), metrics.clone())
                 .map_err(|e| format!("cannot start the engine thread: {e}"))?;
             models.insert(name.clone(), handle);
@@ -189,6 +195,10 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
         };
         let state = Arc::new(ServerState {
             log_requests: true,
+            cards: cards
+                .into_iter()
+                .map(|c| (c.name.clone(), Arc::new(c)))
+                .collect(),
             ..ServerState::new(
                 models,
                 catalog,

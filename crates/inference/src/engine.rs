@@ -158,11 +158,11 @@ fn test_mask_fail_after(model: &str) -> Option<u64> {
 
 fn sampler_for(s: &Sampling, n_vocab: i32) -> LlamaSampler {
     let mut chain = Vec::new();
-    if s.presence_penalty != 0.0 || s.frequency_penalty != 0.0 {
+    if s.presence_penalty != 0.0 || s.frequency_penalty != 0.0 || s.repeat_penalty != 1.0 {
         chain.push(LlamaSampler::penalties(
             n_vocab,
             64,
-            1.0,
+            s.repeat_penalty,
             s.frequency_penalty,
             s.presence_penalty,
         ));

@@ -10,6 +10,8 @@
 
 pub mod admin;
 pub mod cache;
+pub mod card;
+pub mod card_request;
 pub mod catalog;
 pub mod conn;
 pub mod daemon;

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
+use super::card_request::{self, ServedCard};
 use super::error::ApiError;
 use super::grammar::CompileGate;
 use super::job::{EngineHandle, Event, FinishReason, ModelState};
@@ -78,6 +79,9 @@ pub struct ServerState {
     pub compiles: CompileGate,
     /// Set when the shutdown deadline passes: handlers end what they still wait on.
     pub ending: watch::Sender<bool>,
+    /// Served Cards by name: a request naming one runs on its base model with the Card
+    /// applied ([`super::card_request`]).
+    pub cards: BTreeMap<String, Arc<ServedCard>>,
 }
 
 impl ServerState {
@@ -99,6 +103,7 @@ impl ServerState {
             compiles: CompileGate::new(&limits),
             limits,
             ending: watch::channel(false).0,
+            cards: BTreeMap::new(),
         }
     }
 
@@ -267,12 +272,17 @@ async fn models(State(state): State<AppState>) -> Response {
             created.entry(name).or_insert(at);
         }
     }
-    let data: Vec<Value> = created
+    let mut data: Vec<Value> = created
         .iter()
         .map(|(name, created)| {
             json!({"id": name, "object": "model", "created": created, "owned_by": "sovereign"})
         })
         .collect();
+    for card in state.cards.values() {
+        // A Card was created when its base was loaded.
+        let at = created.get(&card.base).copied().unwrap_or(0);
+        data.push(card_request::model_object(card, at));
+    }
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
@@ -325,10 +335,24 @@ async fn completions(State(state): State<AppState>, body: Body) -> Response {
 async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Result<Response, ApiError> {
     let value = json_body(&state, body).await?;
     let parsed = parse(endpoint, &value)?;
-    let engine = match (state.models.get(&parsed.model), &state.catalog) {
+    // A Card runs on its base model; the response still names the Card.
+    let (parsed, card) = match state.cards.get(&parsed.model) {
+        Some(served) => {
+            let body = value.as_object().expect("parse accepts only an object");
+            let applied = card_request::apply(served, parsed, body)?;
+            let base = served.base.clone();
+            (
+                applied.parsed,
+                Some((base, applied.template, applied.context)),
+            )
+        }
+        None => (parsed, None),
+    };
+    let engine_name = card.as_ref().map_or(&parsed.model, |(base, _, _)| base);
+    let engine = match (state.models.get(engine_name), &state.catalog) {
         (Some(engine), _) => engine.clone(),
         (None, Some(catalog)) => {
-            let engine = catalog.engine(&parsed.model).await?;
+            let engine = catalog.engine(engine_name).await?;
             // A model loaded on first use: this request waits for the load, not a retry.
             let mut ready = engine.state.clone();
             let _ = ready.wait_for(|s| !matches!(s, ModelState::Loading)).await;
@@ -340,9 +364,10 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Result<Respo
     let constraint = parsed.constraint.clone();
     // Formatting and tokenizing a prompt of up to the body limit takes CPU time the
     // client chooses: off the runtime's few worker threads, which every connection shares.
+    let (template, context) = card.map_or((None, None), |(_, t, c)| (t, c));
     let mut valid = tokio::task::spawn_blocking({
         let info = info.clone();
-        move || tokenize(parsed, &info)
+        move || tokenize(parsed, &info, template, context)
     })
     .await
     .map_err(|_| ApiError::Internal("formatting the prompt failed unexpectedly".into()))??;
@@ -372,18 +397,27 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Result<Respo
     }
 }
 
-fn tokenize(parsed: ParsedRequest, info: &super::job::ModelInfo) -> Result<ValidRequest, ApiError> {
+/// Format and tokenize the prompt; a Card may bring its own chat `template` and a
+/// `context` that prompt and answer must fit (never beyond the slot's).
+fn tokenize(
+    parsed: ParsedRequest,
+    info: &super::job::ModelInfo,
+    template: Option<String>,
+    context: Option<usize>,
+) -> Result<ValidRequest, ApiError> {
     let tokens = match &parsed.prompt {
         Prompt::Chat(messages) => {
-            let text = info
-                .template
+            let own = template.map(|t| info.template.with_source(t));
+            let text = own
+                .as_ref()
+                .unwrap_or(&info.template)
                 .render(messages)
                 .map_err(|e| ApiError::Template(e.to_string()))?;
             info.tokenizer.tokenize(&text, true)
         }
         Prompt::Text(text) => info.tokenizer.tokenize(text, false),
     };
-    parsed.into_valid(tokens, info.ctx)
+    parsed.into_valid(tokens, context.map_or(info.ctx, |c| c.min(info.ctx)))
 }
 
 fn response_id(endpoint: Endpoint) -> String {

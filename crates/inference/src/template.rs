@@ -58,6 +58,15 @@ impl ChatTemplate {
         }
     }
 
+    /// The same special tokens with another template (a Card's own).
+    pub fn with_source(&self, source: String) -> Self {
+        ChatTemplate {
+            source,
+            bos: self.bos.clone(),
+            eos: self.eos.clone(),
+        }
+    }
+
     fn environment<'s>() -> Environment<'s> {
         // `Environment::new` has no loader: `include`/`import`/`extends` find nothing.
         let mut env = Environment::new();

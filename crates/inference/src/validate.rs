@@ -2,6 +2,7 @@
 //! type-checked and bounded, and then, against the model, a [`ValidRequest`] with the prompt
 //! tokenized and the context budget checked. Only a `ValidRequest` reaches the engine.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -18,6 +19,33 @@ pub const MAX_STOP_LEN: usize = 256;
 /// Largest top_k accepted.
 pub const MAX_TOP_K: i64 = 100_000;
 
+// The sampling ranges, defined once: [`parse`] checks requests against them, and the
+// task Cards (`crate::card`) check their sampling and write their schema from them.
+/// `temperature` (0 is greedy).
+pub const TEMPERATURE: RangeInclusive<f32> = 0.0..=2.0;
+/// `top_p` (1 disables it).
+pub const TOP_P: RangeInclusive<f32> = 0.0..=1.0;
+/// `top_k` (0 disables it).
+pub const TOP_K: RangeInclusive<i64> = 0..=MAX_TOP_K;
+/// `min_p` (0 disables it).
+pub const MIN_P: RangeInclusive<f32> = 0.0..=1.0;
+/// `presence_penalty` (0 disables it).
+pub const PRESENCE_PENALTY: RangeInclusive<f32> = -2.0..=2.0;
+/// `frequency_penalty` (0 disables it).
+pub const FREQUENCY_PENALTY: RangeInclusive<f32> = -2.0..=2.0;
+/// `max_tokens` and `max_completion_tokens`: an explicit generation budget.
+pub const MAX_TOKENS: RangeInclusive<i64> = 1..=1 << 20;
+/// `repeat_penalty`, llama.cpp's penalty on recently generated tokens (1 disables it).
+/// Only Cards set it so far; a request has no such parameter yet.
+pub const REPEAT_PENALTY: RangeInclusive<f32> = 0.0..=2.0;
+/// The `repeat_penalty` the daemon samples with unless told otherwise: none.
+pub const REPEAT_PENALTY_DEFAULT: f32 = 1.0;
+
+/// llama.cpp seeds with 32 bits; larger seeds fold into them.
+pub fn fold_seed(v: i64) -> u32 {
+    (v as u64 ^ ((v as u64) >> 32)) as u32
+}
+
 /// Sampling parameters, all checked to be in range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampling {
@@ -29,6 +57,8 @@ pub struct Sampling {
     pub min_p: f32,
     /// `None`: a random seed per request.
     pub seed: Option<u32>,
+    /// 1 disables it.
+    pub repeat_penalty: f32,
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
 }
@@ -41,6 +71,7 @@ impl Default for Sampling {
             top_k: 0,
             min_p: 0.0,
             seed: None,
+            repeat_penalty: REPEAT_PENALTY_DEFAULT,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
         }
@@ -214,6 +245,7 @@ const CHAT_KEYS: &[&str] = &[
     "function_call",
     "parallel_tool_calls",
     "cache_prompt",
+    "repeat_penalty",
 ];
 const COMPLETION_KEYS: &[&str] = &[
     "model",
@@ -239,6 +271,7 @@ const COMPLETION_KEYS: &[&str] = &[
     "response_format",
     "grammar",
     "cache_prompt",
+    "repeat_penalty",
 ];
 
 /// Parse a request body (already JSON) for `endpoint`.
@@ -282,20 +315,20 @@ pub fn parse(endpoint: Endpoint, body: &Value) -> Result<ParsedRequest, ApiError
     };
     let d = Sampling::default();
     let sampling = Sampling {
-        temperature: float(obj, "temperature", 0.0, 2.0)?.unwrap_or(d.temperature),
-        top_p: float(obj, "top_p", 0.0, 1.0)?.unwrap_or(d.top_p),
-        top_k: int(obj, "top_k", 0, MAX_TOP_K)?.map_or(d.top_k, |v| v as i32),
-        min_p: float(obj, "min_p", 0.0, 1.0)?.unwrap_or(d.min_p),
-        // llama.cpp seeds with 32 bits; larger seeds fold into them.
-        seed: int(obj, "seed", i64::MIN, i64::MAX)?
-            .map(|v| (v as u64 ^ ((v as u64) >> 32)) as u32)
+        temperature: float(obj, "temperature", &TEMPERATURE)?.unwrap_or(d.temperature),
+        top_p: float(obj, "top_p", &TOP_P)?.unwrap_or(d.top_p),
+        top_k: int(obj, "top_k", &TOP_K)?.map_or(d.top_k, |v| v as i32),
+        min_p: float(obj, "min_p", &MIN_P)?.unwrap_or(d.min_p),
+        seed: int(obj, "seed", &(i64::MIN..=i64::MAX))?
+            .map(fold_seed)
             .or(d.seed),
-        presence_penalty: float(obj, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0),
-        frequency_penalty: float(obj, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0),
+        repeat_penalty: float(obj, "repeat_penalty", &REPEAT_PENALTY)?.unwrap_or(d.repeat_penalty),
+        presence_penalty: float(obj, "presence_penalty", &PRESENCE_PENALTY)?.unwrap_or(0.0),
+        frequency_penalty: float(obj, "frequency_penalty", &FREQUENCY_PENALTY)?.unwrap_or(0.0),
     };
     let max_tokens = match (
-        int(obj, "max_tokens", 1, 1 << 20)?,
-        int(obj, "max_completion_tokens", 1, 1 << 20)?,
+        int(obj, "max_tokens", &MAX_TOKENS)?,
+        int(obj, "max_completion_tokens", &MAX_TOKENS)?,
     ) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad(
@@ -462,7 +495,12 @@ fn wrong_type(param: &str, expected: &str, got: &Value) -> ApiError {
     ApiError::bad(param, format!("{param} must be {expected}, got {kind}"))
 }
 
-fn float(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
+fn float(
+    obj: &Map<String, Value>,
+    key: &str,
+    range: &RangeInclusive<f32>,
+) -> Result<Option<f32>, ApiError> {
+    let (lo, hi) = (f64::from(*range.start()), f64::from(*range.end()));
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
@@ -479,7 +517,12 @@ fn float(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<Option
     }
 }
 
-fn int(obj: &Map<String, Value>, key: &str, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
+fn int(
+    obj: &Map<String, Value>,
+    key: &str,
+    range: &RangeInclusive<i64>,
+) -> Result<Option<i64>, ApiError> {
+    let (lo, hi) = (*range.start(), *range.end());
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
