@@ -280,3 +280,252 @@ fn serve_refuses_a_card_whose_base_is_not_cached_naming_the_place() {
     assert!(err.contains(&format!("{}:2:", bad.display())), "{err}");
     assert!(err.contains("sha256"), "{err}");
 }
+
+/// A generated adapter for the tiny shape (`seed` varies its values), pulled into the cache
+/// under `root` as `name`; its sha256.
+fn cached_adapter(root: &Path, name: &str, seed: u64) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{name}.gguf"));
+    let spec = inference_support::gguf::ModelSpec::tiny(7);
+    sovereign_gguf::lora::write_adapter(
+        &spec,
+        &sovereign_gguf::lora::LoraSpec::tiny(seed),
+        std::fs::File::create(&file).unwrap(),
+    )
+    .unwrap();
+    Cache::open(root)
+        .unwrap()
+        .pull(
+            &PullRequest {
+                source: file.to_str().unwrap().to_string(),
+                sha256: None,
+                name: Some(ModelName::parse(name).unwrap()),
+            },
+            &NoProgress,
+        )
+        .unwrap()
+        .sha256
+}
+
+fn greedy(model: &str, content: &str) -> Value {
+    json!({"model": model, "temperature": 0, "max_tokens": 12,
+           "messages": [{"role": "user", "content": content}]})
+}
+
+#[test]
+fn an_adapter_changes_the_answer_at_scale_1_and_not_at_scale_0() {
+    let w = world();
+    cached_adapter(&w.root, "lora-a", 1);
+    let on = card_file(
+        &w.cards,
+        "on",
+        &w.sha,
+        json!({"adapters": [{"model": "lora-a", "scale": 1.0}]}),
+    );
+    let off = card_file(
+        &w.cards,
+        "off",
+        &w.sha,
+        json!({"adapters": [{"model": "lora-a", "scale": 0.0}]}),
+    );
+    let d = serve(
+        &w.root,
+        &[("on", &on), ("off", &off)],
+        tempfile::tempdir().unwrap(),
+    );
+    let base = chat(&d, greedy("base", "green stone"));
+    assert_ne!(chat(&d, greedy("on", "green stone")), base);
+    assert_eq!(chat(&d, greedy("off", "green stone")), base);
+}
+
+#[test]
+fn cards_with_different_adapters_stream_together_with_a_plain_request_as_each_alone() {
+    let w = world();
+    cached_adapter(&w.root, "lora-a", 1);
+    cached_adapter(&w.root, "lora-b", 2);
+    let a = card_file(
+        &w.cards,
+        "a",
+        &w.sha,
+        json!({"adapters": [{"model": "lora-a"}]}),
+    );
+    // Two adapters at once: served merged into one.
+    let ab = card_file(
+        &w.cards,
+        "ab",
+        &w.sha,
+        json!({"adapters": [{"model": "lora-a", "scale": 0.5}, {"model": "lora-b", "scale": 0.7}]}),
+    );
+    let d = serve(
+        &w.root,
+        &[("a", &a), ("ab", &ab)],
+        tempfile::tempdir().unwrap(),
+    );
+    let asks = [
+        ("a", "the river"),
+        ("ab", "the river"),
+        ("base", "the river"),
+    ];
+    let alone: Vec<String> = asks.iter().map(|(m, q)| chat(&d, greedy(m, q))).collect();
+    assert_ne!(alone[0], alone[2]);
+    assert_ne!(alone[1], alone[0]);
+    for _ in 0..2 {
+        let together: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = asks
+                .iter()
+                .map(|(m, q)| {
+                    let d = &d;
+                    s.spawn(move || chat(d, greedy(m, q)))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(together, alone);
+    }
+    // The sets took turns between decode steps, and each Card's requests are counted.
+    let (_, metrics) = call(d.port, "GET", "/metrics", None, None);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("sovereign_adapter_switches_total") >= 2.0,
+        "{metrics}"
+    );
+    assert_eq!(value("sovereign_card_requests_total{card=\"ab\"}"), 3.0);
+    // model ps shows the Cards and the adapter sets of the base.
+    let (_, ps) = call(d.port, "GET", "/v1/sovereign/models", None, None);
+    let ps: Value = serde_json::from_str(&ps).unwrap();
+    let base = ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "base")
+        .expect("the base in model ps");
+    assert_eq!(base["cards"], json!(["a", "ab"]));
+    assert_eq!(base["adapter_sets"], json!(["a", "ab"]));
+}
+
+#[test]
+fn serve_refuses_an_adapter_of_another_shape_or_digest_with_the_reason() {
+    let w = world();
+    // An adapter shaped for the bench model does not fit the tiny base.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.gguf");
+    sovereign_gguf::lora::write_adapter(
+        &inference_support::gguf::ModelSpec::bench(1),
+        &sovereign_gguf::lora::LoraSpec {
+            rank: 2,
+            ..sovereign_gguf::lora::LoraSpec::tiny(1)
+        },
+        std::fs::File::create(&file).unwrap(),
+    )
+    .unwrap();
+    Cache::open(&w.root)
+        .unwrap()
+        .pull(
+            &PullRequest {
+                source: file.to_str().unwrap().to_string(),
+                sha256: None,
+                name: Some(ModelName::parse("big").unwrap()),
+            },
+            &NoProgress,
+        )
+        .unwrap();
+    cached_adapter(&w.root, "lora-a", 1);
+    let big = card_file(
+        &w.cards,
+        "big",
+        &w.sha,
+        json!({"adapters": [{"model": "big"}]}),
+    );
+    let pinned = card_file(
+        &w.cards,
+        "pinned",
+        &w.sha,
+        json!({"adapters": [{"model": "lora-a", "sha256": "1".repeat(64)}]}),
+    );
+    let port = free_port();
+    let out = sovereign()
+        .arg("--root")
+        .arg(&w.root)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--card")
+        .arg(format!("big={}", big.display()))
+        .arg("--card")
+        .arg(format!("pinned={}", pinned.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:", big.display())) && err.contains("does not fit the base"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}:", pinned.display())) && err.contains(&"1".repeat(64)),
+        "{err}"
+    );
+}
+
+#[test]
+fn card_ls_show_and_test_talk_to_the_daemon() {
+    let w = world();
+    let schema = json!({"type": "object", "properties": {"ok": {"type": "boolean"}},
+                        "required": ["ok"], "additionalProperties": false});
+    let yes = card_file(
+        &w.cards,
+        "yes",
+        &w.sha,
+        json!({"description": "answers ok", "sampling": {"temperature": 0, "max_tokens": 40},
+               "response": {"json_schema": schema}}),
+    );
+    let plain = card_file(&w.cards, "plain", &w.sha, json!({"system": "hello"}));
+    let d = serve(
+        &w.root,
+        &[("yes", &yes), ("plain", &plain)],
+        tempfile::tempdir().unwrap(),
+    );
+    let server = format!("http://127.0.0.1:{}", d.port);
+    let run = |args: &[&str]| {
+        let out = sovereign()
+            .arg("--root")
+            .arg(&w.root)
+            .args(args)
+            .args(["--server", &server])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["card", "ls"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("yes") && stdout.contains("json_schema") && stdout.contains("answers ok"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("plain"), "{stdout}");
+    let (code, stdout, stderr) = run(&["card", "test", "yes", "--prompt", "is it on?", "--json"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["check"]["ok"], true, "{v}");
+    assert!(v["answer"].as_str().unwrap().starts_with('{'), "{v}");
+    // By name: the file the daemon read, shown as `card show FILE` shows it.
+    let (code, stdout, stderr) = run(&["card", "show", "yes"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("answers ok") || stdout.contains("base"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(&["card", "test", "nope", "--prompt", "x"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("nope") && stderr.contains("yes"),
+        "{stderr}"
+    );
+}

@@ -208,25 +208,48 @@ fn inference() -> impl Strategy<Value = String> {
                 .prop_map(|g| format!("gpu_layers = {g}\n")),
         ),
     );
-    maybe((daemon, prop::collection::vec(model, 0..3)).prop_map(
-        |((listen, key, slots, context, max_loaded, header), models)| {
-            let mut text =
-                format!("[inference]\n{listen}{key}{slots}{context}{max_loaded}{header}\n");
-            let mut seen = Vec::new();
-            for (name, source, sha, ttl, gpu) in models {
-                if seen.contains(&name) {
-                    continue;
-                }
-                seen.push(name);
-                write!(
-                    text,
-                    "[inference.models.\"{name}\"]\nsource = {source}\n{sha}{ttl}{gpu}\n"
-                )
-                .unwrap();
-            }
-            text
-        },
-    ))
+    // Cards, from the files `materialize` writes next to the profile.
+    let card = (
+        mostly(&["sql", "chat:7b"], &["tiny", "a b"]),
+        mostly(
+            &["\"cards/tiny.json\"", "\"cards/coder.json\""],
+            &["\"cards/broken.json\"", "\"cards/none.json\""],
+        ),
+    );
+    maybe(
+        (
+            daemon,
+            prop::collection::vec(model, 0..3),
+            prop::collection::vec(card, 0..3),
+        )
+            .prop_map(
+                |((listen, key, slots, context, max_loaded, header), models, cards)| {
+                    let mut text =
+                        format!("[inference]\n{listen}{key}{slots}{context}{max_loaded}{header}\n");
+                    let mut seen = Vec::new();
+                    for (name, source, sha, ttl, gpu) in models {
+                        if seen.contains(&name) {
+                            continue;
+                        }
+                        seen.push(name);
+                        write!(
+                            text,
+                            "[inference.models.\"{name}\"]\nsource = {source}\n{sha}{ttl}{gpu}\n"
+                        )
+                        .unwrap();
+                    }
+                    let mut seen = Vec::new();
+                    for (name, file) in cards {
+                        if seen.contains(&name) {
+                            continue;
+                        }
+                        seen.push(name);
+                        write!(text, "[inference.cards.\"{name}\"]\nfile = {file}\n\n").unwrap();
+                    }
+                    text
+                },
+            ),
+    )
 }
 
 fn checks() -> impl Strategy<Value = String> {
@@ -322,6 +345,32 @@ fn materialize(case: &Case, dir: &Path) -> std::path::PathBuf {
     std::fs::create_dir_all(profiles.join("templates")).unwrap();
     for (name, content) in &case.templates {
         std::fs::write(profiles.join("templates").join(name), content).unwrap();
+    }
+    // The Cards a case may name (cards/none.json is missing on purpose): on a model the
+    // generator declares, at the digest it pins; and one with an error.
+    std::fs::create_dir_all(profiles.join("cards")).unwrap();
+    let pin = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    for (file, card) in [
+        (
+            "tiny.json",
+            format!(
+                "{{\"base\": {{\"model\": \"tiny\", \"sha256\": \"{pin}\"}}, \"system\": \"Be brief.\"}}"
+            ),
+        ),
+        (
+            "coder.json",
+            format!(
+                "{{\"base\": {{\"model\": \"coder\", \"sha256\": \"{pin}\"}}, \"sampling\": {{\"temperature\": 0.2}}}}"
+            ),
+        ),
+        (
+            "broken.json",
+            format!(
+                "{{\"base\": {{\"model\": \"tiny\", \"sha256\": \"{pin}\"}}, \"sampling\": {{\"temperature\": 9}}}}"
+            ),
+        ),
+    ] {
+        std::fs::write(profiles.join("cards").join(file), card).unwrap();
     }
     // A file vdev's path is relocated under --root, like a managed file's.
     if case.pool {

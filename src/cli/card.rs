@@ -7,13 +7,62 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::client::{Client, ServerArgs};
+use super::output::table;
 use super::{CmdResult, Output, exit, report};
 use crate::inference::card::{self, Cached, Card, CardError, Resolution};
 
-/// Task Cards: check one and show what its requests would run with.
+/// Task Cards: check one and show what its requests would run with; list and try the
+/// Cards the running daemon serves.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     Show(ShowArgs),
+    Ls(LsArgs),
+    Test(TestArgs),
+}
+
+const LS_EXAMPLES: &str = "\
+Examples:
+  sovereign card ls
+  sovereign card ls --json | jq '.cards[].name'
+  sovereign card ls --server http://gpu-box:8080 --api-key-file ~/.config/sovereign/key";
+
+/// List the Cards the running daemon serves: base, adapters, lock, response, description.
+#[derive(Debug, clap::Args)]
+#[command(after_help = LS_EXAMPLES)]
+pub struct LsArgs {
+    /// Print as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+const TEST_EXAMPLES: &str = "\
+Examples:
+  sovereign card test sql --prompt 'the ten largest tables'
+  sovereign card test extract --prompt 'Ann, 34, Oslo' --json
+
+Sends one chat request naming the Card to the running daemon and checks the answer
+against the Card's response: parsed as JSON and validated against its schema (a grammar
+is enforced by the daemon while it decodes). Exit status 1 when the answer does not
+follow the schema or the daemon refuses the request.";
+
+/// Run one request through a Card the daemon serves and check the answer against the
+/// Card's response.
+#[derive(Debug, clap::Args)]
+#[command(after_help = TEST_EXAMPLES)]
+pub struct TestArgs {
+    /// The Card's name, as the daemon serves it.
+    pub name: String,
+    /// The user message.
+    #[arg(long)]
+    pub prompt: String,
+    /// Print as JSON on stdout: {"card", "answer", "usage", "check": {"ok", "detail"}}.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 const SHOW_EXAMPLES: &str = "\
@@ -35,8 +84,12 @@ The format: `sovereign schema --card`. `sovereign serve --card NAME=FILE` serves
 #[derive(Debug, clap::Args)]
 #[command(after_help = SHOW_EXAMPLES)]
 pub struct ShowArgs {
-    /// The Card file (JSON).
+    /// The Card file (JSON), or the name of a Card the running daemon serves (its file is
+    /// then read from where the daemon read it).
+    #[arg(value_name = "FILE|NAME")]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Print as JSON on stdout: {"file", "valid", "errors": [{file, line, column,
     /// pointer, message}], "card"}.
     #[arg(long)]
@@ -46,10 +99,159 @@ pub struct ShowArgs {
 pub fn run(command: Command, out: &Output) -> CmdResult {
     match command {
         Command::Show(a) => show(a, out),
+        Command::Ls(a) => ls(a, out),
+        Command::Test(a) => test(a, out),
+    }
+}
+
+/// The daemon's Cards (`GET /v1/sovereign/cards`).
+fn served(server: &ServerArgs) -> miette::Result<Vec<Value>> {
+    let client = Client::new(server)?;
+    let answer = client
+        .get("/v1/sovereign/cards")
+        .map_err(|e| e.into_report())?;
+    Ok(answer["cards"].as_array().cloned().unwrap_or_default())
+}
+
+fn ls(args: LsArgs, out: &Output) -> CmdResult {
+    let cards = served(&args.server)?;
+    if args.json {
+        out.json(&serde_json::json!({ "cards": cards }))?;
+        return Ok(exit::OK);
+    }
+    if cards.is_empty() {
+        out.say("the daemon serves no Card (give `sovereign serve --card NAME=FILE`)");
+        return Ok(exit::OK);
+    }
+    let text = |v: &Value| v.as_str().map_or_else(|| "-".to_string(), str::to_string);
+    let rows: Vec<Vec<String>> = cards
+        .iter()
+        .map(|c| {
+            let adapters: Vec<String> = c["adapters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    let name = a["model"].as_str().or(a["source"].as_str()).unwrap_or("?");
+                    format!("{name}@{}", a["scale"])
+                })
+                .collect();
+            let response = match &c["response"] {
+                r if r["json_schema"].is_object() || r["json_schema"].is_boolean() => "json_schema",
+                r if r["grammar"].is_string() => "grammar",
+                _ => "-",
+            };
+            vec![
+                text(&c["name"]),
+                text(&c["base"]["model"]),
+                if adapters.is_empty() {
+                    "-".into()
+                } else {
+                    adapters.join(",")
+                },
+                if c["sampling_locked"] == Value::Bool(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                response.into(),
+                text(&c["description"]),
+            ]
+        })
+        .collect();
+    out.stdout(&table(
+        &[
+            "NAME",
+            "BASE",
+            "ADAPTERS",
+            "LOCKED",
+            "RESPONSE",
+            "DESCRIPTION",
+        ],
+        &rows,
+    ))?;
+    Ok(exit::OK)
+}
+
+fn test(args: TestArgs, out: &Output) -> CmdResult {
+    let cards = served(&args.server)?;
+    let Some(card) = cards.iter().find(|c| c["name"] == args.name.as_str()) else {
+        let names: Vec<&str> = cards.iter().filter_map(|c| c["name"].as_str()).collect();
+        return Err(miette::miette!(
+            help = "`sovereign card ls` lists them",
+            "the daemon serves no Card {:?} (it serves: {})",
+            args.name,
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    };
+    let client = Client::new(&args.server)?;
+    let answer = client
+        .post(
+            "/v1/chat/completions",
+            &serde_json::json!({"model": args.name, "messages": [{"role": "user", "content": args.prompt}]}),
+        )
+        .map_err(|e| e.into_report())?;
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let check = match serde_json::from_value::<card::Response>(card["response"].clone()) {
+        Ok(response) => crate::inference::card_request::check_answer(&response, &text),
+        // No response constraint: nothing to check the answer against.
+        Err(_) => Ok("the Card constrains no answer"),
+    };
+    if args.json {
+        let (ok, detail) = match &check {
+            Ok(d) => (true, d.to_string()),
+            Err(e) => (false, e.clone()),
+        };
+        out.json(
+            &serde_json::json!({"card": args.name, "answer": text, "usage": answer["usage"],
+            "check": {"ok": ok, "detail": detail}}),
+        )?;
+    } else {
+        out.stdout(&format!("{text}\n"))?;
+    }
+    match check {
+        Ok(detail) => {
+            if !args.json {
+                out.say(detail);
+            }
+            Ok(exit::OK)
+        }
+        Err(why) => {
+            out.error(&miette::miette!("{why}"));
+            Ok(exit::ERROR)
+        }
     }
 }
 
 fn show(args: ShowArgs, out: &Output) -> CmdResult {
+    // A name the daemon serves (no such file here): the file it read.
+    let args = if args.file.exists() || args.file.components().count() > 1 {
+        args
+    } else {
+        let name = args.file.to_string_lossy().to_string();
+        let cards = served(&args.server)?;
+        let Some(file) = cards
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+            .and_then(|c| c["file"].as_str())
+        else {
+            return Err(miette::miette!(
+                help = "give a Card file, or a name from `sovereign card ls`",
+                "{name:?} is neither a file nor a Card the daemon serves"
+            ));
+        };
+        ShowArgs {
+            file: PathBuf::from(file),
+            ..args
+        }
+    };
     let card = match card::load(&args.file) {
         Ok(card) => card,
         Err(errors) => {

@@ -142,6 +142,7 @@ pub fn summary(vp: &ValidProfile) -> String {
     let p = &vp.profile;
     let storage = p.storage.clone().unwrap_or_default();
     let models = p.inference.as_ref().map_or(0, |i| i.models.len());
+    let cards = p.inference.as_ref().map_or(0, |i| i.cards.len());
     let segments = p.network.as_ref().map_or(0, |n| n.vxlan.len());
     let vms = p.forge.as_ref().map_or(0, |f| f.vms.len());
     let counts = [
@@ -156,6 +157,7 @@ pub fn summary(vp: &ValidProfile) -> String {
             "snapshot policies",
         ),
         (models, "model", "models"),
+        (cards, "card", "cards"),
         (p.services.len(), "service", "services"),
         (segments, "segment", "segments"),
         (vms, "VM", "VMs"),

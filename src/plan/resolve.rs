@@ -7,6 +7,9 @@
 //! finds the project's `templates/`). The first match wins. Service
 //! units (`services.NAME.template`) are found the same way, and so is the inference
 //! daemon's unit template, which falls back to the copy built into the binary.
+//!
+//! Cards (`[inference.cards.NAME] file = ...`) are read relative to the profile file that
+//! declares them (as imports are), and kept by name with the templates.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,11 @@ pub struct Resolved {
     pub path: PathBuf,
     /// Template name -> source text, for every template the profile names.
     pub templates: BTreeMap<String, String>,
+    /// Card name -> the Card file's text, for every `[inference.cards.NAME]`: read once
+    /// here, where the profile's files are, so that a plan on another host or of an older
+    /// generation writes the Card that was checked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cards: BTreeMap<String, String>,
     /// Where each value was written (as [`ValidProfile::origins`]), so that a plan-time
     /// error can name the file and line. Not part of the record: a generation replays its
     /// profile without its sources.
@@ -81,10 +89,24 @@ impl Resolved {
                 templates.insert(name.to_string(), text);
             }
         }
+        let mut cards = BTreeMap::new();
+        for (name, spec) in valid.profile.inference.iter().flat_map(|i| &i.cards) {
+            let key = crate::profile::rules::kp(&["inference", "cards", name, "file"]);
+            let declared_in = valid.origin(&key).map_or(&valid.path, |o| &o.file);
+            let path = crate::profile::card_source_path(declared_in, &spec.file);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read card {}", path.display()))?;
+            // Checked again as read: what plan writes is a Card the daemon accepts.
+            crate::inference::card::parse(&path, &text)
+                .map_err(|errors| anyhow::anyhow!("{errors}"))
+                .with_context(|| format!("{}: {key}", valid.path.display()))?;
+            cards.insert(name.clone(), text);
+        }
         Ok(Resolved {
             profile: valid.profile.clone(),
             path: valid.path.clone(),
             templates,
+            cards,
             origins: valid.origins.clone(),
         })
     }
@@ -105,10 +127,15 @@ impl Resolved {
         Resolved::default()
     }
 
-    /// sha256 of the profile and its templates (not of the path it was read from).
+    /// sha256 of the profile, its templates and its Cards (not of the path it was read
+    /// from). A profile without Cards digests as it did before Cards were read.
     pub fn digest(&self) -> String {
-        let text = serde_json::to_vec(&(&self.profile, &self.templates))
-            .expect("a profile always serializes");
+        let text = if self.cards.is_empty() {
+            serde_json::to_vec(&(&self.profile, &self.templates))
+        } else {
+            serde_json::to_vec(&(&self.profile, &self.templates, &self.cards))
+        }
+        .expect("a profile always serializes");
         hex::encode(Sha256::digest(text))
     }
 }

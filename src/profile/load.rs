@@ -316,11 +316,12 @@ impl Loader {
         }
         self.issues.extend(findings.issues);
         self.issues.extend(findings.missing);
-        let cx = rules::Context {
-            profile_dir: root_path.parent().unwrap_or(Path::new("")),
-            sources: &self.sources,
-        };
-        self.issues.extend(rules::check_rules(&merged, &cx));
+        let cx = rules::Context::new(root_path.parent().unwrap_or(Path::new("")), &self.sources);
+        let found = rules::check_rules(&merged, &cx);
+        for (path, text) in cx.read.into_inner() {
+            self.sources.add(path, text);
+        }
+        self.issues.extend(found);
         // What the parser recovered from a broken file is a guess: report only its syntax.
         let broken = &self.broken;
         self.issues.retain(|i| !broken.contains(&i.loc.file));

@@ -27,6 +27,27 @@ pub struct Context<'a> {
     /// The text of every profile file read, indexed by [`Loc::file`], to place an error
     /// inside a string value.
     pub sources: &'a Sources,
+    /// Files the rules read besides the profile's own (a Card), added to the sources after
+    /// the rules run, so that an error inside one is placed and quoted like a profile's.
+    pub read: std::cell::RefCell<Vec<(std::path::PathBuf, String)>>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(profile_dir: &'a Path, sources: &'a Sources) -> Self {
+        Context {
+            profile_dir,
+            sources,
+            read: Default::default(),
+        }
+    }
+
+    /// Keep the text of a file the rules read (a Card) for its errors: the [`Loc::file`]
+    /// an [`Issue`] inside it takes.
+    pub fn add_file(&self, path: std::path::PathBuf, text: String) -> usize {
+        let mut read = self.read.borrow_mut();
+        read.push((path, text));
+        self.sources.files.len() + read.len() - 1
+    }
 }
 
 /// Check every rule over the merged profile tree.

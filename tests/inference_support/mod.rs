@@ -213,6 +213,7 @@ pub fn start(opts: ServerOptions) -> TestServer {
             mmap: true,
             batch: 512,
             prompt_cache: opts.prompt_cache,
+            adapters: Vec::new(),
         };
         models.insert(
             name.clone(),

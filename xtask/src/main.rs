@@ -24,7 +24,8 @@ Tasks:
             (`demo clean` destroys the demo pool and removes .demo/)
   ci        setup, cargo fmt --check, clippy -D warnings, every test
   bench     benchmarks: engine, storage, network, fleet, inference, hostile, models (figures for BENCHMARKS.md)
-  gen-model write a generated llama-architecture GGUF (--preset tiny|bench --out FILE [--seed N])
+  gen-model write a generated llama-architecture GGUF or a LoRA adapter for one
+            (--preset tiny|bench|vocab128k|tiny-lora --out FILE [--seed N])
   fuzz      run each fuzzer (GGUF, grammar, schema) in release for N seconds [--seconds N]
   tidy      check the code's house rules (also run as a test by `ci`)
 ";

@@ -119,7 +119,35 @@ impl ModelSpec {
     fn head_dim(&self) -> u32 {
         self.embedding_length / self.head_count
     }
+
+    /// The dimensions (innermost first, as GGUF stores them: inputs, then outputs) of the
+    /// weight matrix `blk.N.<name>.weight` every block has, for a name in
+    /// [`BLOCK_MATRICES`]. The one definition of these shapes: the model writer and the
+    /// LoRA generator ([`crate::lora`]) both take them from here.
+    pub fn block_matrix_dims(&self, name: &str) -> Option<[u64; 2]> {
+        let e = u64::from(self.embedding_length);
+        let ff = u64::from(self.feed_forward_length);
+        let kv = u64::from(self.head_dim() * self.head_count_kv);
+        Some(match name {
+            "attn_q" | "attn_output" => [e, e],
+            "attn_k" | "attn_v" => [e, kv],
+            "ffn_gate" | "ffn_up" => [e, ff],
+            "ffn_down" => [ff, e],
+            _ => return None,
+        })
+    }
 }
+
+/// The weight matrices of a block, by their name in `blk.N.<name>.weight`.
+pub const BLOCK_MATRICES: &[&str] = &[
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
 
 /// Token types as llama.cpp numbers them.
 const TYPE_NORMAL: i32 = 1;
@@ -401,7 +429,10 @@ impl TensorPlan {
 fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
     let e = spec.embedding_length as u64;
     let ff = spec.feed_forward_length as u64;
-    let kv = (spec.head_dim() * spec.head_count_kv) as u64;
+    let matrix = |name: &str| {
+        spec.block_matrix_dims(name)
+            .map_or_else(Vec::new, Vec::from)
+    };
     let scale = |n_in: u64| 1.0 / (n_in as f32).sqrt();
     let (embd_fill, output_fill) = if spec.greedy_path {
         let d = design(spec, &vocabulary_for(spec));
@@ -450,22 +481,47 @@ fn tensors(spec: &ModelSpec, n_vocab: u64) -> Vec<TensorPlan> {
         add("attn_norm", vec![e], DType::F32, Fill::Ones);
         add(
             "attn_q",
-            vec![e, e],
+            matrix("attn_q"),
             DType::F16,
             Fill::Random(scale(e) * gain),
         );
         add(
             "attn_k",
-            vec![e, kv],
+            matrix("attn_k"),
             DType::F16,
             Fill::Random(scale(e) * gain),
         );
-        add("attn_v", vec![e, kv], DType::F16, Fill::Random(scale(e)));
-        add("attn_output", vec![e, e], DType::F16, block_out(e, gain));
+        add(
+            "attn_v",
+            matrix("attn_v"),
+            DType::F16,
+            Fill::Random(scale(e)),
+        );
+        add(
+            "attn_output",
+            matrix("attn_output"),
+            DType::F16,
+            block_out(e, gain),
+        );
         add("ffn_norm", vec![e], DType::F32, Fill::Ones);
-        add("ffn_gate", vec![e, ff], DType::F16, Fill::Random(scale(e)));
-        add("ffn_up", vec![e, ff], DType::F16, Fill::Random(scale(e)));
-        add("ffn_down", vec![ff, e], DType::F16, block_out(ff, 1.0));
+        add(
+            "ffn_gate",
+            matrix("ffn_gate"),
+            DType::F16,
+            Fill::Random(scale(e)),
+        );
+        add(
+            "ffn_up",
+            matrix("ffn_up"),
+            DType::F16,
+            Fill::Random(scale(e)),
+        );
+        add(
+            "ffn_down",
+            matrix("ffn_down"),
+            DType::F16,
+            block_out(ff, 1.0),
+        );
     }
     t
 }

@@ -195,7 +195,48 @@ pub async fn models(State(state): State<AppState>) -> Response {
                 .filter_map(|m| serde_json::to_value(m).ok()),
         );
     }
+    // The Cards each model serves, and their adapter sets (decoded a step at a time each).
+    for m in &mut models {
+        let name = m["name"].as_str().unwrap_or_default().to_string();
+        let on: Vec<&std::sync::Arc<super::card_request::ServedCard>> =
+            state.cards.values().filter(|c| c.base == name).collect();
+        m["cards"] = json!(on.iter().map(|c| &c.name).collect::<Vec<_>>());
+        m["adapter_sets"] = json!(
+            on.iter()
+                .filter_map(|c| c.adapter_set.as_ref())
+                .collect::<Vec<_>>()
+        );
+    }
     axum::Json(json!({"models": models})).into_response()
+}
+
+/// The served Cards: each with its file, base, adapters and adapter set, its sampling as its
+/// requests get it, and its response constraint (what `sovereign card ls|show|test` read).
+pub async fn cards(State(state): State<AppState>) -> Response {
+    let cards: Vec<Value> = state
+        .cards
+        .values()
+        .map(|c| {
+            let sampling: serde_json::Map<String, Value> = c
+                .card
+                .sampling()
+                .into_iter()
+                .map(|s| (s.key.to_string(), s.value))
+                .collect();
+            json!({
+                "name": c.name,
+                "file": c.card.path,
+                "base": {"model": c.card.spec.base.model, "sha256": c.card.spec.base.sha256, "served_as": c.base},
+                "adapters": c.card.spec.adapters,
+                "adapter_set": c.adapter_set,
+                "description": c.card.spec.description,
+                "sampling": sampling,
+                "sampling_locked": c.card.spec.sampling_locked,
+                "response": c.card.spec.response,
+            })
+        })
+        .collect();
+    axum::Json(json!({"cards": cards})).into_response()
 }
 
 pub async fn status(State(state): State<AppState>) -> Response {

@@ -21,6 +21,8 @@ pub struct ServedCard {
     pub base: String,
     /// The checked Card.
     pub card: Card,
+    /// The adapter set its requests decode under ([`AdapterSet::name`]); `None`: the base.
+    pub adapter_set: Option<String>,
 }
 
 /// Request parameters that set sampling: a locked Card refuses each of them.
@@ -129,6 +131,7 @@ pub fn apply(
             _ => parsed.constraint = Some(card.clone()),
         }
     }
+    parsed.adapter_set = served.adapter_set.clone();
     if let Some(system) = &spec.system {
         match &mut parsed.prompt {
             Prompt::Chat(messages) => messages.insert(
@@ -173,21 +176,39 @@ pub fn model_object(served: &ServedCard, created: u64) -> Value {
     })
 }
 
-/// Served Cards, and the bases to start as engines of their own (name, cached file).
-pub type LoadedCards = (Vec<ServedCard>, Vec<(String, PathBuf)>);
+/// One adapter set: a LoRA adapter file (several adapters arrive merged into one) applied
+/// at `scale`, named for the requests that use it (a served Card's name).
+#[derive(Debug, Clone)]
+pub struct AdapterSet {
+    pub name: String,
+    pub path: PathBuf,
+    pub scale: f32,
+}
+
+/// What `serve --card` starts with.
+#[derive(Debug, Default)]
+pub struct LoadedCards {
+    pub cards: Vec<ServedCard>,
+    /// Bases to start as engines of their own (name, cached file), beside `--model`.
+    pub engines: Vec<(String, PathBuf)>,
+    /// Each base's adapter sets, loaded with it.
+    pub sets: std::collections::BTreeMap<String, Vec<AdapterSet>>,
+}
 
 /// The Cards `serve --card NAME=FILE` names, checked and resolved against the model cache
-/// under `root`, and the models the daemon must start for them. `models` are the
-/// `--model` names: empty when the daemon serves the cache, whose catalog then loads each
-/// Card's base by name; with `--model`, each base is started from its cached file under its
-/// cache name. Every error of every Card at once.
+/// under `root`, and the models and adapter sets the daemon must start for them. `models`
+/// are the `--model` names: empty when the daemon serves the cache, whose catalog then
+/// loads each Card's base by name; with `--model`, each base is started from its cached
+/// file under its cache name. A Card's adapters are checked against its base before
+/// llama.cpp reads them; several are merged into one file under `scratch`. Every error of
+/// every Card at once.
 pub fn load_cards(
     cards: &[(String, PathBuf)],
     root: &Path,
     models: &[String],
+    scratch: &Path,
 ) -> Result<LoadedCards, String> {
-    let mut served = Vec::new();
-    let mut engines: Vec<(String, PathBuf)> = Vec::new();
+    let mut out = LoadedCards::default();
     let mut errors = Vec::new();
     for (name, path) in cards {
         if models.contains(name) {
@@ -203,10 +224,6 @@ pub fn load_cards(
                 continue;
             }
         };
-        if !card.spec.adapters.is_empty() {
-            errors.push(card.error_at("/adapters", "this daemon does not apply LoRA adapters yet; serve the Card without its adapters".into()).to_string());
-            continue;
-        }
         let resolution = match super::card::resolve(&card, root) {
             Ok(r) => r,
             Err(e) => {
@@ -218,26 +235,137 @@ pub fn load_cards(
             errors.extend(resolution.errors.iter().map(ToString::to_string));
             continue;
         }
+        let cache = super::cache::Cache::open(root).map_err(|e| format!("{e:#}"))?;
         let base = card.spec.base.model.clone();
+        let base_file = cache.blob_path(&card.spec.base.sha256);
+        let set = match adapter_set(name, &card, &resolution, &cache, &base_file, scratch) {
+            Ok(set) => set,
+            Err(mut why) => {
+                errors.append(&mut why);
+                continue;
+            }
+        };
         if !models.is_empty() {
             if models.contains(&base) {
                 errors.push(card.error_at("/base/model", format!("the base {base:?} is also a --model name; a Card runs on the cached model of that name, so serve the --model under another")).to_string());
                 continue;
             }
-            if !engines.iter().any(|(n, _)| *n == base) {
-                let cache = super::cache::Cache::open(root).map_err(|e| format!("{e:#}"))?;
-                engines.push((base.clone(), cache.blob_path(&card.spec.base.sha256)));
+            if !out.engines.iter().any(|(n, _)| *n == base) {
+                out.engines.push((base.clone(), base_file));
             }
         }
-        served.push(ServedCard {
+        let adapter_set = set.as_ref().map(|s| s.name.clone());
+        if let Some(set) = set {
+            out.sets.entry(base.clone()).or_default().push(set);
+        }
+        out.cards.push(ServedCard {
             name: name.clone(),
             base,
             card,
+            adapter_set,
         });
     }
     if errors.is_empty() {
-        Ok((served, engines))
+        Ok(out)
     } else {
         Err(errors.join("\n"))
+    }
+}
+
+/// The adapter set Card `name` decodes under, `None` without adapters: each adapter is a
+/// cached file checked against the base; one is applied at its scale, several are merged
+/// into one file applied at scale 1 (llama-cpp-2 sets one adapter per context).
+// The daemon's own scratch folder for merged adapters, under its private temp dir.
+#[allow(clippy::disallowed_methods)]
+fn adapter_set(
+    name: &str,
+    card: &Card,
+    resolution: &super::card::Resolution,
+    cache: &super::cache::Cache,
+    base_file: &Path,
+    scratch: &Path,
+) -> Result<Option<AdapterSet>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for (i, (adapter, cached)) in card
+        .spec
+        .adapters
+        .iter()
+        .zip(&resolution.adapters)
+        .enumerate()
+    {
+        let at = format!("/adapters/{i}");
+        let Some(super::card::Cached::Present { sha256 }) = cached else {
+            let source = adapter.source.as_deref().unwrap_or_default();
+            errors.push(card.error_at(&format!("{at}/source"), format!("the daemon serves adapters from the model cache only; pull it first: sovereign model pull {source} --name NAME, then give {{\"model\": NAME}}")).to_string());
+            continue;
+        };
+        let file = cache.blob_path(sha256);
+        if let Err(why) = super::adapter::check(base_file, &file) {
+            errors.push(
+                card.error_at(&at, format!("the adapter does not fit the base: {why}"))
+                    .to_string(),
+            );
+            continue;
+        }
+        files.push((file, adapter.scale as f32));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    match files.len() {
+        0 => Ok(None),
+        1 => {
+            let (path, scale) = files.remove(0);
+            Ok(Some(AdapterSet {
+                name: name.to_string(),
+                path,
+                scale,
+            }))
+        }
+        _ => {
+            let merged = scratch.join(format!("{name}.gguf"));
+            std::fs::create_dir_all(scratch)
+                .map_err(|e| vec![format!("cannot create {}: {e}", scratch.display())])?;
+            sovereign_gguf::lora::merge(&files, &merged).map_err(|why| {
+                vec![
+                    card.error_at("/adapters", format!("the adapters cannot be merged: {why}"))
+                        .to_string(),
+                ]
+            })?;
+            Ok(Some(AdapterSet {
+                name: name.to_string(),
+                path: merged,
+                scale: 1.0,
+            }))
+        }
+    }
+}
+
+/// Whether `answer` follows a Card's `response`: parsed as JSON and validated against the
+/// schema; a grammar is the daemon's to enforce while decoding (it compiles only there), so
+/// an answer under one is reported as such, not re-checked.
+pub fn check_answer(
+    response: &super::card::Response,
+    answer: &str,
+) -> Result<&'static str, String> {
+    let Some(schema) = &response.json_schema else {
+        return Ok("constrained by the Card's grammar while decoding");
+    };
+    let value: Value = serde_json::from_str(answer)
+        .map_err(|e| format!("the answer is not JSON ({e}): {answer:?}"))?;
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| format!("the Card's schema does not compile: {e}"))?;
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok("valid against the Card's JSON schema")
+    } else {
+        Err(format!(
+            "the answer does not follow the Card's schema: {}",
+            errors.join("; ")
+        ))
     }
 }

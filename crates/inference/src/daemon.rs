@@ -123,7 +123,10 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
         })?;
     }
     let names: Vec<String> = opts.models.iter().map(|(n, _)| n.clone()).collect();
-    let (cards, card_bases) = super::card_request::load_cards(&opts.cards, &opts.store, &names)?;
+    // Merged adapter files live as long as the process; the unit's private /tmp holds them.
+    let scratch = std::env::temp_dir().join(format!("sovereign-adapters-{}", std::process::id()));
+    let loaded = super::card_request::load_cards(&opts.cards, &opts.store, &names, &scratch)?;
+    let sets = Arc::new(loaded.sets);
     fit_descriptors(opts.limits.max_connections as u64);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -137,22 +140,26 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
         let metrics = Arc::new(Metrics::default());
         let config = {
             let opts = opts.clone();
-            Arc::new(move |path: PathBuf| super::engine::EngineConfig {
-                path,
-                slots: opts.slots,
-                ctx: opts.ctx,
-                queue: opts.slots * 4,
-                threads: opts.threads,
-                gpu_layers: opts.gpu_layers,
-                mlock: opts.mlock,
-                mmap: opts.mmap,
-                batch: super::limits::batch_for(opts.slots),
-                prompt_cache: opts.prompt_cache,
-            })
+            let sets = sets.clone();
+            Arc::new(
+                move |name: &str, path: PathBuf| super::engine::EngineConfig {
+                    path,
+                    slots: opts.slots,
+                    ctx: opts.ctx,
+                    queue: opts.slots * 4,
+                    threads: opts.threads,
+                    gpu_layers: opts.gpu_layers,
+                    mlock: opts.mlock,
+                    mmap: opts.mmap,
+                    batch: super::limits::batch_for(opts.slots),
+                    prompt_cache: opts.prompt_cache,
+                    adapters: sets.get(name).cloned().unwrap_or_default(),
+                },
+            )
         };
         let mut models = BTreeMap::new();
-        for (name, path) in opts.models.iter().chain(&card_bases) {
-            let handle = super::engine::spawn(name, config(path.clone()), metrics.clone())
+        for (name, path) in opts.models.iter().chain(&loaded.engines) {
+            let handle = super::engine::spawn(name, config(name, path.clone()), metrics.clone())
                 .map_err(|e| format!("cannot start the engine thread: {e}"))?;
             models.insert(name.clone(), handle);
         }
@@ -162,7 +169,7 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
                 let engine_metrics = metrics.clone();
                 let base = config.clone();
                 let start = move |name: &str, path: PathBuf, s: &super::catalog::Settings| {
-                    let mut cfg = base(path);
+                    let mut cfg = base(name, path);
                     cfg.ctx = s.ctx;
                     cfg.gpu_layers = s.gpu_layers.as_option();
                     super::engine::spawn(name, cfg, engine_metrics.clone())
@@ -195,7 +202,8 @@ pub fn serve(opts: DaemonOptions) -> Result<(), String> {
         };
         let state = Arc::new(ServerState {
             log_requests: true,
-            cards: cards
+            cards: loaded
+                .cards
                 .into_iter()
                 .map(|c| (c.name.clone(), Arc::new(c)))
                 .collect(),

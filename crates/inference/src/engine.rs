@@ -58,7 +58,12 @@ pub struct EngineConfig {
     /// Keep each slot's KV cells after its request and reuse the longest shared prefix
     /// (`serve --no-prompt-cache` turns it off).
     pub prompt_cache: bool,
+    /// The LoRA adapter sets requests may decode under (served Cards'), loaded with the
+    /// model and freed with it.
+    pub adapters: Vec<AdapterSet>,
 }
+
+pub use super::card_request::AdapterSet;
 
 /// Stack of an engine thread (address space; only the pages touched are memory).
 const ENGINE_STACK: usize = 64 << 20;
@@ -208,10 +213,25 @@ fn run_engine(
         .with_n_gpu_layers(gpu_layers)
         .with_use_mlock(cfg.mlock)
         .with_use_mmap(cfg.mmap);
-    let model = Arc::new(
-        LlamaModel::load_from_file(backend, &cfg.path, &params)
-            .map_err(|e| format!("cannot load {}: {e}", cfg.path.display()))?,
-    );
+    let mut model = LlamaModel::load_from_file(backend, &cfg.path, &params)
+        .map_err(|e| format!("cannot load {}: {e}", cfg.path.display()))?;
+    // Adapters load once per model load; a refused one fails the load with the reason,
+    // so a model never serves with half its Cards.
+    let mut adapters = Vec::new();
+    for set in &cfg.adapters {
+        // Checked with the project's own parser against the model before llama.cpp reads
+        // it, as every model file is (a merged set is a file of its own).
+        let (adapter, _info) =
+            super::adapter::load(&mut model, &cfg.path, &set.path).map_err(|e| {
+                format!(
+                    "adapter set {:?} ({}) does not load on this model: {e}",
+                    set.name,
+                    set.path.display()
+                )
+            })?;
+        adapters.push(adapter);
+    }
+    let model = Arc::new(model);
     let total_ctx =
         u32::try_from(cfg.slots * cfg.ctx).map_err(|_| "slots x ctx is too large".to_string())?;
     let threads = i32::try_from(cfg.threads.max(1)).unwrap_or(1);
@@ -266,18 +286,20 @@ fn run_engine(
     let mut batch = LlamaBatch::new(cfg.batch, 1);
     let mut gone = false;
     let mut shown = Shown::default();
+    // The adapter set the context applies now (0: none).
+    let mut applied = 0;
     loop {
         // Intake: block only when there is nothing to decode.
         if sched.is_idle() {
             metrics_gauges(metrics, &sched, &mut shown);
             match jobs.recv() {
-                Ok(j) => submit(&mut sched, j, cfg.prompt_cache),
+                Ok(j) => submit(&mut sched, j, &cfg),
                 Err(_) => break,
             }
         }
         loop {
             match jobs.try_recv() {
-                Ok(j) => submit(&mut sched, j, cfg.prompt_cache),
+                Ok(j) => submit(&mut sched, j, &cfg),
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     gone = true;
@@ -310,6 +332,21 @@ fn run_engine(
             trim_slot(&mut lctx, &mut sched, c.dst, c.keep);
         }
         let chunks = sched.next_step();
+        // The context applies its adapters to the whole batch: set the step's before it.
+        if !chunks.is_empty() && sched.group() != applied {
+            if let Err(why) = apply_adapters(&mut lctx, &mut adapters, &cfg, sched.group()) {
+                tracing::error!(model = name, "{why}");
+                for c in &chunks {
+                    if let Some(j) = sched.release(c.slot, End::Clear) {
+                        let _closed = j.job.events.try_send(Event::Failed(why.clone()));
+                    }
+                    clear_slot(&mut lctx, c.slot);
+                }
+                continue;
+            }
+            applied = sched.group();
+            metrics.adapter_switches.fetch_add(1, Ordering::Relaxed);
+        }
         if chunks.is_empty() {
             if gone && sched.is_idle() {
                 break;
@@ -507,11 +544,24 @@ fn constrained_sample(
     Ok(pick)
 }
 
-fn submit(sched: &mut Scheduler<SlotJob>, job: Job, prompt_cache: bool) {
+fn submit(sched: &mut Scheduler<SlotJob>, job: Job, cfg: &EngineConfig) {
     let prompt = job.req.prompt_tokens.clone();
     let max = job.req.max_tokens;
-    // A request that opts out neither reuses cells nor leaves its own for others.
-    let key = (prompt_cache && job.req.cache_prompt).then(|| job.req.reuse_key());
+    // Set 0 is the base alone; set i + 1 is the i-th adapter set.
+    let group = match &job.req.adapter_set {
+        None => 0,
+        Some(name) => match cfg.adapters.iter().position(|s| s.name == *name) {
+            Some(i) => i + 1,
+            None => {
+                let why = format!("the adapter set {name:?} is not loaded with this model");
+                let _closed = job.events.try_send(Event::Failed(why));
+                return;
+            }
+        },
+    };
+    // A request that opts out neither reuses cells nor leaves its own for others; cells
+    // decoded under one adapter set are reused only under the same set.
+    let key = (cfg.prompt_cache && job.req.cache_prompt).then_some(group as u64);
     let stop = StopFilter::new(job.req.stop.clone());
     let sj = SlotJob {
         job,
@@ -521,7 +571,7 @@ fn submit(sched: &mut Scheduler<SlotJob>, job: Job, prompt_cache: bool) {
         last_token: None,
         grammar: None,
     };
-    if let Err((why, sj)) = sched.submit(prompt, max, key, sj) {
+    if let Err((why, sj)) = sched.submit_in(group, prompt, max, key, sj) {
         let msg = match why {
             Refused::QueueFull => "the queue is full".to_string(),
             Refused::TooLong {
@@ -564,6 +614,27 @@ fn flush(j: &mut SlotJob, stopped: Option<String>) {
         }
     };
     send_text(j, text);
+}
+
+/// Make the context apply adapter set `group` (0: none) to the next decodes.
+fn apply_adapters(
+    lctx: &mut LlamaContext<'_>,
+    adapters: &mut [llama_cpp_2::model::LlamaLoraAdapter],
+    cfg: &EngineConfig,
+    group: usize,
+) -> Result<(), String> {
+    match group.checked_sub(1) {
+        None => match adapters.first_mut() {
+            // Clearing takes any adapter handle; it removes them all.
+            Some(any) => lctx
+                .lora_adapter_remove(any)
+                .map_err(|e| format!("cannot remove the adapters: {e}")),
+            None => Ok(()),
+        },
+        Some(i) => lctx
+            .lora_adapter_set(&mut adapters[i], cfg.adapters[i].scale)
+            .map_err(|e| format!("cannot apply adapter set {:?}: {e}", cfg.adapters[i].name)),
+    }
 }
 
 /// Drop `slot`'s cells from position `keep` on (all of them for 0). Where the model's

@@ -8,6 +8,7 @@
 //! chosen by the [`scheduler`], streaming text cut by [`text`] back over a bounded channel.
 //! [`error`] is the one table from failures to HTTP statuses.
 
+pub mod adapter;
 pub mod admin;
 pub mod cache;
 pub mod card;

@@ -70,6 +70,10 @@ const MASK_BOUNDS: &[f64] = &[
 pub struct Metrics {
     /// Finished requests by HTTP status code.
     requests: Mutex<std::collections::BTreeMap<u16, u64>>,
+    /// Requests admitted per served Card.
+    cards: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Decode steps that changed the context's adapter set (each costs a graph reserve).
+    pub adapter_switches: AtomicU64,
     /// Prompt tokens decoded.
     pub prompt_tokens: AtomicU64,
     /// Prompt tokens reused from the KV cache instead of decoded.
@@ -94,6 +98,8 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             requests: Mutex::default(),
+            cards: Mutex::default(),
+            adapter_switches: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             prompt_tokens_cached: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
@@ -111,6 +117,12 @@ impl Metrics {
     pub fn request(&self, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry(status).or_default() += 1;
+    }
+
+    /// A request naming Card `name` was admitted.
+    pub fn card_request(&self, name: &str) {
+        let mut m = self.cards.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(name.to_string()).or_default() += 1;
     }
 
     /// Requests seen with `status` so far.
@@ -147,6 +159,19 @@ impl Metrics {
             "sovereign_prompt_tokens_cached_total",
             "Prompt tokens reused from the KV cache instead of decoded.",
             &self.prompt_tokens_cached,
+        );
+        out.push_str("# HELP sovereign_card_requests_total Requests admitted per served Card.\n# TYPE sovereign_card_requests_total counter\n");
+        {
+            let m = self.cards.lock().unwrap_or_else(|p| p.into_inner());
+            for (card, n) in m.iter() {
+                let _ = writeln!(out, "sovereign_card_requests_total{{card=\"{card}\"}} {n}");
+            }
+        }
+        counter(
+            &mut out,
+            "sovereign_adapter_switches_total",
+            "Decode steps that changed the adapter set the context applies.",
+            &self.adapter_switches,
         );
         counter(
             &mut out,

@@ -62,6 +62,8 @@ struct Seq {
     reused: Option<usize>,
     /// Waiting to copy a prefix another slot is decoding.
     wait: Option<Share>,
+    /// The adapter set it decodes under (0: none): one decode step serves one set.
+    group: usize,
 }
 
 /// A prefix to copy from another slot once that slot holds it.
@@ -167,6 +169,8 @@ pub struct Scheduler<J> {
     ctx: usize,
     /// Admissions so far (the clock of least recently used).
     tick: u64,
+    /// The adapter set the last planned step serves.
+    turn: usize,
 }
 
 /// Length of the common prefix.
@@ -194,6 +198,7 @@ impl<J> Scheduler<J> {
             step_budget,
             ctx,
             tick: 0,
+            turn: 0,
         }
     }
 
@@ -201,6 +206,18 @@ impl<J> Scheduler<J> {
     /// [`ReuseKey`]; `None` opts out of reuse both ways.
     pub fn submit(
         &mut self,
+        prompt: Vec<TokenId>,
+        max_tokens: usize,
+        key: Option<ReuseKey>,
+        job: J,
+    ) -> Result<(), (Refused, J)> {
+        self.submit_in(0, prompt, max_tokens, key, job)
+    }
+
+    /// [`Scheduler::submit`] for a sequence decoded under adapter set `group` (0: none).
+    pub fn submit_in(
+        &mut self,
+        group: usize,
         prompt: Vec<TokenId>,
         max_tokens: usize,
         key: Option<ReuseKey>,
@@ -230,6 +247,7 @@ impl<J> Scheduler<J> {
             key,
             reused: None,
             wait: None,
+            group,
         };
         self.waiting.push_back((seq, job));
         Ok(())
@@ -358,11 +376,36 @@ impl<J> Scheduler<J> {
     /// Plan the next decode step (after [`Scheduler::settle`]): one token for every
     /// decoding slot first (so streams keep flowing), then prompt chunks from the remaining
     /// budget, oldest slot first. Positions advance as if the step succeeds.
+    ///
+    /// llama.cpp applies adapters to a whole batch, so a step serves one adapter set
+    /// ([`Scheduler::group`]); the sets with work take turns, one step each in order, so a
+    /// set waits at most one step per other busy set.
     pub fn next_step(&mut self) -> Vec<Chunk> {
+        let ready: std::collections::BTreeSet<usize> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.active.as_ref())
+            .filter(|a| {
+                a.seq.next.is_some() || (a.seq.n_past < a.seq.prompt_len && a.seq.wait.is_none())
+            })
+            .map(|a| a.seq.group)
+            .collect();
+        let Some(group) = ready
+            .range(self.turn + 1..)
+            .next()
+            .or_else(|| ready.first())
+            .copied()
+        else {
+            return Vec::new();
+        };
+        self.turn = group;
         let mut budget = self.step_budget;
         let mut chunks = Vec::new();
         for (slot, s) in self.slots.iter_mut().enumerate() {
             let Some(a) = &mut s.active else { continue };
+            if a.seq.group != group {
+                continue;
+            }
             if let Some(tok) = a.seq.next.take() {
                 a.seq.tokens.push(tok);
                 chunks.push(Chunk {
@@ -380,7 +423,11 @@ impl<J> Scheduler<J> {
         for (slot, s) in self.slots.iter_mut().enumerate() {
             let Some(a) = &mut s.active else { continue };
             let fed = a.seq.n_past;
-            if budget == 0 || fed >= a.seq.prompt_len || a.seq.wait.is_some() {
+            if budget == 0
+                || fed >= a.seq.prompt_len
+                || a.seq.wait.is_some()
+                || a.seq.group != group
+            {
                 continue;
             }
             let end = a.seq.prompt_len.min(fed + budget);
@@ -399,6 +446,11 @@ impl<J> Scheduler<J> {
             a.seq.n_past = end;
         }
         chunks
+    }
+
+    /// The adapter set the last planned step serves (0: none).
+    pub fn group(&self) -> usize {
+        self.turn
     }
 
     /// Start `slot`'s sequence over from its first token: the cells it was to keep or copy
@@ -803,6 +855,34 @@ mod tests {
         assert_eq!(s.settle(), vec![]);
         let step = s.next_step();
         assert_eq!((step[0].slot, step[0].pos), (1, 0));
+    }
+
+    #[test]
+    fn adapter_sets_take_turns_step_by_step_and_none_starves() {
+        let mut s: Scheduler<()> = Scheduler::new(4, 0, 64, 1000);
+        s.submit_in(1, toks(4), 50, None, ()).unwrap();
+        s.submit_in(2, toks(4), 50, None, ()).unwrap();
+        s.submit_in(1, toks(4), 50, None, ()).unwrap();
+        s.submit(toks(4), 50, None, ()).unwrap();
+        s.admit(|_| false);
+        let mut served = Vec::new();
+        for _ in 0..9 {
+            let step = s.next_step();
+            let group = s.group();
+            // Only one set's sequences in a step: slots 0 and 2 are set 1, slot 1 set 2.
+            let slots: Vec<usize> = step.iter().map(|c| c.slot).collect();
+            let expect = match group {
+                0 => vec![3],
+                1 => vec![0, 2],
+                _ => vec![1],
+            };
+            assert_eq!(slots, expect, "group {group}");
+            for c in step.iter().filter(|c| c.logits) {
+                s.on_token(c.slot, 9);
+            }
+            served.push(group);
+        }
+        assert_eq!(served, vec![1, 2, 0, 1, 2, 0, 1, 2, 0]);
     }
 
     mod model {

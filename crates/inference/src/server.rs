@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sovereign/models/unload", post(super::admin::unload))
         .route("/v1/sovereign/models", get(super::admin::models))
         .route("/v1/sovereign/status", get(super::admin::status))
+        .route("/v1/sovereign/cards", get(super::admin::cards))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
@@ -364,6 +365,7 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Result<Respo
     let constraint = parsed.constraint.clone();
     // Formatting and tokenizing a prompt of up to the body limit takes CPU time the
     // client chooses: off the runtime's few worker threads, which every connection shares.
+    let via_card = card.is_some();
     let (template, context) = card.map_or((None, None), |(_, t, c)| (t, c));
     let mut valid = tokio::task::spawn_blocking({
         let info = info.clone();
@@ -378,6 +380,9 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Result<Respo
     let include_usage = valid.include_usage;
     let model = valid.model.clone();
     let rx = engine.submit(valid)?;
+    if via_card {
+        state.metrics.card_request(&model);
+    }
     let id = response_id(endpoint);
     if stream {
         Ok(stream_response(

@@ -103,6 +103,8 @@ pub struct ParsedRequest {
     /// `cache_prompt` (llama-server's name): `false` neither reuses cached KV cells nor
     /// leaves this prompt's cells for later requests.
     pub cache_prompt: bool,
+    /// The adapter set a served Card decodes under; never from the request's body.
+    pub adapter_set: Option<String>,
 }
 
 /// A request ready for the engine: tokens, budget and sampling.
@@ -127,16 +129,8 @@ pub struct ValidRequest {
     pub grammar: Option<Arc<Compiled>>,
     /// Take part in prefix reuse (see [`ParsedRequest::cache_prompt`]).
     pub cache_prompt: bool,
-}
-
-impl ValidRequest {
-    /// What this request's KV cells depend on besides the model and its tokens: cells are
-    /// reused only between requests with equal keys. Every request of a model decodes
-    /// with the same weights today, so they share one key; an adapter set and its scales
-    /// will each get their own.
-    pub fn reuse_key(&self) -> u64 {
-        0
-    }
+    /// The adapter set it decodes under (a served Card's), by name; `None`: the base alone.
+    pub adapter_set: Option<String>,
 }
 
 impl ParsedRequest {
@@ -174,6 +168,7 @@ impl ParsedRequest {
             include_usage: self.include_usage,
             grammar: None,
             cache_prompt: self.cache_prompt,
+            adapter_set: self.adapter_set,
         })
     }
 }
@@ -402,6 +397,7 @@ pub fn parse(endpoint: Endpoint, body: &Value) -> Result<ParsedRequest, ApiError
         include_usage,
         constraint,
         cache_prompt: boolean(obj, "cache_prompt")?.unwrap_or(true),
+        adapter_set: None,
     })
 }
 

@@ -62,12 +62,16 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
                 m["ttl_left_seconds"]
                     .as_f64()
                     .map_or_else(|| "-".into(), seconds),
+                match m["cards"].as_array() {
+                    Some(c) if !c.is_empty() => c.iter().map(text).collect::<Vec<_>>().join(","),
+                    _ => "-".into(),
+                },
             ]
         })
         .collect();
     out.stdout(&table(
         &[
-            "NAME", "STATE", "CONTEXT", "BUSY", "MEMORY", "IDLE", "TTL LEFT",
+            "NAME", "STATE", "CONTEXT", "BUSY", "MEMORY", "IDLE", "TTL LEFT", "CARDS",
         ],
         &rows,
     ))?;

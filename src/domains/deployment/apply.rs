@@ -1,8 +1,9 @@
-//! Carrying out a models change: pull into the verified cache, or remove from it.
+//! Carrying out a models change: pull into the verified cache, or remove from it; and a
+//! Card change: record the Card as applied (its file is written by the files domain).
 
 use anyhow::Context;
 
-use super::{Desired, Entry, ModelOp};
+use super::{CardOp, Desired, Entry, ModelOp};
 use crate::domain::{ApplyContext, LedgerTx};
 use crate::inference::cache::{Cache, ModelName, NoProgress, PullRequest};
 use crate::plan::Change;
@@ -14,6 +15,18 @@ pub fn apply(
     ledger: &mut LedgerTx<'_, Entry>,
 ) -> anyhow::Result<()> {
     let name = change.address.name.as_str();
+    if change.address.kind == "card" {
+        return match change.op::<CardOp>()? {
+            CardOp::Record => {
+                let card = desired
+                    .cards
+                    .get(name)
+                    .with_context(|| format!("card {name:?} is not in the profile"))?;
+                ledger.record_result(&format!("card:{name}"), Entry::Card { card: card.clone() })
+            }
+            CardOp::Forget => ledger.forget(&format!("card:{name}")),
+        };
+    }
     match change.op::<ModelOp>()? {
         ModelOp::Pull => {
             let want = desired

@@ -7,9 +7,13 @@
 //! - `/etc/sovereign/inference/models.toml`, the per-model options the daemon reads
 //!   (`serve --models FILE`), is requested from the files domain
 //!   (`files.file:/etc/sovereign/inference/models.toml`);
+//! - `inference.card:NAME`: a Card the daemon serves; its file is requested from the files
+//!   domain (`/etc/sovereign/inference/cards/NAME.json`), and the change itself records the
+//!   Card as applied in the ledger, so that the next plan shows what changed in it key by
+//!   key (`sampling.temperature: 0.2 -> 0.4`);
 //! - the daemon's unit, `sovereign-inference`, is requested from the services domain,
-//!   which runs it like any service; its start waits for the models and the options file,
-//!   and it restarts when either changes.
+//!   which runs it like any service (`--card NAME=FILE` for each Card); its start waits for
+//!   the models, the options file and the Cards, and it restarts when any of them changes.
 //!
 //! The health check asks the daemon's `/health` and `/v1/models` for every declared model;
 //! where the service cannot be started (no systemd), it is skipped and says so.
@@ -36,6 +40,8 @@ use crate::plan::{Address, Change};
 pub const UNIT_NAME: &str = crate::profile::INFERENCE_UNIT;
 /// Where the per-model options go.
 pub const MODELS_FILE: &str = crate::profile::INFERENCE_MODELS_FILE;
+/// Where the daemon reads a Card.
+pub use crate::profile::inference_card_file as card_file;
 
 /// The inference deployment domain.
 #[derive(Debug, Default, Clone, Copy)]
@@ -52,6 +58,8 @@ pub struct Desired {
     pub listen: String,
     /// The key file as the profile names it (the key is read only by the health check).
     pub api_key_file: Option<String>,
+    /// Cards by name, as JSON: what the ledger records once applied.
+    pub cards: BTreeMap<String, serde_json::Value>,
 }
 
 /// One model to have in the cache.
@@ -81,14 +89,18 @@ pub enum CachedModel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub models: BTreeMap<String, CachedModel>,
+    /// Each Card as last applied (from the ledger: the file itself is the files domain's).
+    pub cards: BTreeMap<String, serde_json::Value>,
 }
 
-/// One ledger entry: a model sovereign pulled (key `model:NAME`). The options file and
-/// the unit are the files and services domains'.
+/// One ledger entry: a model sovereign pulled (key `model:NAME`), or a Card as last
+/// applied (key `card:NAME`), the before of the next plan's field-level diff. The options
+/// file, the Card files and the unit are the files and services domains'.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
     Model { sha256: String, source: String },
+    Card { card: serde_json::Value },
 }
 
 /// What apply does for one change.
@@ -100,8 +112,21 @@ pub enum ModelOp {
     Remove,
 }
 
+/// What apply does for one Card change: the file is the files domain's to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardOp {
+    /// Record the Card as applied.
+    Record,
+    /// Forget it.
+    Forget,
+}
+
 fn model_address(name: &str) -> Address {
     Address::new("inference", "model", name)
+}
+
+fn card_address(name: &str) -> Address {
+    Address::new("inference", "card", name)
 }
 
 impl Domain for Deployment {
@@ -128,19 +153,20 @@ impl Domain for Deployment {
         observe::observe(cx, desired, owned)
     }
     fn digests(&self, observed: &Observed) -> BTreeMap<Address, String> {
-        observed
-            .models
-            .iter()
-            .map(|(name, m)| {
-                let d = match m {
-                    CachedModel::Missing => "missing".to_string(),
-                    CachedModel::Cached {
-                        sha256, blob_ok, ..
-                    } => format!("cached sha256={sha256} blob_ok={blob_ok}"),
-                };
-                (model_address(name), d)
-            })
-            .collect()
+        let models = observed.models.iter().map(|(name, m)| {
+            let d = match m {
+                CachedModel::Missing => "missing".to_string(),
+                CachedModel::Cached {
+                    sha256, blob_ok, ..
+                } => format!("cached sha256={sha256} blob_ok={blob_ok}"),
+            };
+            (model_address(name), d)
+        });
+        let cards = observed.cards.iter().map(|(name, card)| {
+            let d = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(card.to_string()));
+            (card_address(name), format!("applied sha256={d}"))
+        });
+        models.chain(cards).collect()
     }
 
     fn diff(

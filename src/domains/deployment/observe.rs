@@ -1,5 +1,7 @@
 //! Observing the model cache: each desired or owned model's manifest and blob, read
 //! without opening the store (opening creates its folders, and observing changes nothing).
+//! A Card's before is what the ledger recorded when it was last applied: its file is the
+//! files domain's to observe (a hand edit there is that domain's drift).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,13 @@ pub fn observe(
     let dir = cx.root.path().join(MODELS_DIR);
     let mut names: Vec<&str> = desired.models.keys().map(String::as_str).collect();
     names.extend(owned.keys().filter_map(|k| k.strip_prefix("model:")));
+    let cards = owned
+        .iter()
+        .filter_map(|(key, entry)| match (key.strip_prefix("card:"), entry) {
+            (Some(name), Entry::Card { card }) => Some((name.to_string(), card.clone())),
+            _ => None,
+        })
+        .collect();
     let mut models = BTreeMap::new();
     for name in names {
         // Read the store without opening it: opening creates its folders, and
@@ -34,5 +43,5 @@ pub fn observe(
         };
         models.insert(name.to_string(), cached);
     }
-    Ok(Observed { models })
+    Ok(Observed { models, cards })
 }

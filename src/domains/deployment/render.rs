@@ -1,6 +1,6 @@
 //! What `[inference]` turns into on disk: the daemon's systemd unit (from
-//! templates/sovereign-inference.service.j2) and the per-model options file the unit
-//! passes with `--models`. Pure functions of the profile section: snapshot-tested.
+//! templates/sovereign-inference.service.j2, with `--card` for each Card) and the
+//! per-model options file the unit passes with `--models`. Pure functions of the profile section: snapshot-tested.
 
 use anyhow::{Context, anyhow};
 use serde::Serialize;
@@ -64,6 +64,16 @@ struct UnitContext<'a> {
     nofile: u64,
     /// TimeoutStopSec, in seconds: the daemon's shutdown deadline and time to exit.
     stop_timeout: u64,
+    /// The Cards served, each as `serve --card NAME=FILE` takes it.
+    cards: Vec<CardFlag>,
+}
+
+/// One `--card NAME=FILE`: the machine path apply writes the Card to (under `--root` the
+/// unit still names the path the daemon will read on the machine).
+#[derive(Debug, Serialize)]
+struct CardFlag {
+    name: String,
+    file: String,
 }
 
 /// The `serve` flags for the client bounds and switches `section` sets, in the daemon's order.
@@ -135,6 +145,14 @@ pub fn unit(
                 .default_value(),
             |d| d.as_std().as_secs(),
         ) + 10,
+        cards: section
+            .cards
+            .keys()
+            .map(|name| CardFlag {
+                name: name.clone(),
+                file: crate::profile::inference_card_file(name),
+            })
+            .collect(),
     };
     env.render_str(
         template,
@@ -238,6 +256,29 @@ mod tests {
         };
         let text = unit(&on, UNIT_TEMPLATE_TEXT, "/s", "/m.toml").unwrap();
         assert!(!text.contains("prompt-cache"), "{text}");
+    }
+
+    #[test]
+    fn each_card_is_served_from_the_file_apply_writes() {
+        let mut section = section();
+        for name in ["sql", "tiny:chat"] {
+            section.cards.insert(
+                name.into(),
+                crate::profile::CardSpec {
+                    file: format!("cards/{name}.json"),
+                },
+            );
+        }
+        let text = unit(&section, UNIT_TEMPLATE_TEXT, "/s", "/m.toml").unwrap();
+        let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert!(
+            exec.ends_with(
+                " --models /m.toml --card sql=/etc/sovereign/inference/cards/sql.json --card tiny:chat=/etc/sovereign/inference/cards/tiny:chat.json"
+            ),
+            "{exec}"
+        );
+        let bare = unit(&Inference::default(), UNIT_TEMPLATE_TEXT, "/s", "/m.toml").unwrap();
+        assert!(!bare.contains("--card"), "{bare}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub fn check(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
         return;
     };
     unit_template(section, cx, out);
+    cards(root, cx, out);
     let node = &section.node;
     let key_file = node.get("api_key_file");
     if let Some(listen) = node.get("listen") {
@@ -150,6 +151,194 @@ pub fn check(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
     }
 }
 
+/// `[inference.cards.NAME]`: a name clients can send that no model has, and a Card file
+/// that loads as `sovereign card show` loads it, whose errors are reported in the Card at
+/// their own places, with the profile's. Its base model and adapters named by `model` must
+/// be models the profile pulls, at the digest the profile pins.
+fn cards(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
+    let models = table_at(root, &["inference", "models"]);
+    for (name, entry) in table_at(root, &["inference", "cards"])
+        .into_iter()
+        .flatten()
+    {
+        let here = kp(&["inference", "cards", name]);
+        if let Err(why) = model_name(name) {
+            out.push(
+                Issue::new(&entry.key_loc, &here, format!("card name {} {why}", quote(name)))
+                    .label("not a card name")
+                    .hint(format!("a Card is served under its name as a model is: use 1 to {} letters, digits, '_', '-', '.' and ':', not starting with '.', '-' or ':', e.g. \"sql\"", crate::inference::cache::MAX_NAME_LEN)),
+            );
+            continue;
+        }
+        if models.is_some_and(|m| m.contains_key(name)) {
+            out.push(
+                Issue::new(&entry.key_loc, &here, format!("card name {} is also a model in [inference.models]: clients could not tell the two apart", quote(name)))
+                    .label("a model's name")
+                    .hint("give the Card a name of its own, e.g. \"sql\" for a Card on the model \"coder\""),
+            );
+        }
+        let Some(file) = entry.node.get("file") else {
+            continue;
+        };
+        let Some(written) = file.node.str() else {
+            continue;
+        };
+        let at = kp(&["inference", "cards", name, "file"]);
+        let path = crate::profile::card_source_path(cx.sources.path(file.node.loc.file), written);
+        if let Err(err) = std::fs::metadata(&path) {
+            out.push(
+                Issue::new(&file.node.loc, &at, format!("card file {} cannot be read: {err}", path.display()))
+                    .label("no such card")
+                    .hint("the path is relative to the profile file that declares it (or absolute); `sovereign card show FILE` checks a Card"),
+            );
+            continue;
+        }
+        match crate::inference::card::load(&path) {
+            Err(errors) => card_errors(cx, &path, &errors.errors, &file.node.loc, &here, out),
+            Ok(card) => {
+                let errors = card_models(&card, models);
+                card_errors(cx, &path, &errors, &file.node.loc, &here, out);
+            }
+        }
+    }
+}
+
+/// Where a Card's models are not the profile's: each model the Card names by cache name
+/// must be one `[inference.models]` pulls (and, where both pin a digest, the same one).
+/// An adapter given by `source` is refused: the profile pulls models, not a Card's files.
+fn card_models(
+    card: &crate::inference::card::Card,
+    models: Option<&indexmap::IndexMap<String, crate::profile::tree::Entry>>,
+) -> Vec<crate::inference::card::CardError> {
+    let check = |pointer: &str, model: &str, pinned: Option<&str>| {
+        let what = if pointer == "/base" {
+            "base".to_string()
+        } else {
+            format!(
+                "adapters[{}]",
+                pointer.rsplit('/').next().unwrap_or_default()
+            )
+        };
+        let table = crate::profile::tree::toml_key(model);
+        let Some(spec) = models.and_then(|m| m.get(model)) else {
+            return Some(card.error_at(
+                &format!("{pointer}/model"),
+                format!("{what}.model {model:?} is not a model the profile pulls: add [inference.models.{table}] with its source and sha256, so that apply puts it in the model cache"),
+            ));
+        };
+        let theirs = spec
+            .node
+            .get("sha256")
+            .and_then(|s| s.node.str())
+            .map(str::to_ascii_lowercase);
+        match (pinned, theirs) {
+            (Some(ours), Some(theirs)) if ours != theirs => Some(card.error_at(
+                &format!("{pointer}/sha256"),
+                format!("{what}.sha256 pins {ours}, but [inference.models.{table}] pins {theirs}: the Card would never run on the file the profile pulls; pin the same file in both"),
+            )),
+            _ => None,
+        }
+    };
+    let mut out: Vec<_> = check("/base", &card.spec.base.model, Some(&card.spec.base.sha256))
+        .into_iter()
+        .collect();
+    for (i, adapter) in card.spec.adapters.iter().enumerate() {
+        let pointer = format!("/adapters/{i}");
+        match (&adapter.model, &adapter.source) {
+            (Some(model), _) => out.extend(check(&pointer, model, adapter.sha256.as_deref())),
+            (None, Some(_)) => out.push(card.error_at(
+                &format!("{pointer}/source"),
+                format!("adapters[{i}] is given by source, which a profile does not pull: declare the adapter as [inference.models.NAME] (its source and sha256) and name it in the Card as {{\"model\": NAME}}"),
+            )),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// A Card's errors as the profile's: each at its place in the Card file (quoted from it),
+/// or, for the file as a whole (too large, not readable), at the profile's `file` value.
+fn card_errors(
+    cx: &Context<'_>,
+    path: &std::path::Path,
+    errors: &[crate::inference::card::CardError],
+    file_value: &crate::profile::tree::Loc,
+    here: &str,
+    out: &mut Vec<Issue>,
+) {
+    let hint = format!(
+        "fix the Card; `sovereign card show {}` checks it alone",
+        path.display()
+    );
+    let mut source = None;
+    for e in errors {
+        let Some(at) = e.at else {
+            out.push(
+                Issue::new(
+                    file_value,
+                    here,
+                    format!("card file {}: {}", path.display(), e.message),
+                )
+                .label("this card")
+                .hint(&hint),
+            );
+            continue;
+        };
+        let (file, text) = source.get_or_insert_with(|| {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            (cx.add_file(e.file.clone(), text.clone()), text)
+        });
+        let span = json_token(text, at.line, at.column);
+        out.push(
+            Issue::new(
+                &crate::profile::tree::Loc { file: *file, span },
+                here,
+                &e.message,
+            )
+            .label("in the card")
+            .hint(&hint),
+        );
+    }
+}
+
+/// The byte span of the JSON token at 1-based `line` and `column` (in characters): a
+/// string to its closing quote, a number or literal to its end, else one character.
+fn json_token(text: &str, line: u32, column: u32) -> std::ops::Range<usize> {
+    let start_of_line = text
+        .split_inclusive('\n')
+        .take((line as usize).saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>();
+    let rest = &text[start_of_line.min(text.len())..];
+    let start = start_of_line
+        + rest
+            .char_indices()
+            .nth((column as usize).saturating_sub(1))
+            .map_or(rest.len(), |(i, _)| i);
+    let token = &text[start..];
+    let len = match token.chars().next() {
+        None => 0,
+        Some('"') => {
+            let mut escaped = false;
+            token
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| {
+                    let end = c == '"' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    end || c == '\n'
+                })
+                .map_or(token.len(), |(i, c)| i + c.len_utf8())
+        }
+        Some(c) if c.is_ascii_alphanumeric() || c == '-' => token
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.')))
+            .unwrap_or(token.len()),
+        Some(c) => c.len_utf8(),
+    };
+    start..start + len
+}
+
 /// The daemon's unit template, when a templates/ folder above the profile carries its own
 /// (plan prefers it to the binary's copy): it must parse.
 fn unit_template(section: &crate::profile::tree::Entry, cx: &Context<'_>, out: &mut Vec<Issue>) {
@@ -251,5 +440,19 @@ mod tests {
         assert!(model_name("qwen2.5-coder:7b").is_ok());
         assert!(model_name("../etc").is_err());
         assert!(model_name("a/b").is_err());
+    }
+
+    #[test]
+    fn a_card_error_spans_its_json_token() {
+        let text = "{\n  \"a\": \"x\\\"y\",\n  \"b\": -1.5e3, \"é\": {}\n}";
+        let at = |line, column| {
+            let r = json_token(text, line, column);
+            text[r].to_string()
+        };
+        assert_eq!(at(2, 8), "\"x\\\"y\"");
+        assert_eq!(at(3, 8), "-1.5e3");
+        assert_eq!(at(3, 21), "{");
+        assert_eq!(at(3, 3), "\"b\"");
+        assert_eq!(at(9, 1), "");
     }
 }

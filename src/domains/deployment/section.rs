@@ -1,6 +1,7 @@
 //! The profile's `[inference]` section: the daemon's options and the models it serves.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,23 @@ pub const INFERENCE_UNIT_TEMPLATE: &str = "sovereign-inference.service.j2";
 /// The per-model options file `[inference]` writes for the daemon (a `[files]` entry
 /// cannot take it).
 pub const INFERENCE_MODELS_FILE: &str = "/etc/sovereign/inference/models.toml";
+/// The folder `[inference]` writes each Card into for the daemon, as `NAME.json` (a
+/// `[files]` entry cannot take one).
+pub const INFERENCE_CARDS_DIR: &str = "/etc/sovereign/inference/cards";
+
+/// Where the daemon reads the Card `[inference.cards.NAME]` (a machine path: relocated
+/// under `--root` like any managed file, named as is in the unit).
+pub fn inference_card_file(name: &str) -> String {
+    format!("{INFERENCE_CARDS_DIR}/{name}.json")
+}
+
+/// The Card file `file = ...` names, as written in the profile file `declared_in`: a path
+/// relative to that file's folder (as imports are), or an absolute one. Lexically cleaned,
+/// as import paths are shown.
+pub fn card_source_path(declared_in: &Path, file: &str) -> PathBuf {
+    let dir = declared_in.parent().unwrap_or(Path::new(""));
+    crate::profile::load::normalize(&dir.join(file))
+}
 
 /// The inference daemon (`sovereign serve`) and its models.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -118,6 +136,23 @@ pub struct Inference {
     /// Models to pull, verify and serve, keyed by the name clients use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, ModelSpec>,
+
+    /// Cards the daemon serves as models, keyed by the name clients use (the rule of model
+    /// names; not a name of `models`). Each Card's base model, and each adapter named by
+    /// `model`, must be one of `models`, so that apply puts it in the cache.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cards: BTreeMap<String, CardSpec>,
+}
+
+/// A Card (a JSON file: base model, system prompt, sampling, a constraint on every
+/// answer) the daemon serves under its name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CardSpec {
+    /// The Card file: a path relative to the profile file that declares it, or an
+    /// absolute one. `validate` checks it as `sovereign card show` does; apply writes it to
+    /// /etc/sovereign/inference/cards/NAME.json, which the daemon's unit serves.
+    pub file: String,
 }
 
 /// A model served by the daemon.

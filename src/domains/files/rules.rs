@@ -9,7 +9,7 @@ use crate::profile::rules::{
     table_at, template_name,
 };
 use crate::profile::templates::Source;
-use crate::profile::tree::{Node, quote};
+use crate::profile::tree::{Node, quote, toml_key};
 use crate::profile::{INFERENCE_MODELS_FILE, INFERENCE_UNIT};
 
 pub fn check(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
@@ -107,7 +107,20 @@ fn owners(
             "drop this [files] entry; the options come from [inference.models.NAME] (context, gpu_layers, ttl, preload)".to_string(),
         ))
     } else {
-        None
+        table_at(root, &["inference", "cards"])
+            .into_iter()
+            .flatten()
+            .map(|(name, _)| name)
+            .find(|name| crate::profile::inference_card_file(name) == path)
+            .map(|card| {
+                (
+                    format!(
+                        "the Card file [inference.cards.{}] writes for the daemon",
+                        toml_key(card)
+                    ),
+                    "drop this [files] entry; the Card's content comes from its `file`".to_string(),
+                )
+            })
     };
     if let Some((owner, hint)) = other {
         out.push(

@@ -24,13 +24,12 @@ pub(super) const KEY: &str = "bench-key";
 const SLOTS: &str = "4";
 const CTX: &str = "1024";
 
-/// `args`: nothing for everything, `constrained` for the constrained-decoding tables
-/// alone, or `reuse` for the prefix-reuse tables alone (the same measurements, without the
-/// others).
+/// `args`: nothing for everything, or `constrained`, `reuse` or `cards` for those tables
+/// alone (the same measurements, without the others).
 pub fn run(args: &[String]) -> Result<()> {
     let only = args.first().map(String::as_str);
-    if let Some(other) = only.filter(|o| !["constrained", "reuse"].contains(o)) {
-        bail!("unknown argument {other:?}: nothing, constrained or reuse");
+    if let Some(other) = only.filter(|o| !["constrained", "reuse", "cards"].contains(o)) {
+        bail!("unknown argument {other:?}: nothing, constrained, reuse or cards");
     }
     let only_constrained = only == Some("constrained");
     let root = project_root();
@@ -54,6 +53,10 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("\n{}", super::reuse::table(&super::reuse::run(&bin, &q4)?));
         return Ok(());
     }
+    if only == Some("cards") {
+        println!("\n{}", super::cards::table(&super::cards::run(&bin, &q4)?));
+        return Ok(());
+    }
     let bandwidth = memory_bandwidth();
     eprintln!(
         "memory bandwidth (copy, best of 5): {:.1} GB/s",
@@ -72,16 +75,22 @@ pub fn run(args: &[String]) -> Result<()> {
         gen_model::write(&sovereign_gguf::model::ModelSpec::vocab128k(42), &big)?;
     }
     let masks = mask_times(&big)?;
-    let reuse = if only_constrained {
-        None
+    let (reuse, cards) = if only_constrained {
+        (None, None)
     } else {
-        Some(super::reuse::run(&bin, &q4)?)
+        (
+            Some(super::reuse::run(&bin, &q4)?),
+            Some(super::cards::run(&bin, &q4)?),
+        )
     };
     if !only_constrained {
         println!("\n{}", table(&rows, bandwidth));
     }
     if let Some(r) = reuse {
         println!("\n{}", super::reuse::table(&r));
+    }
+    if let Some(c) = cards {
+        println!("\n{}", super::cards::table(&c));
     }
     println!("\n{}", constrained_table(&constrained, &masks));
     Ok(())
@@ -247,12 +256,12 @@ impl Paired {
 
 /// What one HTTP stream measured.
 #[derive(Clone, Copy, Default)]
-struct Stream {
+pub(super) struct Stream {
     ttft_ms: f64,
     /// Prompt tokens the server counted: the raw loop is given exactly as many.
     prompt_tokens: usize,
     prompt_tps: f64,
-    gen_tps: f64,
+    pub(super) gen_tps: f64,
     tokens: usize,
 }
 
@@ -336,9 +345,26 @@ fn measure(bin: &Path, label: &str, model: &Path) -> Result<Row> {
 
 /// Four concurrent streams; their aggregate generated tokens/s after the last prompt.
 fn four_streams(port: u16) -> Result<f64> {
+    concurrent(
+        port,
+        &[
+            serde_json::json!({}),
+            serde_json::json!({}),
+            serde_json::json!({}),
+            serde_json::json!({}),
+        ],
+    )
+}
+
+/// Concurrent streams, one per entry of `extras` (body fields over [`stream_with`]'s);
+/// their aggregate generated tokens/s after the last prompt.
+pub(super) fn concurrent(port: u16, extras: &[serde_json::Value]) -> Result<f64> {
     let start = Instant::now();
     let four: Vec<Stream> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| stream(port))).collect();
+        let hs: Vec<_> = extras
+            .iter()
+            .map(|e| s.spawn(move || stream_with(port, e)))
+            .collect();
         hs.into_iter()
             .map(|h| h.join().expect("stream thread"))
             .collect::<Result<Vec<_>>>()
@@ -387,6 +413,17 @@ pub(super) fn start_daemon(bin: &Path, model: &Path) -> Result<(u16, Daemon)> {
 
 /// [`start_daemon`] with `ctx` tokens per slot.
 pub(super) fn start_daemon_with(bin: &Path, model: &Path, ctx: usize) -> Result<(u16, Daemon)> {
+    start_daemon_args(bin, model, ctx, &[])
+}
+
+/// [`start_daemon_with`] with more `serve` arguments (`--root` is global, so it may come
+/// after `serve` too).
+pub(super) fn start_daemon_args(
+    bin: &Path,
+    model: &Path,
+    ctx: usize,
+    extra: &[std::ffi::OsString],
+) -> Result<(u16, Daemon)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -406,6 +443,7 @@ pub(super) fn start_daemon_with(bin: &Path, model: &Path, ctx: usize) -> Result<
                 "--model",
             ])
             .arg(format!("m={}", model.display()))
+            .args(extra)
             .stderr(Stdio::null())
             .spawn()?,
     );
@@ -450,7 +488,7 @@ fn stream(port: u16) -> Result<Stream> {
 }
 
 /// [`stream`] with extra body fields.
-fn stream_with(port: u16, extra: &serde_json::Value) -> Result<Stream> {
+pub(super) fn stream_with(port: u16, extra: &serde_json::Value) -> Result<Stream> {
     let prompt =
         "the quiet river and the green stone hold the light of the local machine ".repeat(PROMPT);
     let mut body = serde_json::json!({

@@ -1,6 +1,7 @@
 //! `cargo xtask bench [engine|storage|network|fleet|inference|hostile|models]`: benchmarks
 //! measured as ratios side by side in one run; figures go to BENCHMARKS.md.
 
+mod cards;
 mod engine;
 mod fleet;
 mod hostile;
