@@ -25,6 +25,12 @@ pub type ReuseKey = u64;
 /// as decoding a few dozen tokens on a CPU.
 pub const MIN_SHARE: usize = 64;
 
+/// Decode steps one adapter set is served in a row while another waits: changing the
+/// context's adapters makes llama.cpp reserve its compute graph again (about a step's
+/// time), so sets take turns in runs of steps, and a set waits at most this many steps per
+/// other busy set.
+pub const SET_QUANTUM: usize = 8;
+
 /// Why the scheduler refused a sequence.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -171,6 +177,8 @@ pub struct Scheduler<J> {
     tick: u64,
     /// The adapter set the last planned step serves.
     turn: usize,
+    /// Steps served in a row to `turn`.
+    turn_steps: usize,
 }
 
 /// Length of the common prefix.
@@ -199,6 +207,7 @@ impl<J> Scheduler<J> {
             ctx,
             tick: 0,
             turn: 0,
+            turn_steps: 0,
         }
     }
 
@@ -378,8 +387,8 @@ impl<J> Scheduler<J> {
     /// budget, oldest slot first. Positions advance as if the step succeeds.
     ///
     /// llama.cpp applies adapters to a whole batch, so a step serves one adapter set
-    /// ([`Scheduler::group`]); the sets with work take turns, one step each in order, so a
-    /// set waits at most one step per other busy set.
+    /// ([`Scheduler::group`]); the sets with work take turns in order, [`SET_QUANTUM`]
+    /// steps each, so a set waits at most that many steps per other busy set.
     pub fn next_step(&mut self) -> Vec<Chunk> {
         let ready: std::collections::BTreeSet<usize> = self
             .slots
@@ -390,15 +399,22 @@ impl<J> Scheduler<J> {
             })
             .map(|a| a.seq.group)
             .collect();
-        let Some(group) = ready
-            .range(self.turn + 1..)
-            .next()
-            .or_else(|| ready.first())
-            .copied()
-        else {
-            return Vec::new();
+        let group = if ready.contains(&self.turn) && self.turn_steps < SET_QUANTUM {
+            self.turn
+        } else {
+            let Some(next) = ready
+                .range(self.turn + 1..)
+                .next()
+                .or_else(|| ready.first())
+                .copied()
+            else {
+                return Vec::new();
+            };
+            self.turn_steps = 0;
+            next
         };
         self.turn = group;
+        self.turn_steps += 1;
         let mut budget = self.step_budget;
         let mut chunks = Vec::new();
         for (slot, s) in self.slots.iter_mut().enumerate() {
@@ -858,7 +874,7 @@ mod tests {
     }
 
     #[test]
-    fn adapter_sets_take_turns_step_by_step_and_none_starves() {
+    fn adapter_sets_take_turns_in_runs_of_steps_and_none_starves() {
         let mut s: Scheduler<()> = Scheduler::new(4, 0, 64, 1000);
         s.submit_in(1, toks(4), 50, None, ()).unwrap();
         s.submit_in(2, toks(4), 50, None, ()).unwrap();
@@ -866,7 +882,7 @@ mod tests {
         s.submit(toks(4), 50, None, ()).unwrap();
         s.admit(|_| false);
         let mut served = Vec::new();
-        for _ in 0..9 {
+        for _ in 0..3 * SET_QUANTUM {
             let step = s.next_step();
             let group = s.group();
             // Only one set's sequences in a step: slots 0 and 2 are set 1, slot 1 set 2.
@@ -882,7 +898,15 @@ mod tests {
             }
             served.push(group);
         }
-        assert_eq!(served, vec![1, 2, 0, 1, 2, 0, 1, 2, 0]);
+        // Runs of SET_QUANTUM steps in turn: set 0 (which had the first turn) finishes its
+        // run, then sets 1 and 2; none waits more than a run per other set.
+        let runs: Vec<usize> = served
+            .chunk_by(|a, b| a == b)
+            .map(|run| run.len())
+            .collect();
+        let order: Vec<usize> = served.chunk_by(|a, b| a == b).map(|r| r[0]).collect();
+        assert_eq!(order, vec![0, 1, 2]);
+        assert_eq!(runs, vec![SET_QUANTUM; 3]);
     }
 
     mod model {
