@@ -53,6 +53,20 @@ fn serve(root: &Path, cards: &[(&str, &Path)], dir: tempfile::TempDir) -> Served
     Served::start(cmd, port, dir, None)
 }
 
+/// `sovereign --root ROOT serve --card ...` must refuse to start; its stderr.
+fn refused_start(root: &Path, cards: &[(&str, &Path)]) -> String {
+    let mut cmd = sovereign();
+    cmd.arg("--root")
+        .arg(root)
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())]);
+    for (name, file) in cards {
+        cmd.arg("--card").arg(format!("{name}={}", file.display()));
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "the daemon started");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 fn post(d: &Served, path: &str, body: &Value) -> (u16, Value) {
     let (status, text) = call(d.port, "POST", path, None, Some(body));
     let v = serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text}));
@@ -249,17 +263,7 @@ fn serve_refuses_a_card_whose_base_is_not_cached_naming_the_place() {
     let w = world();
     let wrong = "0".repeat(64);
     let stale = card_file(&w.cards, "stale", &wrong, json!({"system": "x"}));
-    let port = free_port();
-    let out = sovereign()
-        .arg("--root")
-        .arg(&w.root)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--card")
-        .arg(format!("stale={}", stale.display()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&w.root, &[("stale", &stale)]);
     assert!(
         err.contains(&format!("{}:", stale.display())) && err.contains(&w.sha),
         "{err}"
@@ -267,16 +271,7 @@ fn serve_refuses_a_card_whose_base_is_not_cached_naming_the_place() {
     // A bad Card file: every error, with its place.
     let bad = w.cards.join("bad.json");
     std::fs::write(&bad, "{\"base\": {\"model\": \"base\"},\n \"tempo\": 1}").unwrap();
-    let out = sovereign()
-        .arg("--root")
-        .arg(&w.root)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--card")
-        .arg(format!("bad={}", bad.display()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&w.root, &[("bad", &bad)]);
     assert!(err.contains(&format!("{}:2:", bad.display())), "{err}");
     assert!(err.contains("sha256"), "{err}");
 }
@@ -284,15 +279,26 @@ fn serve_refuses_a_card_whose_base_is_not_cached_naming_the_place() {
 /// A generated adapter for the tiny shape (`seed` varies its values), pulled into the cache
 /// under `root` as `name`; its sha256.
 fn cached_adapter(root: &Path, name: &str, seed: u64) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(format!("{name}.gguf"));
     let spec = inference_support::gguf::ModelSpec::tiny(7);
-    sovereign_gguf::lora::write_adapter(
+    cached_adapter_for(
+        root,
+        name,
         &spec,
         &sovereign_gguf::lora::LoraSpec::tiny(seed),
-        std::fs::File::create(&file).unwrap(),
     )
-    .unwrap();
+}
+
+/// An adapter `lora` for models shaped as `model`, pulled into the cache as `name`.
+fn cached_adapter_for(
+    root: &Path,
+    name: &str,
+    model: &inference_support::gguf::ModelSpec,
+    lora: &sovereign_gguf::lora::LoraSpec,
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{name}.gguf"));
+    sovereign_gguf::lora::write_adapter(model, lora, std::fs::File::create(&file).unwrap())
+        .unwrap();
     Cache::open(root)
         .unwrap()
         .pull(
@@ -412,28 +418,15 @@ fn cards_with_different_adapters_stream_together_with_a_plain_request_as_each_al
 fn serve_refuses_an_adapter_of_another_shape_or_digest_with_the_reason() {
     let w = world();
     // An adapter shaped for the bench model does not fit the tiny base.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("big.gguf");
-    sovereign_gguf::lora::write_adapter(
+    cached_adapter_for(
+        &w.root,
+        "big",
         &inference_support::gguf::ModelSpec::bench(1),
         &sovereign_gguf::lora::LoraSpec {
             rank: 2,
             ..sovereign_gguf::lora::LoraSpec::tiny(1)
         },
-        std::fs::File::create(&file).unwrap(),
-    )
-    .unwrap();
-    Cache::open(&w.root)
-        .unwrap()
-        .pull(
-            &PullRequest {
-                source: file.to_str().unwrap().to_string(),
-                sha256: None,
-                name: Some(ModelName::parse("big").unwrap()),
-            },
-            &NoProgress,
-        )
-        .unwrap();
+    );
     cached_adapter(&w.root, "lora-a", 1);
     let big = card_file(
         &w.cards,
@@ -447,19 +440,7 @@ fn serve_refuses_an_adapter_of_another_shape_or_digest_with_the_reason() {
         &w.sha,
         json!({"adapters": [{"model": "lora-a", "sha256": "1".repeat(64)}]}),
     );
-    let port = free_port();
-    let out = sovereign()
-        .arg("--root")
-        .arg(&w.root)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--card")
-        .arg(format!("big={}", big.display()))
-        .arg("--card")
-        .arg(format!("pinned={}", pinned.display()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&w.root, &[("big", &big), ("pinned", &pinned)]);
     assert!(
         err.contains(&format!("{}:", big.display())) && err.contains("does not fit the base"),
         "{err}"

@@ -184,7 +184,10 @@ fn inference() -> impl Strategy<Value = String> {
         ),
     );
     let model = (
-        mostly(&["tiny", "tiny:7b", "coder"], &["../x", "a b", ":7b"]),
+        mostly(
+            &["tiny", "tiny:7b", "coder"],
+            &["../x", "a b", ":7b", "card-sql-adapter-0"],
+        ),
         mostly(
             &[
                 "\"/srv/models/tiny.gguf\"",
@@ -212,7 +215,11 @@ fn inference() -> impl Strategy<Value = String> {
     let card = (
         mostly(&["sql", "chat:7b"], &["tiny", "a b"]),
         mostly(
-            &["\"cards/tiny.json\"", "\"cards/coder.json\""],
+            &[
+                "\"cards/tiny.json\"",
+                "\"cards/coder.json\"",
+                "\"cards/lora.json\"",
+            ],
             &["\"cards/broken.json\"", "\"cards/none.json\""],
         ),
     );
@@ -347,7 +354,8 @@ fn materialize(case: &Case, dir: &Path) -> std::path::PathBuf {
         std::fs::write(profiles.join("templates").join(name), content).unwrap();
     }
     // The Cards a case may name (cards/none.json is missing on purpose): on a model the
-    // generator declares, at the digest it pins; and one with an error.
+    // generator declares, at the digest it pins; one with an adapter given by source; and
+    // one with an error.
     std::fs::create_dir_all(profiles.join("cards")).unwrap();
     let pin = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     for (file, card) in [
@@ -361,6 +369,14 @@ fn materialize(case: &Case, dir: &Path) -> std::path::PathBuf {
             "coder.json",
             format!(
                 "{{\"base\": {{\"model\": \"coder\", \"sha256\": \"{pin}\"}}, \"sampling\": {{\"temperature\": 0.2}}}}"
+            ),
+        ),
+        // An adapter given by source: pulled under a derived name, which a model of the
+        // generator's may take.
+        (
+            "lora.json",
+            format!(
+                "{{\"base\": {{\"model\": \"tiny\", \"sha256\": \"{pin}\"}}, \"adapters\": [{{\"source\": \"/srv/loras/a.gguf\", \"sha256\": \"{pin}\"}}]}}"
             ),
         ),
         (

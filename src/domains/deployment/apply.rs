@@ -43,7 +43,13 @@ pub fn apply(
                     },
                     &NoProgress,
                 )
-                .with_context(|| format!("inference.models.{name}: cannot pull {}", want.source))?;
+                .with_context(|| {
+                    let what = match &want.card_adapter {
+                        Some(adapter) => format!("{adapter} (as the model {name:?})"),
+                        None => format!("inference.models.{name}"),
+                    };
+                    format!("{what}: cannot pull {}", want.source)
+                })?;
             ledger.record_result(
                 &format!("model:{name}"),
                 Entry::Model {

@@ -173,6 +173,9 @@ fn model_change(name: &str, want: &DesiredModel, have: &CachedModel) -> Option<C
                     .unwrap_or_else(|| "(not pinned: whatever the source holds)".into()),
             ),
         ));
+    if let Some(card) = &want.card_adapter {
+        c = c.reason(format!("pulled for {card}, given there by source"));
+    }
     if let CachedModel::Cached { blob_ok: false, .. } = have {
         c = c.reason("its blob is missing or has the wrong size; pulled again");
     }
@@ -188,6 +191,7 @@ mod tests {
             source: "/m/tiny.gguf".into(),
             pull_from: "/r/m/tiny.gguf".into(),
             sha256: pin.map(str::to_string),
+            card_adapter: None,
         }
     }
 

@@ -67,7 +67,13 @@ fn probe(cx: &ApplyContext<'_>, desired: &Desired) -> anyhow::Result<String> {
         ),
         None => None,
     };
-    let models: Vec<&str> = desired.models.keys().map(String::as_str).collect();
+    // A Card's adapter is in the cache for the Card, not served as a model of its own.
+    let models: Vec<&str> = desired
+        .models
+        .iter()
+        .filter(|(_, m)| m.card_adapter.is_none())
+        .map(|(name, _)| name.as_str())
+        .collect();
     probe_daemon(&desired.listen, key.as_deref(), &models, READY_WITHIN)
 }
 

@@ -3,7 +3,9 @@
 //!
 //! - `inference.model:NAME`: the model pulled into the verified cache (relocated under
 //!   `--root`, like a local source path) and checked against its pinned sha256; a model
-//!   pinned and already cached under its name is no change.
+//!   pinned and already cached under its name is no change. A Card's adapter given by
+//!   `source` is one of these models, named `card-CARD-adapter-I`, and the Card the daemon
+//!   reads names it so.
 //! - `/etc/sovereign/inference/models.toml`, the per-model options the daemon reads
 //!   (`serve --models FILE`), is requested from the files domain
 //!   (`files.file:/etc/sovereign/inference/models.toml`);
@@ -71,6 +73,10 @@ pub struct DesiredModel {
     pub pull_from: String,
     /// The pinned sha256 (lowercase), if any.
     pub sha256: Option<String>,
+    /// For a Card's adapter given by `source` (pulled under its derived name): where the
+    /// profile declares it, e.g. `adapters[0] of [inference.cards.sql]`; `None` for a model of
+    /// `[inference.models]`.
+    pub card_adapter: Option<String>,
 }
 
 /// What the cache holds for a name.

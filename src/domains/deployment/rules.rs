@@ -1,5 +1,5 @@
 //! The rules of `[inference]` a schema cannot say: listen addresses, the key file by
-//! path, the daemon's own ranges, model names and digests.
+//! path, the daemon's own ranges, model names and digests, Cards and the models they use.
 
 use crate::profile::diagnostics::Issue;
 use crate::profile::rules::{Context, absolute_normalized, kp, table_at};
@@ -157,10 +157,8 @@ pub fn check(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
 /// be models the profile pulls, at the digest the profile pins.
 fn cards(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
     let models = table_at(root, &["inference", "models"]);
-    for (name, entry) in table_at(root, &["inference", "cards"])
-        .into_iter()
-        .flatten()
-    {
+    let cards_table = table_at(root, &["inference", "cards"]);
+    for (name, entry) in cards_table.into_iter().flatten() {
         let here = kp(&["inference", "cards", name]);
         if let Err(why) = model_name(name) {
             out.push(
@@ -196,7 +194,7 @@ fn cards(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
         match crate::inference::card::load(&path) {
             Err(errors) => card_errors(cx, &path, &errors.errors, &file.node.loc, &here, out),
             Ok(card) => {
-                let errors = card_models(&card, models);
+                let errors = card_models(name, &card, models, cards_table);
                 card_errors(cx, &path, &errors, &file.node.loc, &here, out);
             }
         }
@@ -205,10 +203,14 @@ fn cards(root: &Node, cx: &Context<'_>, out: &mut Vec<Issue>) {
 
 /// Where a Card's models are not the profile's: each model the Card names by cache name
 /// must be one `[inference.models]` pulls (and, where both pin a digest, the same one).
-/// An adapter given by `source` is refused: the profile pulls models, not a Card's files.
+/// An adapter given by `source` is pulled by apply under its derived cache name
+/// ([`crate::profile::card_adapter_model`]), which must be a model name that no model and
+/// no Card of the profile has (the cache and the daemon know one thing by each name).
 fn card_models(
+    card_name: &str,
     card: &crate::inference::card::Card,
     models: Option<&indexmap::IndexMap<String, crate::profile::tree::Entry>>,
+    cards: Option<&indexmap::IndexMap<String, crate::profile::tree::Entry>>,
 ) -> Vec<crate::inference::card::CardError> {
     let check = |pointer: &str, model: &str, pinned: Option<&str>| {
         let what = if pointer == "/base" {
@@ -246,10 +248,18 @@ fn card_models(
         let pointer = format!("/adapters/{i}");
         match (&adapter.model, &adapter.source) {
             (Some(model), _) => out.extend(check(&pointer, model, adapter.sha256.as_deref())),
-            (None, Some(_)) => out.push(card.error_at(
-                &format!("{pointer}/source"),
-                format!("adapters[{i}] is given by source, which a profile does not pull: declare the adapter as [inference.models.NAME] (its source and sha256) and name it in the Card as {{\"model\": NAME}}"),
-            )),
+            (None, Some(_)) => {
+                let derived = crate::profile::card_adapter_model(card_name, i);
+                let at = format!("{pointer}/source");
+                let table = crate::profile::tree::toml_key(&derived);
+                if let Err(why) = model_name(&derived) {
+                    out.push(card.error_at(&at, format!("adapters[{i}] is pulled into the model cache as {derived:?}, which is not a model name: it {why}; give the Card a shorter name, or declare the adapter as [inference.models.NAME] and name it in the Card as {{\"model\": NAME}}")));
+                } else if models.is_some_and(|m| m.contains_key(&derived)) {
+                    out.push(card.error_at(&at, format!("adapters[{i}] is pulled into the model cache as {derived:?}, which [inference.models.{table}] also names: the cache holds one file by a name; rename that model")));
+                } else if cards.is_some_and(|c| c.contains_key(&derived)) {
+                    out.push(card.error_at(&at, format!("adapters[{i}] is pulled into the model cache as {derived:?}, which [inference.cards.{table}] also names: clients could not tell the two apart; rename that Card")));
+                }
+            }
             (None, None) => {}
         }
     }

@@ -44,6 +44,16 @@ pub fn inference_card_file(name: &str) -> String {
     format!("{INFERENCE_CARDS_DIR}/{name}.json")
 }
 
+/// The cache name apply pulls adapter `index` of the Card `[inference.cards.NAME]` under
+/// when the Card gives it by `source`: derived from the Card's name and the adapter's place
+/// (never from its source, so that a new source for the same adapter replaces it), and
+/// written into the Card the daemon reads as `{"model": ...}`. Injective: the suffix is the
+/// index (a Card has at most 8 adapters), so two places never share a name. `validate`
+/// refuses one that is not a model name (a long Card name) or that another model has.
+pub fn card_adapter_model(card: &str, index: usize) -> String {
+    format!("card-{card}-adapter-{index}")
+}
+
 /// The Card file `file = ...` names, as written in the profile file `declared_in`: a path
 /// relative to that file's folder (as imports are), or an absolute one. Lexically cleaned,
 /// as import paths are shown.
@@ -139,7 +149,8 @@ pub struct Inference {
 
     /// Cards the daemon serves as models, keyed by the name clients use (the rule of model
     /// names; not a name of `models`). Each Card's base model, and each adapter named by
-    /// `model`, must be one of `models`, so that apply puts it in the cache.
+    /// `model`, must be one of `models`, so that apply puts it in the cache; an adapter
+    /// given by `source` is pulled as the model `card-NAME-adapter-I`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cards: BTreeMap<String, CardSpec>,
 }
