@@ -274,6 +274,13 @@ fn serve_refuses_a_card_whose_base_is_not_cached_naming_the_place() {
     let err = refused_start(&w.root, &[("bad", &bad)]);
     assert!(err.contains(&format!("{}:2:", bad.display())), "{err}");
     assert!(err.contains("sha256"), "{err}");
+    // A Card may not hide a cached model of the same name.
+    let hiding = card_file(&w.cards, "base", &w.sha, json!({"system": "x"}));
+    let err = refused_start(&w.root, &[("base", &hiding)]);
+    assert!(
+        err.contains("--card base: the model cache has a model of that name"),
+        "{err}"
+    );
 }
 
 /// A generated adapter for the tiny shape (`seed` varies its values), pulled into the cache
@@ -430,7 +437,7 @@ fn serve_refuses_an_adapter_of_another_shape_or_digest_with_the_reason() {
     cached_adapter(&w.root, "lora-a", 1);
     let big = card_file(
         &w.cards,
-        "big",
+        "bigcard",
         &w.sha,
         json!({"adapters": [{"model": "big"}]}),
     );
@@ -440,7 +447,7 @@ fn serve_refuses_an_adapter_of_another_shape_or_digest_with_the_reason() {
         &w.sha,
         json!({"adapters": [{"model": "lora-a", "sha256": "1".repeat(64)}]}),
     );
-    let err = refused_start(&w.root, &[("big", &big), ("pinned", &pinned)]);
+    let err = refused_start(&w.root, &[("bigcard", &big), ("pinned", &pinned)]);
     assert!(
         err.contains(&format!("{}:", big.display())) && err.contains("does not fit the base"),
         "{err}"

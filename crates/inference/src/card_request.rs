@@ -210,10 +210,28 @@ pub fn load_cards(
 ) -> Result<LoadedCards, String> {
     let mut out = LoadedCards::default();
     let mut errors = Vec::new();
+    // Serving the cache, every cached name is a model clients can ask for: a Card of the
+    // same name would hide it.
+    let cached: Vec<String> = if models.is_empty() && root.join(super::cache::MODELS_DIR).is_dir() {
+        super::cache::Cache::open(root)
+            .and_then(|c| c.list())
+            .map_err(|e| format!("cannot read the model cache: {e:#}"))?
+            .into_iter()
+            .map(|e| e.manifest.name.to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
     for (name, path) in cards {
         if models.contains(name) {
             errors.push(format!(
                 "--card {name}: a --model is served under that name; give the Card another"
+            ));
+            continue;
+        }
+        if cached.contains(name) {
+            errors.push(format!(
+                "--card {name}: the model cache has a model of that name, which the Card would hide; give the Card another"
             ));
             continue;
         }
