@@ -4,9 +4,6 @@
 
 use std::sync::OnceLock;
 
-use schemars::generate::SchemaSettings;
-use schemars::transform::RecursiveTransform;
-use schemars::{JsonSchema, Schema};
 use serde_json::Value;
 
 use super::Profile;
@@ -17,46 +14,10 @@ pub fn profile_schema() -> &'static Value {
     SCHEMA.get_or_init(schema_for::<Profile>)
 }
 
-/// The JSON Schema of a file format rooted at `T`, generated the way the profile's is
-/// (draft 2020-12, definitions under `$defs`, no nulls), so [`super::validate::check_tree`]
-/// reads it.
-pub fn schema_for<T: JsonSchema>() -> Value {
-    let generator = SchemaSettings::draft2020_12()
-        .with_transform(RecursiveTransform(drop_null))
-        .into_generator();
-    generator.into_root_schema_for::<T>().to_value()
-}
-
-/// TOML has no null: an optional key is simply absent, so `Option`'s "or null" is noise to
-/// an editor and to the validator.
-fn drop_null(schema: &mut Schema) {
-    let Some(obj) = schema.as_object_mut() else {
-        return;
-    };
-    if let Some(Value::Array(types)) = obj.get_mut("type") {
-        types.retain(|t| t != "null");
-        if types.len() == 1 {
-            let only = types.remove(0);
-            obj.insert("type".into(), only);
-        }
-    }
-    for key in ["anyOf", "oneOf"] {
-        let Some(Value::Array(alts)) = obj.get_mut(key) else {
-            continue;
-        };
-        alts.retain(|alt| alt.get("type") != Some(&Value::String("null".into())));
-        if alts.len() == 1 {
-            let Some(Value::Object(only)) = alts.pop() else {
-                continue;
-            };
-            obj.remove(key);
-            for (k, v) in only {
-                // The field's own description is the better one; keep it.
-                obj.entry(k).or_insert(v);
-            }
-        }
-    }
-}
+/// The JSON Schema of a file format rooted at `T`, generated the way every format of the
+/// project is (draft 2020-12, definitions under `$defs`, no nulls), so
+/// [`super::validate::check_tree`] reads it.
+pub use crate::inference::json_schema::schema_for;
 
 /// Resolve a `$ref` of the generated schema ("#/$defs/Name").
 pub fn resolve<'a>(reference: &str) -> Option<&'a Value> {

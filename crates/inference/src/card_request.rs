@@ -210,17 +210,23 @@ pub fn load_cards(
 ) -> Result<LoadedCards, String> {
     let mut out = LoadedCards::default();
     let mut errors = Vec::new();
+    // Opened once, and only where it exists: checking Cards creates nothing.
+    let cache = root
+        .join(super::cache::MODELS_DIR)
+        .is_dir()
+        .then(|| super::cache::Cache::open(root))
+        .transpose()
+        .map_err(|e| format!("cannot read the model cache: {e:#}"))?;
     // Serving the cache, every cached name is a model clients can ask for: a Card of the
     // same name would hide it.
-    let cached: Vec<String> = if models.is_empty() && root.join(super::cache::MODELS_DIR).is_dir() {
-        super::cache::Cache::open(root)
-            .and_then(|c| c.list())
+    let cached: Vec<String> = match &cache {
+        Some(c) if models.is_empty() => c
+            .list()
             .map_err(|e| format!("cannot read the model cache: {e:#}"))?
             .into_iter()
             .map(|e| e.manifest.name.to_string())
-            .collect()
-    } else {
-        Vec::new()
+            .collect(),
+        _ => Vec::new(),
     };
     for (name, path) in cards {
         if models.contains(name) {
@@ -253,10 +259,11 @@ pub fn load_cards(
             errors.extend(resolution.errors.iter().map(ToString::to_string));
             continue;
         }
-        let cache = super::cache::Cache::open(root).map_err(|e| format!("{e:#}"))?;
+        // The base was found in the cache, so the cache exists.
+        let Some(cache) = &cache else { continue };
         let base = card.spec.base.model.clone();
         let base_file = cache.blob_path(&card.spec.base.sha256);
-        let set = match adapter_set(name, &card, &resolution, &cache, &base_file, scratch) {
+        let set = match adapter_set(name, &card, &resolution, cache, &base_file, scratch) {
             Ok(set) => set,
             Err(mut why) => {
                 errors.append(&mut why);

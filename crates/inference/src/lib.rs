@@ -22,6 +22,7 @@ pub mod error;
 pub mod estimate;
 pub mod grammar;
 pub mod job;
+pub mod json_schema;
 pub mod limits;
 pub mod metrics;
 pub mod model_options;

@@ -8,9 +8,10 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::json;
 
+use super::fleet::sha256;
 use super::inference::{concurrent, start_daemon_args, stream_with};
 use crate::project_root;
 
@@ -25,18 +26,6 @@ pub(super) struct Cards {
     card_one: f64,
     four_one_set: f64,
     four_two_sets: f64,
-}
-
-fn sha256(file: &Path) -> Result<String> {
-    let out = Command::new("sha256sum").arg(file).output()?;
-    if !out.status.success() {
-        bail!("sha256sum {} failed", file.display());
-    }
-    Ok(String::from_utf8(out.stdout)?
-        .split_whitespace()
-        .next()
-        .context("no digest")?
-        .to_string())
 }
 
 pub(super) fn run(bin: &Path, q4: &Path) -> Result<Cards> {

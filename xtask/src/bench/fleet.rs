@@ -468,7 +468,7 @@ fn sovereign(bin: &Path, args: &[&str]) -> Command {
 }
 
 /// `sha256sum FILE`, the hex digest.
-fn sha256(file: &Path) -> Result<String> {
+pub(super) fn sha256(file: &Path) -> Result<String> {
     let out = must(Command::new("sha256sum").arg(file))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let digest = text.split_whitespace().next().unwrap_or("");

@@ -6,8 +6,6 @@
 use std::ops::RangeInclusive;
 use std::sync::OnceLock;
 
-use schemars::generate::SchemaSettings;
-use schemars::transform::RecursiveTransform;
 use schemars::{JsonSchema, Schema, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -169,40 +167,7 @@ fn default_scale() -> f64 {
 /// The Card's JSON Schema (draft 2020-12, definitions under `$defs`, no nulls).
 pub fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        SchemaSettings::draft2020_12()
-            .with_transform(RecursiveTransform(drop_null))
-            .into_generator()
-            .into_root_schema_for::<CardFile>()
-            .to_value()
-    })
-}
-
-/// A Card leaves an optional key out rather than writing null, so `Option`'s "or null"
-/// is dropped: a null is then a type error like any other.
-fn drop_null(schema: &mut Schema) {
-    let Some(obj) = schema.as_object_mut() else {
-        return;
-    };
-    if let Some(Value::Array(types)) = obj.get_mut("type") {
-        types.retain(|t| t != "null");
-        if types.len() == 1 {
-            let only = types.remove(0);
-            obj.insert("type".into(), only);
-        }
-    }
-    if let Some(Value::Array(alts)) = obj.get_mut("anyOf") {
-        alts.retain(|alt| alt.get("type") != Some(&Value::String("null".into())));
-        if alts.len() == 1 {
-            if let Some(Value::Object(only)) = alts.pop() {
-                obj.remove("anyOf");
-                for (k, v) in only {
-                    // The field's own description is the better one; keep it.
-                    obj.entry(k).or_insert(v);
-                }
-            }
-        }
-    }
+    SCHEMA.get_or_init(crate::json_schema::schema_for::<CardFile>)
 }
 
 /// `minimum`, `maximum` and `default` of a number from its range and default, with the
