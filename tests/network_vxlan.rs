@@ -345,10 +345,13 @@ fn two_hosts_ping_across_a_segment_and_only_across_their_own() {
     );
     let plan = a.sovereign(&["plan", "--json", a_no_peer.to_str().unwrap()]);
     let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect(&plan.stderr);
+    // The boot unit's systemd step is listed as not applicable here (PID 1 is not
+    // systemd); it is not pending.
     let pending: Vec<(String, String)> = json["changes"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|c| c.get("not_applicable").is_none())
         .map(|c| {
             (
                 c["address"].as_str().unwrap().to_string(),
@@ -466,6 +469,92 @@ fn head_end_replication_reaches_two_peers_through_two_zero_entries() {
     );
     assert!(a.pings("10.77.0.2"), "A reaches B");
     assert!(a.pings("10.77.0.3"), "A reaches C");
+}
+
+/// Links live only in the running kernel: a reboot drops them. Apply installs the boot
+/// unit that runs `sovereign activate`; here the links are deleted by hand in their place
+/// and `activate` makes them again from the current generation, then has nothing to do.
+#[test]
+fn activate_makes_a_segment_again_once_its_links_are_gone_as_after_a_reboot() {
+    let a = Host::new("ra");
+    let b = Host::new("rb");
+    wire(&a, "192.0.2.1", &b, "192.0.2.2");
+    let (ua, ub) = (uplink(&a), uplink(&b));
+    let pa = a.profile(
+        "a.toml",
+        &segment(
+            "hunt",
+            4242,
+            &ua,
+            "192.0.2.1",
+            &["192.0.2.2"],
+            Some("br-hunt"),
+            "10.42.0.1/24",
+        ),
+    );
+    let pb = b.profile(
+        "b.toml",
+        &segment(
+            "hunt",
+            4242,
+            &ub,
+            "192.0.2.2",
+            &["192.0.2.1"],
+            None,
+            "10.42.0.2/24",
+        ),
+    );
+    a.apply(&pa);
+    b.apply(&pb);
+    assert!(a.pings("10.42.0.2"), "A reaches B after apply");
+
+    // The boot unit: written and enabled by apply, never started by it.
+    let unit = a
+        .dir
+        .path()
+        .join("root/etc/systemd/system/sovereign-activate.service");
+    let text = std::fs::read_to_string(&unit).expect("apply wrote the boot unit");
+    let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(exec.ends_with(" activate"), "{exec}");
+    assert!(text.contains("After=network-online.target"), "{text}");
+
+    // What a reboot leaves: no bridge, no VXLAN device.
+    a.ip(&["link", "del", "br-hunt"]);
+    a.ip(&["link", "del", "hunt"]);
+    assert!(!a.pings("10.42.0.2"));
+    let stale = a.sovereign(&["plan", "--detailed-exitcode", pa.to_str().unwrap()]);
+    assert_eq!(stale.code, Some(2), "{}", stale.stderr);
+
+    let r = a.sovereign(&["activate"]);
+    assert_eq!(r.code, Some(0), "activate: {}", r.stderr);
+    assert!(r.stderr.contains("Activating generation 1"), "{}", r.stderr);
+    assert!(a.has_link("hunt") && a.has_link("br-hunt"));
+    assert!(a.pings("10.42.0.2"), "A reaches B after activate");
+    a.assert_converged(&pa);
+
+    // Nothing left to do: nothing changes and no generation is recorded.
+    let again = a.sovereign(&["activate"]);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("Nothing to apply"),
+        "{}",
+        again.stderr
+    );
+    let gens = a.sovereign(&["generations", "--json"]);
+    let count = serde_json::from_str::<serde_json::Value>(&gens.stdout)
+        .ok()
+        .and_then(|v| v.as_array().map(Vec::len));
+    assert_eq!(
+        count,
+        Some(2),
+        "apply and the one activate that changed something:\n{}",
+        gens.stdout
+    );
+
+    // Without segments the unit goes with them.
+    let none = a.profile("none.toml", "[host]\nname = \"ra\"\n");
+    a.apply(&none);
+    assert!(!unit.exists(), "the boot unit outlived the last segment");
 }
 
 #[test]

@@ -84,11 +84,17 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| miette::miette!("cannot start the HTTP runtime: {e}"))?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // A load answers once the model is ready: loading a large one takes minutes.
             .read_timeout(Duration::from_secs(900))
-            .user_agent(concat!("sovereign/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("sovereign/", env!("CARGO_PKG_VERSION")));
+        if base.scheme() == "http" {
+            // No TLS on this connection: reading the system's certificates would only make
+            // a machine without ca-certificates fail to talk to its own daemon.
+            http = http.tls_certs_only([]);
+        }
+        let http = http
             .build()
             .map_err(|e| miette::miette!("cannot build the HTTP client: {e}"))?;
         Ok(Client {

@@ -4,6 +4,7 @@
 //! [`dispatch`] is the one table that maps commands to them. Human output goes to
 //! stderr and machine output (`--json`) to stdout, both through [`output::Output`].
 
+mod activate;
 mod apply;
 mod card;
 mod client;
@@ -102,6 +103,7 @@ pub enum Command {
     Apply(apply::Args),
     Generations(generations::Args),
     Rollback(rollback::Args),
+    Activate(activate::Args),
     Confirm(confirm::Args),
     /// The rollback watcher of `apply --confirm-within` (started by apply).
     #[command(hide = true)]
@@ -132,6 +134,7 @@ fn dispatch(command: Command, out: &Output) -> CmdResult {
         Command::Apply(a) => apply::run(a, out),
         Command::Generations(a) => generations::run(a, out),
         Command::Rollback(a) => rollback::run(a, out),
+        Command::Activate(a) => activate::run(a, out),
         Command::Confirm(a) => confirm::run(a, out),
         Command::ConfirmWatch(a) => confirm::watch(a, out),
         Command::Serve(a) => serve::run(*a, out),

@@ -9,6 +9,7 @@ mod fuzz;
 mod gen_model;
 mod setup;
 mod tidy;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,12 +23,14 @@ Tasks:
   setup     install the system packages sovereign needs (apt; idempotent)
   demo      setup, build, and run the main job on profiles/demo.toml
             (`demo clean` destroys the demo pool and removes .demo/)
-  ci        setup, cargo fmt --check, clippy -D warnings, every test
+  ci        setup, cargo fmt --check, clippy -D warnings, every test (the VM tests last)
   bench     benchmarks: engine, storage, network, fleet, inference, hostile, models (figures for BENCHMARKS.md)
   gen-model write a generated llama-architecture GGUF or a LoRA adapter for one
             (--preset tiny|bench|vocab128k|tiny-lora --out FILE [--seed N])
   fuzz      run each fuzzer (GGUF, grammar, schema) in release for N seconds [--seconds N]
   tidy      check the code's house rules (also run as a test by `ci`)
+  vm-test   sovereign apply on two Debian guests under qemu with real OpenZFS and systemd
+            (builds and caches the guest image; [--smoke] for one guest)
 ";
 
 fn main() {
@@ -50,6 +53,7 @@ fn run() -> Result<()> {
         "bench" => bench::run(rest),
         "gen-model" => gen_model::run(rest),
         "fuzz" => fuzz::run(rest),
+        "vm-test" => vm::run(rest),
         "tidy" => tidy::check(&project_root()).map(|_| println!("tidy: ok")),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
@@ -104,6 +108,9 @@ fn ci() -> Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     run_step(test)?;
+    // qemu is one of setup's packages, so every machine CI runs on can boot the guests
+    // (under software emulation where KVM does not work).
+    vm::test(false)?;
     eprintln!("\nci: all checks passed");
     Ok(())
 }

@@ -63,6 +63,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the forge tests' guests run under qemu (software emulation, no KVM needed)",
     ),
     (
+        "mmdebstrap",
+        "builds the VM tests' Debian guest images from the machine's apt sources",
+    ),
+    (
         "busybox-static",
         "the forge tests' guest initramfs is busybox (/bin/busybox, static)",
     ),
@@ -244,7 +248,7 @@ fn is_kernel_deb(name: &str) -> bool {
 
 /// The versioned kernel package [`KERNEL_META`] depends on (`linux-image-6.1.0-NN-amd64`),
 /// as `apt-cache depends` names it.
-fn kernel_package() -> Result<String> {
+pub(crate) fn kernel_package() -> Result<String> {
     let out = Command::new("apt-cache")
         .args(["depends", KERNEL_META])
         .output()

@@ -95,6 +95,9 @@ pub fn probe_daemon(
     runtime.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // Plain http to this machine: no certificate store is read, so a fresh system
+            // without ca-certificates is checked like any other.
+            .tls_certs_only([])
             .build()
             .context("cannot build the HTTP client")?;
         let base = format!("http://{addr}");

@@ -37,10 +37,12 @@ impl Domain for Network {
     const SECTIONS: &'static [&'static str] = &["network"];
 
     fn requests(&self, cx: &PlanContext<'_>) -> anyhow::Result<crate::domain::Requests> {
-        match super::tailscale::desired(cx)? {
-            Some(ts) => super::tailscale::requests(&ts),
-            None => Ok(crate::domain::Requests::default()),
-        }
+        let mut out = match super::tailscale::desired(cx)? {
+            Some(ts) => super::tailscale::requests(&ts)?,
+            None => crate::domain::Requests::default(),
+        };
+        super::boot::requests(cx, &mut out)?;
+        Ok(out)
     }
 
     fn desired(&self, cx: &PlanContext<'_>) -> anyhow::Result<Desired> {

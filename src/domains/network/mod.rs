@@ -17,6 +17,8 @@ pub mod section;
 #[cfg(target_os = "linux")]
 mod apply;
 #[cfg(target_os = "linux")]
+mod boot;
+#[cfg(target_os = "linux")]
 mod desired;
 #[cfg(target_os = "linux")]
 pub mod diff;

@@ -95,7 +95,11 @@ pub fn desired(cx: &PlanContext<'_>) -> anyhow::Result<Option<Desired>> {
     }))
 }
 
-fn render(template: &str, name: &str, context: minijinja::Value) -> anyhow::Result<String> {
+pub(super) fn render(
+    template: &str,
+    name: &str,
+    context: minijinja::Value,
+) -> anyhow::Result<String> {
     let env = crate::domain::template::environment(&BTreeMap::from([(
         name.to_string(),
         template.to_string(),

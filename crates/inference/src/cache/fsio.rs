@@ -11,13 +11,17 @@ use sha2::{Digest, Sha256};
 /// Chunk size for copying and hashing: large enough that syscalls do not dominate.
 pub const CHUNK: usize = 1 << 20;
 
-/// Write `bytes` to `path` atomically: readers see the old file or the new one.
+/// Write `bytes` to `path` atomically: readers see the old file or the new one. The file
+/// is readable by everyone (0644), like the blobs: the daemon reads the cache as a user of
+/// its own (the unit's `DynamicUser=yes`), not as the root that pulled into it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
@@ -105,4 +109,21 @@ pub fn make_read_only(path: &Path) -> Result<()> {
     perms.set_readonly(true);
     std::fs::set_permissions(path, perms)
         .with_context(|| format!("cannot make {} read-only", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_atomic_write_is_readable_by_the_daemons_own_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        write_atomic(&path, b"{}").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o044, 0o044, "group and others read it: {mode:o}");
+        assert_eq!(mode & 0o022, 0, "only its owner writes it: {mode:o}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+    }
 }
