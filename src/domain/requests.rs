@@ -36,6 +36,10 @@ pub struct UnitRequest {
     pub enable: bool,
     /// Keep it running.
     pub start: bool,
+    /// It runs to completion when systemd starts it (at boot): apply enables it but
+    /// never starts or stops it. Its process may be a sovereign that plans this very
+    /// unit while it is "activating"; stopping it then would kill that process.
+    pub oneshot: bool,
     /// Inputs whose change restarts it: an input -> the digest it has after this apply
     /// (`None`: whatever is on the machine, read when planning).
     pub triggers: BTreeMap<String, Option<String>>,
@@ -53,6 +57,7 @@ impl UnitRequest {
             unit: unit.into(),
             enable: true,
             start: true,
+            oneshot: false,
             triggers: BTreeMap::new(),
             after: Vec::new(),
             by: by.into(),

@@ -3,9 +3,9 @@
 //! asks for `sovereign-activate.service`: a oneshot that runs `sovereign activate` at boot,
 //! once the network is online, converging the machine back to its current generation.
 //!
-//! The unit is enabled, never started by apply (an apply holds the lock `activate` would
-//! wait for, and has just made the links itself), and it does not stay active after it
-//! ran, so a later plan sees nothing to change.
+//! The unit is enabled, never started or stopped by apply (an apply holds the lock
+//! `activate` would wait for, and has just made the links itself; and `activate` at boot
+//! plans this unit while it runs it), and it does not stay active after it ran.
 
 use crate::domain::{PlanContext, Requests, UnitRequest};
 
@@ -29,6 +29,7 @@ pub fn requests(cx: &PlanContext<'_>, out: &mut Requests) -> anyhow::Result<()> 
     )?;
     let mut request = UnitRequest::new(UNIT, unit.into_bytes(), "network.vxlan");
     request.start = false;
+    request.oneshot = true;
     out.unit(request);
     Ok(())
 }

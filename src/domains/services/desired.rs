@@ -21,6 +21,9 @@ pub struct DesiredService {
     pub enable: bool,
     /// Keep it running.
     pub start: bool,
+    /// Runs to completion when systemd starts it: its run state is systemd's alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oneshot: bool,
     /// An input (a file it reads, a model) -> the digest it has after this apply; `None`
     /// for a file no domain writes, read by observe. When one differs from the digests
     /// recorded at the last (re)start, it restarts.
@@ -36,6 +39,7 @@ impl DesiredService {
             unit_sha256: hex::encode(Sha256::digest(unit)),
             enable: true,
             start: true,
+            oneshot: false,
             triggers: BTreeMap::new(),
             after: Vec::new(),
         }
@@ -94,6 +98,7 @@ pub fn desired(cx: &PlanContext<'_>) -> anyhow::Result<BTreeMap<String, DesiredS
         let mut service = DesiredService::new(&unit.unit);
         service.enable = unit.enable;
         service.start = unit.start;
+        service.oneshot = unit.oneshot;
         service
             .after
             .push(file_address(&unit_file_path(&unit.name)));

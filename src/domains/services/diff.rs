@@ -141,7 +141,7 @@ fn service_change(
             Some(yes_no(want.enable)),
         ));
     }
-    if state.is_active() != want.start {
+    if !want.oneshot && state.is_active() != want.start {
         fields.push(FieldChange::new(
             "active",
             Some(describe_active(&state)),
@@ -348,6 +348,46 @@ mod tests {
             &DiffOptions::default(),
         );
         assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn a_oneshot_unit_is_enabled_but_never_started_or_stopped() {
+        let mut d = want();
+        let x = d.get_mut("x").unwrap();
+        x.start = false;
+        x.oneshot = true;
+        let mut observed = Observed {
+            states: BTreeMap::from([("x".to_string(), state("inactive", ""))]),
+            ..Observed::default()
+        };
+        let changes = diff(&d, &observed, &Owned::new(), &DiffOptions::default());
+        let names: Vec<&str> = changes[0].fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["enabled"]);
+        assert!(matches!(
+            changes[0].op::<ServiceOp>().unwrap(),
+            ServiceOp::Converge {
+                enable: true,
+                verb: None,
+                ..
+            }
+        ));
+        // At boot it runs `sovereign activate`, which plans this unit while it is
+        // activating: stopping it would kill that very process.
+        observed
+            .states
+            .insert("x".into(), state("activating", "enabled"));
+        let mut owned = Owned::new();
+        owned.insert(
+            service_key("x"),
+            Entry::Service {
+                unit_sha256: d["x"].unit_sha256.clone(),
+                triggers: triggers(&d["x"], &Observed::default()),
+                enabled: true,
+                started: false,
+            },
+        );
+        let running = diff(&d, &observed, &owned, &DiffOptions::default());
+        assert!(running.is_empty(), "{running:?}");
     }
 
     #[test]

@@ -205,7 +205,33 @@ pub fn parse_status(text: &str) -> BTreeMap<String, Vec<CreateVdevRequest>> {
     pools
 }
 
-/// Whether two layouts are the same (order of groups and of members ignored).
+/// The folders OpenZFS strips from a device's path when `zpool status` names it (longest
+/// first): a pool made on `/dev/vdb` lists it as `vdb`, one on
+/// `/dev/disk/by-id/ata-X` as `ata-X`. Files keep their whole path.
+const STRIPPED: &[&str] = &[
+    "/dev/disk/by-partlabel/",
+    "/dev/disk/by-partuuid/",
+    "/dev/disk/by-label/",
+    "/dev/disk/by-uuid/",
+    "/dev/disk/by-vdev/",
+    "/dev/disk/by-path/",
+    "/dev/disk/by-id/",
+    "/dev/mapper/",
+    "/dev/",
+];
+
+/// A device as `zpool status` names it, so the profile's path and the status's name
+/// compare equal.
+fn as_listed(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    STRIPPED
+        .iter()
+        .find_map(|dir| text.strip_prefix(dir))
+        .map_or_else(|| path.to_path_buf(), PathBuf::from)
+}
+
+/// Whether two layouts are the same (order of groups and of members ignored; devices
+/// compared as `zpool status` lists them).
 pub fn same_layout(a: &[CreateVdevRequest], b: &[CreateVdevRequest]) -> bool {
     let canon = |l: &[CreateVdevRequest]| {
         let mut v: Vec<String> = l
@@ -213,11 +239,16 @@ pub fn same_layout(a: &[CreateVdevRequest], b: &[CreateVdevRequest]) -> bool {
             .map(|r| {
                 let mut r = r.clone();
                 match &mut r {
-                    CreateVdevRequest::SingleDisk(_) => {}
+                    CreateVdevRequest::SingleDisk(d) => *d = as_listed(d),
                     CreateVdevRequest::Mirror(d)
                     | CreateVdevRequest::RaidZ(d)
                     | CreateVdevRequest::RaidZ2(d)
-                    | CreateVdevRequest::RaidZ3(d) => d.sort(),
+                    | CreateVdevRequest::RaidZ3(d) => {
+                        for p in d.iter_mut() {
+                            *p = as_listed(p);
+                        }
+                        d.sort();
+                    }
                 }
                 describe(&[r])
             })
@@ -243,6 +274,28 @@ mod tests {
             describe(&pools["two"]),
             "mirror(/tmp/zt/m1, /tmp/zt/m2) + /tmp/zt/c"
         );
+    }
+
+    #[test]
+    fn devices_compare_as_zpool_status_lists_them() {
+        // OpenZFS lists a pool made on /dev/vdb as `vdb`, and by-id paths by their name.
+        let status = "  pool: tank\n state: ONLINE\nconfig:\n\n\tNAME        STATE     READ WRITE CKSUM\n\ttank        ONLINE       0     0     0\n\t  vdb       ONLINE       0     0     0\n\t  mirror-1  ONLINE       0     0     0\n\t    ata-A   ONLINE       0     0     0\n\t    sdc     ONLINE       0     0     0\n\nerrors: No known data errors\n";
+        let listed = &parse_status(status)["tank"];
+        let profile = [
+            CreateVdevRequest::SingleDisk("/dev/vdb".into()),
+            CreateVdevRequest::Mirror(vec!["/dev/sdc".into(), "/dev/disk/by-id/ata-A".into()]),
+        ];
+        assert!(same_layout(listed, &profile));
+        let other = [
+            CreateVdevRequest::SingleDisk("/dev/vdc".into()),
+            CreateVdevRequest::Mirror(vec!["/dev/sdc".into(), "/dev/disk/by-id/ata-A".into()]),
+        ];
+        assert!(!same_layout(listed, &other));
+        // A file vdev is its whole path.
+        assert!(!same_layout(
+            &[CreateVdevRequest::SingleDisk("img".into())],
+            &[CreateVdevRequest::SingleDisk("/tmp/img".into())]
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 pub struct GuestFile {
     pub path: &'static str,
     pub mode: u32,
-    pub content: &'static str,
+    pub content: String,
 }
 
 /// The harness's shell. `/dev/hvc0` is a terminal: raw and without echo, so what the host
@@ -40,23 +40,9 @@ WantedBy=multi-user.target
 
 /// Each guest is told apart by its MAC on the private link (the harness sets it); the
 /// same image serves both.
-const LINK_A: &str = "\
-[Match]
-MACAddress=52:54:00:5e:00:01
-
-[Network]
-Address=192.168.100.1/24
-LinkLocalAddressing=no
-";
-
-const LINK_B: &str = "\
-[Match]
-MACAddress=52:54:00:5e:00:02
-
-[Network]
-Address=192.168.100.2/24
-LinkLocalAddressing=no
-";
+fn link(mac: &str, address: &str) -> String {
+    format!("[Match]\nMACAddress={mac}\n\n[Network]\nAddress={address}\nLinkLocalAddressing=no\n")
+}
 
 /// The host's files reach the guest read-only over 9p: the sovereign binary, the model and
 /// the profiles.
@@ -78,32 +64,32 @@ pub fn all() -> Vec<GuestFile> {
         GuestFile {
             path: "/usr/local/sbin/vm-shell",
             mode: 0o755,
-            content: VM_SHELL,
+            content: VM_SHELL.into(),
         },
         GuestFile {
             path: "/etc/systemd/system/vm-shell.service",
             mode: 0o644,
-            content: VM_SHELL_UNIT,
+            content: VM_SHELL_UNIT.into(),
         },
         GuestFile {
             path: "/etc/systemd/network/10-link-a.network",
             mode: 0o644,
-            content: LINK_A,
+            content: link("52:54:00:5e:00:01", "192.168.100.1/24"),
         },
         GuestFile {
             path: "/etc/systemd/network/10-link-b.network",
             mode: 0o644,
-            content: LINK_B,
+            content: link("52:54:00:5e:00:02", "192.168.100.2/24"),
         },
         GuestFile {
             path: "/etc/fstab",
             mode: 0o644,
-            content: FSTAB,
+            content: FSTAB.into(),
         },
         GuestFile {
             path: "/etc/systemd/journald.conf.d/console.conf",
             mode: 0o644,
-            content: JOURNAL,
+            content: JOURNAL.into(),
         },
     ]
 }

@@ -318,7 +318,7 @@ fn write_guest_file(rootfs: &Path, file: &GuestFile) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&path, file.content)
+    std::fs::write(&path, &file.content)
         .with_context(|| format!("cannot write {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))?;
     Ok(())

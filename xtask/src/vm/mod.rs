@@ -66,6 +66,18 @@ pub fn test(smoke: bool) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from(CACHE));
     std::fs::create_dir_all(&cache)
         .with_context(|| format!("cannot create the VM tests' cache {}", cache.display()))?;
+    // One run at a time per cache: two would build into the same folders.
+    let lock_path = cache.join(".lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        eprintln!(
+            "vm-test: another run holds {}; waiting for it",
+            lock_path.display()
+        );
+        lock.lock()
+            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    }
     let guest = image::ensure(&cache)?;
     let images_at = started.elapsed().as_secs();
     let binary = portable_binary(&cache)?;
