@@ -338,9 +338,12 @@ fn clean(state_root: &Path) -> Result<()> {
         std::fs::remove_dir_all(state_root)
             .with_context(|| format!("cannot remove {}", state_root.display()))?;
     }
+    // `.demo/` itself, once empty (the README promises it goes).
+    let demo_dir = state_root.parent().expect("the state root is .demo/root");
+    let _ = std::fs::remove_dir(demo_dir);
     eprintln!(
         "demo: cleaned ({} and the pool {DEMO_POOL} are gone)",
-        state_root.display()
+        demo_dir.display()
     );
     Ok(())
 }
