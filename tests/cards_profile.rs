@@ -13,20 +13,10 @@ mod inference_support;
 
 use engine_support::Env;
 use sha2::Digest;
-use sovereign_gguf::write::{GgufBuilder, LlamaShape};
 
 const CARD_FILE: &str = "/etc/sovereign/inference/cards/sql.json";
 const UNIT_FILE: &str = "/etc/systemd/system/sovereign-inference.service";
 const FLAG: &str = " --card sql=/etc/sovereign/inference/cards/sql.json";
-
-/// A tiny generated model at `logical` under the root; returns its sha256.
-fn model_at(env: &Env, logical: &str) -> String {
-    let bytes = GgufBuilder::llama(LlamaShape::tiny()).to_bytes();
-    let path = env.at(logical);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &bytes).unwrap();
-    hex::encode(sha2::Sha256::digest(&bytes))
-}
 
 /// A Card on the model `tiny` (pinned at `sha`), written next to the profiles.
 fn card(env: &Env, sha: &str, system: &str, temperature: &str) -> String {
@@ -73,7 +63,7 @@ fn assert_lines(text: &str, lines: &[&str]) {
 #[test]
 fn a_card_is_added_changed_key_by_key_and_removed() {
     let env = Env::new();
-    let sha = model_at(&env, "/srv/models/tiny.gguf");
+    let sha = env.tiny_model_at("/srv/models/tiny.gguf");
     let first = card(&env, &sha, "Answer with one PostgreSQL query only.", "0.2");
     let p = env.profile("p.toml", &profile(&sha, true));
 
@@ -173,7 +163,7 @@ fn a_card_is_added_changed_key_by_key_and_removed() {
 #[test]
 fn a_saved_plan_is_stale_when_its_card_changes() {
     let env = Env::new();
-    let sha = model_at(&env, "/srv/models/tiny.gguf");
+    let sha = env.tiny_model_at("/srv/models/tiny.gguf");
     card(&env, &sha, "Answer with one query.", "0.2");
     let p = env.profile("p.toml", &profile(&sha, true));
     let saved = env.dir.path().join("plan.json");

@@ -7,8 +7,6 @@
 mod engine_support;
 
 use engine_support::Env;
-use sha2::Digest;
-use sovereign_gguf::write::{GgufBuilder, LlamaShape};
 
 /// Why systemd steps cannot run in these tests, as the plan says it.
 fn expected_reason(env: &Env) -> String {
@@ -20,15 +18,6 @@ fn expected_reason(env: &Env) -> String {
     } else {
         "PID 1 is not systemd".into()
     }
-}
-
-/// A tiny generated model at `logical` under the root; returns its sha256.
-fn model_at(env: &Env, logical: &str) -> String {
-    let bytes = GgufBuilder::llama(LlamaShape::tiny()).to_bytes();
-    let path = env.at(logical);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &bytes).unwrap();
-    hex::encode(sha2::Sha256::digest(&bytes))
 }
 
 fn profile(sha: &str, conf: &str) -> String {
@@ -63,7 +52,7 @@ preload = true
 #[test]
 fn services_and_inference_apply_with_systemd_steps_not_applicable_then_settle() {
     let env = Env::new();
-    let sha = model_at(&env, "/srv/models/tiny.gguf");
+    let sha = env.tiny_model_at("/srv/models/tiny.gguf");
     let p = env.profile("p.toml", &profile(&sha, "keep = 7\\n"));
     let why = expected_reason(&env);
 
@@ -212,7 +201,7 @@ fn services_and_inference_apply_with_systemd_steps_not_applicable_then_settle() 
 #[test]
 fn a_pinned_model_already_cached_is_no_change() {
     let env = Env::new();
-    let sha = model_at(&env, "/srv/models/tiny.gguf");
+    let sha = env.tiny_model_at("/srv/models/tiny.gguf");
     // Cached beforehand by `model pull`, under the same name.
     let pull = env.run(&[
         "model",
@@ -251,7 +240,7 @@ fn a_pinned_model_already_cached_is_no_change() {
 #[test]
 fn a_wrong_pin_fails_the_apply_naming_the_model() {
     let env = Env::new();
-    model_at(&env, "/srv/models/tiny.gguf");
+    env.tiny_model_at("/srv/models/tiny.gguf");
     let p = env.profile(
         "p.toml",
         &format!(
@@ -303,7 +292,7 @@ unit = "[Service]\nExecStart=/usr/bin/true\n"
 #[test]
 fn a_model_named_in_name_tag_form_validates_pulls_and_settles() {
     let env = Env::new();
-    let sha = model_at(&env, "/srv/models/tiny.gguf");
+    let sha = env.tiny_model_at("/srv/models/tiny.gguf");
     let p = env.profile(
         "p.toml",
         &format!(

@@ -2,12 +2,10 @@
 //! boot unit runs: some of what apply makes lives only in the running kernel (VXLAN links,
 //! bridges, their addresses and forwarding entries) and is gone after a reboot.
 
-use super::apply::converge;
 use super::plan::root_of;
 use super::{CmdResult, Output, exit, report};
 use crate::apply::{self, ExecOptions};
 use crate::host::RealHost;
-use crate::planner::{self, PlanOptions};
 use crate::state::generations;
 
 const EXAMPLES: &str = "\
@@ -44,24 +42,17 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         current.number,
         current.profile.path.display()
     ));
-    let planned = planner::plan(
-        current.profile,
-        PlanOptions {
-            root,
-            allow_destroy: false,
-        },
-        &RealHost,
-    )
-    .map_err(report)?;
-    converge(
+    super::rollback::converge_to(
         out,
         &session,
-        planned,
-        false,
+        root,
+        current.profile,
         &ExecOptions {
             no_rollback: true,
             rollback_to: None,
         },
+        false,
+        false,
         args.json,
     )
 }

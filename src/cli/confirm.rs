@@ -161,7 +161,7 @@ pub fn watch(args: WatchArgs, out: &Output) -> CmdResult {
         &session,
         root,
         profile,
-        armed.rollback_to,
+        &super::rollback::rolling_back_to(armed.rollback_to),
         false,
         false,
         false,

@@ -60,7 +60,7 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
             &session,
             root,
             profile,
-            number,
+            &rolling_back_to(number),
             args.allow_destroy,
             !args.yes,
             args.json,
@@ -99,22 +99,30 @@ pub fn run(args: Args, out: &Output) -> CmdResult {
         &session,
         root,
         target.profile,
-        Some(target.number),
+        &rolling_back_to(Some(target.number)),
         args.allow_destroy,
         !args.yes,
         args.json,
     )
 }
 
+/// A rollback to `generation` (`None`: the state before the first one).
+pub(super) fn rolling_back_to(generation: Option<u64>) -> ExecOptions {
+    ExecOptions {
+        no_rollback: false,
+        rollback_to: generation,
+    }
+}
+
 /// Plan `profile` (a generation's, or the empty one for the state before the first
-/// generation) and converge to it as a rollback.
+/// generation) and converge to it with `options` (a rollback names its target there).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn converge_to(
     out: &Output,
     session: &apply::Session,
     root: crate::host::fs::Root,
     profile: crate::plan::resolve::Resolved,
-    generation: Option<u64>,
+    options: &ExecOptions,
     allow_destroy: bool,
     ask: bool,
     json: bool,
@@ -128,15 +136,5 @@ pub(super) fn converge_to(
         &RealHost,
     )
     .map_err(report)?;
-    converge(
-        out,
-        session,
-        planned,
-        ask,
-        &ExecOptions {
-            no_rollback: false,
-            rollback_to: generation,
-        },
-        json,
-    )
+    converge(out, session, planned, ask, options, json)
 }

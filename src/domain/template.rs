@@ -27,6 +27,15 @@ pub fn environment(templates: &BTreeMap<String, String>) -> anyhow::Result<Envir
     Ok(env)
 }
 
+/// Render one template built into the binary (`templates/NAME`, by `include_str!`) with
+/// `context`: the units and files domains ask for.
+pub fn render(template: &str, name: &str, context: minijinja::Value) -> anyhow::Result<String> {
+    let env = environment(&BTreeMap::from([(name.to_string(), template.to_string())]))?;
+    env.get_template(name)?
+        .render(context)
+        .with_context(|| format!("cannot render {name}"))
+}
+
 /// The profile as templates see it, with the machine's facts under `facts`.
 pub fn context(profile: &Profile, facts: &Facts) -> anyhow::Result<minijinja::Value> {
     let mut context = serde_json::to_value(profile)?;

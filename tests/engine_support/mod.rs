@@ -48,6 +48,17 @@ impl Env {
         self.root().join(logical.trim_start_matches('/'))
     }
 
+    /// A tiny generated model at `logical` under the root; returns its sha256.
+    pub fn tiny_model_at(&self, logical: &str) -> String {
+        use sha2::Digest;
+        use sovereign_gguf::write::{GgufBuilder, LlamaShape};
+        let bytes = GgufBuilder::llama(LlamaShape::tiny()).to_bytes();
+        let path = self.at(logical);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        hex::encode(sha2::Sha256::digest(&bytes))
+    }
+
     /// Write a profile file and return its path.
     pub fn profile(&self, name: &str, toml: &str) -> PathBuf {
         let p = self.dir.path().join("profiles").join(name);

@@ -22,7 +22,7 @@ pub fn requests(cx: &PlanContext<'_>, out: &mut Requests) -> anyhow::Result<()> 
     if !declared {
         return Ok(());
     }
-    let unit = super::tailscale::render(
+    let unit = crate::domain::template::render(
         TEMPLATE,
         "sovereign-activate.service.j2",
         minijinja::context! { exe => cx.exe.to_string_lossy() },

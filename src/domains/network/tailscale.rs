@@ -8,7 +8,6 @@
 //! the services domain) and `network.tailscale:node` (`tailscale up`, `set` or
 //! `up --reset`, see [`super::node`]).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -95,27 +94,13 @@ pub fn desired(cx: &PlanContext<'_>) -> anyhow::Result<Option<Desired>> {
     }))
 }
 
-pub(super) fn render(
-    template: &str,
-    name: &str,
-    context: minijinja::Value,
-) -> anyhow::Result<String> {
-    let env = crate::domain::template::environment(&BTreeMap::from([(
-        name.to_string(),
-        template.to_string(),
-    )]))?;
-    env.get_template(name)?
-        .render(context)
-        .with_context(|| format!("cannot render {name}"))
-}
-
 /// The source entry and the daemon's unit, when sovereign installs the node.
 pub fn requests(d: &Desired) -> anyhow::Result<Requests> {
     let mut out = Requests::default();
     if !d.install {
         return Ok(out);
     }
-    let list = render(
+    let list = crate::domain::template::render(
         LIST_TEMPLATE,
         "tailscale.list.j2",
         minijinja::context! { keyring => KEYRING_PATH, distro => d.distro.clone(), release => d.release.clone() },
@@ -128,7 +113,7 @@ pub fn requests(d: &Desired) -> anyhow::Result<Requests> {
         by: "network.tailscale".into(),
         remove_after: vec![package_address()],
     });
-    let unit = render(
+    let unit = crate::domain::template::render(
         UNIT_TEMPLATE,
         "tailscaled.service.j2",
         minijinja::context! {},
